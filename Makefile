@@ -1,0 +1,48 @@
+# fleetlog tasks. `make` alone lists them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# The test broker gets its own ports and folder so it never meets a developer's broker.
+TEST_KAFKA_DIR  := .fleetlog/test-kafka
+TEST_KAFKA_PORT ?= 19092
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint unit kafka-up kafka-down bench clean
+
+help: ## list the tasks
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) ## create .venv and install fleetlog with its dev tools
+
+demo: $(STAMP) ## set up, then run the whole pipeline once (`fleetlog demo`)
+	$(BIN)/fleetlog demo
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+unit: $(STAMP) ## the tests without Kafka
+	$(BIN)/pytest -m 'not kafka'
+
+test: $(STAMP) ## set up, lint, start a local Kafka broker, run every test, stop the broker
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/fleetlog kafka up --data-dir $(TEST_KAFKA_DIR) --port $(TEST_KAFKA_PORT) --json
+	FLEETLOG_KAFKA_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) $(BIN)/pytest; \
+	  status=$$?; $(BIN)/fleetlog kafka down --data-dir $(TEST_KAFKA_DIR) --json; exit $$status
+
+kafka-up: $(STAMP) ## start the local broker on 127.0.0.1:9092
+	$(BIN)/fleetlog kafka up
+
+kafka-down: $(STAMP) ## stop the local broker
+	$(BIN)/fleetlog kafka down
+
+clean: ## remove the virtualenv and local data (.fleetlog)
+	rm -rf $(VENV) .fleetlog .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,46 @@
+"""Expected failures become one-line messages with a documented exit code, never a traceback.
+
+Exit codes (documented in the README):
+  0  success
+  1  an expected failure (missing database, broker unreachable, bad input); the message says
+     what to do
+  2  a usage error (unknown option, bad value), from click
+  3  the database is locked by another process (an ingester)
+  130 interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+import click
+
+from ingest.broker import BrokerError
+from ingest.kafka_settings import KafkaConfigError
+from ingest.store import StoreError, StoreLocked
+
+EXIT_FAILURE = 1
+EXIT_LOCKED = 3
+EXIT_INTERRUPTED = 130
+
+# Library exceptions whose message is written for the user. Packages add theirs here.
+EXPECTED: list[type[Exception]] = [BrokerError, KafkaConfigError, StoreError]
+
+
+class FleetlogError(click.ClickException):
+    """A ClickException with its own exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click reads it per instance
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True, file=file)
+
+
+def translate(exc: Exception) -> FleetlogError | None:
+    if isinstance(exc, StoreLocked):
+        return FleetlogError(str(exc), EXIT_LOCKED)
+    if isinstance(exc, tuple(EXPECTED)):
+        return FleetlogError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return None

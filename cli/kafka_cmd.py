@@ -1,0 +1,70 @@
+"""``fleetlog kafka up|down|status``: the local Apache Kafka broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.output import output_options, render
+from cli.params import kafka_dir_option
+from ingest import broker
+
+
+@click.group("kafka")
+def kafka_group() -> None:
+    """Run a real local Apache Kafka broker (KRaft, no Docker).
+
+    The jars come from Maven Central on first use and are cached.
+
+    Example: fleetlog kafka up && fleetlog kafka status --table
+    """
+
+
+@kafka_group.command("up")
+@kafka_dir_option
+@click.option("--port", type=int, default=broker.DEFAULT_PORT, show_default=True,
+              help="Broker port on 127.0.0.1.")
+@click.option("--controller-port", type=int, default=None,
+              help="KRaft controller port (default: --port + 1).")
+@click.option("--timeout", type=float, default=90.0, show_default=True,
+              help="Seconds to wait for the broker to answer.")
+@click.option("--heap", default="1g", show_default=True, help="JVM heap (-Xmx).")
+@output_options
+def up_command(
+    data_dir: Path | None, port: int, controller_port: int | None, timeout: float, heap: str,
+    fmt: str | None,
+) -> None:
+    """Fetch (once), format (once) and start the broker; wait until it answers.
+
+    Example: fleetlog kafka up --port 9092
+    """
+    state = broker.up(data_dir, port=port, controller_port=controller_port, timeout_s=timeout,
+                      heap=heap)
+    render(state.to_json(), fmt)
+
+
+@kafka_group.command("down")
+@kafka_dir_option
+@output_options
+def down_command(data_dir: Path | None, fmt: str | None) -> None:
+    """Stop the broker started from the data directory.
+
+    Example: fleetlog kafka down
+    """
+    state = broker.down(data_dir)
+    render({"stopped": state is not None, "pid": state.pid if state else None}, fmt)
+
+
+@kafka_group.command("status")
+@kafka_dir_option
+@output_options
+def status_command(data_dir: Path | None, fmt: str | None) -> None:
+    """Report the bootstrap address, pid, log file and whether the broker answers.
+
+    Example: fleetlog kafka status --json
+    """
+    render(broker.status(data_dir), fmt)
+
+
+COMMANDS = [kafka_group]

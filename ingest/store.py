@@ -1,0 +1,366 @@
+"""The DuckDB event store: versioned schema, raw append-only tables, public SQL views.
+
+Raw tables (``*_raw``, ``event_log``) are the landed events and only ever grow. The public views
+(DESIGN.md section 6: ``gpu_samples``, ``port_samples``, ``xid_events``, ``job_events``, ``nodes``,
+``truth_faults``, ``incidents``, ``recommendations``, ``dead_letters``) are the stable SQL surface;
+they exist even when empty. All times are UTC ``TIMESTAMPTZ``; columns carry their units.
+
+Schema creation is idempotent and versioned: ``MIGRATIONS`` is append-only, each step applied once
+inside a transaction and recorded in ``schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Final
+
+import duckdb
+
+from ingest.contract import GPU_SIGNALS, PORT_SIGNALS, Signal
+
+_SQL_TYPES: Final = {"<f4": "FLOAT", "<f8": "DOUBLE"}
+
+
+class StoreError(Exception):
+    """Root of store errors; the message says what to do."""
+
+
+class StoreLocked(StoreError):
+    """Another process (usually an ingester) holds the write lock on the database file."""
+
+
+class StoreMissing(StoreError):
+    """The database file does not exist."""
+
+
+def _signal_columns(signals: Sequence[Signal]) -> str:
+    return ",\n    ".join(f"{s.column} {_SQL_TYPES[s.dtype]}" for s in signals)
+
+
+_V1_TABLES: Final = [
+    """CREATE TABLE event_log (
+    event_id VARCHAR NOT NULL,
+    type VARCHAR NOT NULL,
+    v INTEGER NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    source VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    rows INTEGER NOT NULL,       -- sample rows carried (0 for non-sample events)
+    payload JSON,                -- the payload, except for sample batches (kept column-wise)
+    landed_at TIMESTAMPTZ NOT NULL
+)""",
+    f"""CREATE TABLE gpu_samples_raw (
+    event_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    node VARCHAR NOT NULL,
+    gpu UTINYINT NOT NULL,
+    {_signal_columns(GPU_SIGNALS)}
+)""",
+    f"""CREATE TABLE port_samples_raw (
+    event_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    switch VARCHAR NOT NULL,
+    port USMALLINT NOT NULL,
+    {_signal_columns(PORT_SIGNALS)}
+)""",
+    """CREATE TABLE xid_raw (
+    event_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    node VARCHAR NOT NULL,
+    gpu INTEGER,
+    pci_bus_id VARCHAR,
+    xid INTEGER NOT NULL,
+    message VARCHAR,
+    pid BIGINT,
+    source VARCHAR NOT NULL
+)""",
+    """CREATE TABLE host_events_raw (
+    event_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    node VARCHAR NOT NULL,
+    type VARCHAR NOT NULL,
+    reason VARCHAR
+)""",
+    """CREATE TABLE job_events_raw (
+    event_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    job VARCHAR NOT NULL,
+    type VARCHAR NOT NULL,
+    payload JSON NOT NULL
+)""",
+    """CREATE TABLE inventory_raw (
+    event_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    type VARCHAR NOT NULL,
+    entity VARCHAR NOT NULL,
+    payload JSON NOT NULL
+)""",
+    """CREATE TABLE truth_raw (
+    event_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    fault_id VARCHAR NOT NULL,
+    category VARCHAR NOT NULL,
+    entity VARCHAR NOT NULL,
+    start_ts TIMESTAMPTZ NOT NULL,
+    end_ts TIMESTAMPTZ,
+    affected VARCHAR[] NOT NULL,
+    scenario VARCHAR,
+    detail VARCHAR
+)""",
+    """CREATE TABLE incidents_raw (
+    event_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    incident_id VARCHAR NOT NULL,
+    start_ts TIMESTAMPTZ NOT NULL,
+    end_ts TIMESTAMPTZ,
+    category VARCHAR NOT NULL,
+    root_entity VARCHAR NOT NULL,
+    confidence DOUBLE NOT NULL,
+    candidates JSON NOT NULL,
+    evidence VARCHAR[] NOT NULL
+)""",
+    """CREATE TABLE recommendations_raw (
+    event_id VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    incident_id VARCHAR NOT NULL,
+    target VARCHAR NOT NULL,
+    action VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    gpu_hours_saved DOUBLE NOT NULL
+)""",
+    """CREATE TABLE dead_letters_raw (
+    received_at TIMESTAMPTZ NOT NULL,
+    origin VARCHAR NOT NULL,     -- Kafka topic, or the file path
+    partition INTEGER,           -- Kafka partition (NULL for files)
+    "offset" BIGINT,             -- Kafka offset, or the line number in the file
+    stage VARCHAR NOT NULL,      -- envelope | type | version | payload | validate | parse
+    error VARCHAR NOT NULL,
+    event_type VARCHAR,
+    event_id VARCHAR,
+    raw BLOB
+)""",
+    """CREATE TABLE ingest_offsets (
+    topic VARCHAR NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset BIGINT NOT NULL, -- the first offset not yet landed
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (topic, partition)
+)""",
+    """CREATE TABLE xid_catalog (
+    xid INTEGER PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    action VARCHAR NOT NULL,      -- NVIDIA's immediate action, as the catalog writes it
+    fatal BOOLEAN NOT NULL
+)""",
+]
+
+_GPU_COLS: Final = ", ".join(s.column for s in GPU_SIGNALS)
+_PORT_COLS: Final = ", ".join(s.column for s in PORT_SIGNALS)
+
+# Public views: the contract surface. Recreated on every ensure_schema (cheap, and keeps them in
+# step with the code), which leaves the catalog unchanged when nothing changed.
+PUBLIC_VIEWS: Final = {
+    "gpu_samples": f"SELECT ts, node, gpu, {_GPU_COLS}, event_id FROM gpu_samples_raw",
+    "port_samples": f"SELECT ts, switch, port, {_PORT_COLS}, event_id FROM port_samples_raw",
+    "xid_events": """SELECT x.ts, x.node, x.gpu, x.xid,
+        coalesce(c.name, 'UNKNOWN_XID') AS name,
+        coalesce(c.action, 'UNKNOWN') AS action,
+        coalesce(c.fatal, false) AS fatal,
+        x.source, x.pci_bus_id, x.message, x.pid, x.event_id
+    FROM xid_raw x LEFT JOIN xid_catalog c USING (xid)""",
+    "host_events": "SELECT ts, node, type, reason, event_id FROM host_events_raw",
+    "job_events": """SELECT ts, job, type,
+        TRY_CAST(payload->>'step' AS BIGINT) AS step,
+        TRY_CAST(payload->>'step_time_s' AS DOUBLE) AS step_time_s,
+        TRY_CAST(payload->>'tokens_per_s' AS DOUBLE) AS tokens_per_s,
+        TRY_CAST(payload->>'duration_s' AS DOUBLE) AS duration_s,
+        TRY_CAST(payload->>'exit_code' AS INTEGER) AS exit_code,
+        payload->>'reason' AS reason,
+        payload, event_id
+    FROM job_events_raw""",
+    "nodes": """SELECT payload->>'node' AS node, payload->>'rack' AS rack,
+        payload->>'region' AS region, payload->>'vcluster' AS vcluster,
+        CAST(payload->>'gpu_count' AS INTEGER) AS gpu_count, payload->>'gpu_model' AS gpu_model,
+        CAST(payload->>'nic_count' AS INTEGER) AS nic_count,
+        CAST(payload->>'spare' AS BOOLEAN) AS spare, ts AS registered_ts
+    FROM inventory_raw WHERE type = 'node.registered'
+    QUALIFY row_number() OVER (PARTITION BY entity ORDER BY ts DESC, event_id DESC) = 1""",
+    "racks": """SELECT payload->>'rack' AS rack, payload->>'region' AS region,
+        payload->>'pdu' AS pdu, payload->>'cooling_zone' AS cooling_zone
+    FROM inventory_raw WHERE type = 'rack.registered'
+    QUALIFY row_number() OVER (PARTITION BY entity ORDER BY ts DESC, event_id DESC) = 1""",
+    "switches": """SELECT payload->>'switch' AS switch, payload->>'tier' AS tier,
+        payload->>'region' AS region
+    FROM inventory_raw WHERE type = 'switch.registered'
+    QUALIFY row_number() OVER (PARTITION BY entity ORDER BY ts DESC, event_id DESC) = 1""",
+    "links": """SELECT payload->>'switch' AS switch, CAST(payload->>'port' AS INTEGER) AS port,
+        payload->>'peer' AS peer
+    FROM inventory_raw WHERE type = 'link.registered'""",
+    "truth_faults": """SELECT fault_id, category, entity, start_ts, end_ts, affected, scenario,
+        detail FROM truth_raw""",
+    "incidents": """SELECT incident_id, start_ts, end_ts, category, root_entity, confidence,
+        candidates, evidence FROM incidents_raw
+    QUALIFY row_number() OVER (PARTITION BY incident_id ORDER BY ts DESC, event_id DESC) = 1""",
+    "recommendations": """SELECT incident_id, ts, target, action, reason, gpu_hours_saved
+    FROM recommendations_raw""",
+    "dead_letters": """SELECT received_at, origin, partition, "offset", stage, error, event_type,
+        event_id, raw FROM dead_letters_raw""",
+}
+
+# (version, statements). Append only: never edit a released step, add a new one.
+MIGRATIONS: Final[list[tuple[int, list[str]]]] = [(1, _V1_TABLES)]
+SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
+
+
+def load_xid_catalog() -> list[tuple[int, str, str, bool]]:
+    """NVIDIA's XID catalog (via NVSentinel): (xid, name, action, fatal)."""
+    text = resources.files("ingest").joinpath("catalog/xid_catalog.csv").read_text("utf-8")
+    rows: list[tuple[int, str, str, bool]] = []
+    for record in csv.reader(text.splitlines()):
+        if len(record) < 4 or not record[0].strip().isdigit():
+            continue
+        rows.append(
+            (int(record[0]), record[1].strip(), record[2].strip(), record[3].strip() == "FATAL")
+        )
+    return rows
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> int:
+    """Create or upgrade the schema; returns the version. Running it again changes nothing."""
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
+    )
+    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    current = int(row[0]) if row else 0
+    for version, statements in MIGRATIONS:
+        if version <= current:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for statement in statements:
+                con.execute(statement)
+            if version == 1:
+                con.executemany(
+                    "INSERT INTO xid_catalog VALUES (?, ?, ?, ?)", load_xid_catalog()
+                )
+            con.execute(
+                "INSERT INTO schema_migrations VALUES (?, current_timestamp)", [version]
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    views_hash = hashlib.sha256(repr(sorted(PUBLIC_VIEWS.items())).encode()).hexdigest()
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
+    )
+    row = con.execute("SELECT value FROM schema_meta WHERE key = 'views_hash'").fetchone()
+    if row is None or row[0] != views_hash:
+        # DuckDB re-renders view SQL, so a hash of our definitions says whether they changed.
+        con.execute("BEGIN TRANSACTION")
+        for name, body in PUBLIC_VIEWS.items():
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {body}")
+        con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('views_hash', ?)", [views_hash])
+        con.execute("COMMIT")
+    return SCHEMA_VERSION
+
+
+def _translate(exc: duckdb.Error, path: Path) -> StoreError:
+    text = str(exc)
+    if "lock" in text.lower() or "already attached" in text.lower():
+        return StoreLocked(
+            f"{path} is locked by another process (an ingester?): stop it, or read a copy "
+            "of the file"
+        )
+    return StoreError(f"cannot open {path}: {text.splitlines()[0] if text else exc!r}")
+
+
+def open_store(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (and for writers, create or upgrade) a store file."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise StoreMissing(f"no database at {path}: run `fleetlog ingest` or `fleetlog demo` first")
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.Error as exc:
+        raise _translate(exc, path) from exc
+    con.execute("SET TimeZone = 'UTC'")
+    if not read_only:
+        ensure_schema(con)
+    return con
+
+
+def store_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand ``--db`` arguments: files as given, folders to the ``*.duckdb`` files inside."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            shards = sorted(path.glob("*.duckdb"))
+            if not shards:
+                raise StoreMissing(f"no *.duckdb files in folder {path}")
+            files.extend(shards)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise StoreMissing(
+                f"no database at {path}: run `fleetlog ingest` or `fleetlog demo` first"
+            )
+    if not files:
+        raise StoreMissing("no database given: pass --db PATH (a file or a folder of shards)")
+    return files
+
+
+def open_union(paths: Sequence[str | Path]) -> duckdb.DuckDBPyConnection:
+    """Read several store files (ingester shards) as one: every public view is their union."""
+    files = store_files(paths)
+    if len(files) == 1:
+        return open_store(files[0], read_only=True)
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")
+    for index, path in enumerate(files):
+        try:
+            con.execute(f"ATTACH '{_quote(str(path))}' AS shard{index} (READ_ONLY)")
+        except duckdb.Error as exc:
+            raise _translate(exc, path) from exc
+    tables = [*PUBLIC_VIEWS, "event_log", "xid_catalog", "ingest_offsets"]
+    for name in tables:
+        parts = [f"SELECT * FROM shard{i}.main.{name}" for i in range(len(files))]
+        if name == "xid_catalog":
+            parts = parts[:1]  # identical in every shard
+        con.execute(f"CREATE TEMP VIEW {name} AS {' UNION ALL '.join(parts)}")
+    return con
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Row counts of the public views, for summaries and tests."""
+    counts: dict[str, int] = {}
+    for name in PUBLIC_VIEWS:
+        row = con.execute(f"SELECT count(*) FROM {name}").fetchone()
+        counts[name] = int(row[0]) if row else 0
+    return counts
+
+
+def describe_store(path: str | Path) -> dict[str, object]:
+    """Create or upgrade a store and summarise it (path, schema version, public view rows)."""
+    con = open_store(path)
+    try:
+        return {
+            "db": str(Path(path).resolve()),
+            "schema_version": SCHEMA_VERSION,
+            "views": table_counts(con),
+        }
+    finally:
+        con.close()

@@ -1,0 +1,220 @@
+"""The event contract: round trips, hostile bytes, upcasting."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest import contract as c
+
+names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
+times = st.integers(min_value=0, max_value=4_102_444_800_000_000)  # up to 2100
+floats = st.floats(allow_nan=True, allow_infinity=False, width=32)
+
+
+@st.composite
+def gpu_batches(draw: st.DrawFn) -> c.GpuSampled:
+    nodes = draw(st.lists(names, min_size=1, max_size=4))
+    counts = [draw(st.integers(0, 8)) for _ in nodes]
+    rows = sum(counts)
+    gpu = [i for n in counts for i in range(n)]
+    picked = draw(st.lists(st.sampled_from([s.column for s in c.GPU_SIGNALS]), unique=True))
+    columns = {col: draw(st.lists(floats, min_size=rows, max_size=rows)) for col in picked}
+    return c.gpu_batch(nodes, counts, gpu, columns)
+
+
+@st.composite
+def port_batches(draw: st.DrawFn) -> c.PortSampled:
+    switches = draw(st.lists(names, min_size=1, max_size=3))
+    counts = [draw(st.integers(0, 6)) for _ in switches]
+    ports = [p + 1 for n in counts for p in range(n)]
+    picked = draw(st.lists(st.sampled_from([s.column for s in c.PORT_SIGNALS]), unique=True))
+    columns = {col: draw(st.lists(floats, min_size=len(ports), max_size=len(ports)))
+               for col in picked}
+    return c.port_batch(switches, counts, ports, columns)
+
+
+simple_payloads = st.one_of(
+    st.builds(c.RackRegistered, rack=names, region=names, pdu=names, cooling_zone=names),
+    st.builds(c.NodeRegistered, node=names, rack=names, region=names, vcluster=names,
+              gpu_count=st.integers(1, 8), gpu_model=names, nic_count=st.integers(0, 8),
+              spare=st.booleans()),
+    st.builds(c.SwitchRegistered, switch=names, tier=st.sampled_from(["leaf", "spine"]),
+              region=names),
+    st.builds(c.LinkRegistered, switch=names, port=st.integers(1, 64),
+              peer=names.map(lambda n: f"nic:{n}/0")),
+    st.builds(c.XidReported, node=names, gpu=st.none() | st.integers(0, 7), xid=st.integers(1, 200),
+              message=st.text(max_size=40), pid=st.none() | st.integers(1, 2**31)),
+    st.builds(c.NodeWentDown, node=names, reason=st.text(max_size=20)),
+    st.builds(c.NodeCameUp, node=names),
+    st.builds(c.NodeMaintenanceStarted, node=names, reason=st.text(max_size=20)),
+    st.builds(c.NodeMaintenanceEnded, node=names),
+    st.builds(c.JobSubmitted, job=names, gpus=st.integers(8, 16384), vcluster=names,
+              model_params_b=st.floats(0, 1000), checkpoint_interval_s=st.floats(60, 7200)),
+    st.builds(c.JobPlaced, job=names, nodes=st.lists(names, max_size=5), vcluster=names),
+    st.builds(c.JobStepReported, job=names, step=st.integers(0, 10**7),
+              step_time_s=st.floats(0, 100), tokens_per_s=st.floats(0, 1e8),
+              loss=st.none() | st.floats(0, 20)),
+    st.builds(c.JobCheckpointCompleted, job=names, step=st.integers(0, 10**7),
+              duration_s=st.floats(0, 3600), size_gb=st.floats(0, 10000)),
+    st.builds(c.JobFailed, job=names, step=st.integers(0, 10**7), exit_code=st.integers(-255, 255),
+              reason=st.text(max_size=30), lost_s=st.floats(0, 1e5)),
+    st.builds(c.JobMigrated, job=names, from_vcluster=names, to_vcluster=names,
+              nodes=st.lists(names, max_size=4)),
+    st.builds(c.FaultInjected, fault_id=names, category=st.sampled_from(c.ALL_CATEGORIES),
+              entity=names.map(lambda n: f"node:{n}"), start_us=times,
+              end_us=st.none() | times, affected=st.lists(names.map(lambda n: f"node:{n}"))),
+    st.builds(c.IncidentOpened, incident_id=names, start_us=times,
+              category=st.sampled_from(c.FAULT_CATEGORIES), root_entity=names.map(
+                  lambda n: f"gpu:{n}/0"), confidence=st.floats(0, 1),
+              candidates=st.lists(st.builds(c.Candidate, category=names, entity=names,
+                                            score=st.floats(0, 1)), max_size=3),
+              evidence=st.lists(names, max_size=3)),
+    st.builds(c.RecommendationIssued, incident_id=names, target=names, action=names,
+              reason=st.text(max_size=30), gpu_hours_saved=st.floats(0, 1e6)),
+)
+
+events = st.builds(
+    lambda p, t, s: c.make_event(p, time_us=t, source=s),
+    st.one_of(simple_payloads, gpu_batches(), port_batches()), times, names,
+)
+
+
+def _same(a: c.Envelope, b: c.Envelope) -> bool:
+    # NaN != NaN, so compare the encoded bytes, which are exact.
+    return c.encode(a) == c.encode(b)
+
+
+@settings(max_examples=300)
+@given(events)
+def test_every_valid_event_survives_msgpack_round_trip(event: c.Envelope) -> None:
+    decoded = c.decode(c.encode(event))
+    assert isinstance(decoded, c.Envelope), decoded
+    assert _same(decoded, event)
+
+
+@settings(max_examples=300)
+@given(events)
+def test_every_valid_event_survives_json_round_trip(event: c.Envelope) -> None:
+    decoded = c.decode(c.encode_json(event))
+    assert isinstance(decoded, c.Envelope), decoded
+    assert _same(decoded, event)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=512))
+def test_any_bytes_decode_to_an_event_or_a_typed_failure(data: bytes) -> None:
+    result = c.decode(data)
+    assert isinstance(result, c.Envelope | c.DecodeFailure)
+
+
+@settings(max_examples=300)
+@given(events, st.data())
+def test_mutated_events_never_raise(event: c.Envelope, data: st.DataObject) -> None:
+    raw = bytearray(c.encode(event))
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(raw) - 1))
+        raw[pos] = data.draw(st.integers(0, 255))
+    assert isinstance(c.decode(bytes(raw)), c.Envelope | c.DecodeFailure)
+
+
+def test_missing_is_distinct_from_zero() -> None:
+    batch = c.gpu_batch(["n1"], [2], [0, 1], {"gpu_temp_c": [0.0, math.nan]})
+    decoded = c.decode(c.encode(c.make_event(batch, time_us=1, source="t")))
+    assert isinstance(decoded, c.Envelope)
+    assert isinstance(decoded.payload, c.GpuSampled)
+    temps = c.unpack_column(decoded.payload.columns["gpu_temp_c"], c.GPU_SIGNAL_BY_COLUMN[
+        "gpu_temp_c"])
+    assert temps[0] == 0.0
+    assert np.isnan(temps[1])
+
+
+def test_inconsistent_batch_is_a_payload_failure() -> None:
+    good = c.make_event(c.gpu_batch(["n1"], [2], [0, 1], {"power_w": [1.0, 2.0]}), time_us=1,
+                        source="t")
+    wire = msgspec.msgpack.decode(c.encode(good))
+    wire["payload"]["gpu_count"] = [3]
+    result = c.decode(msgspec.msgpack.encode(wire))
+    assert isinstance(result, c.DecodeFailure)
+    assert result.stage == "payload"
+    assert result.event_type == "gpu.sampled"
+    assert result.event_id == good.id
+
+
+@pytest.mark.parametrize(
+    ("mutate", "stage"),
+    [
+        (lambda w: w.update(type="gpu.exploded"), "type"),
+        (lambda w: w.update(v=99), "version"),
+        (lambda w: w.pop("id"), "envelope"),
+        (lambda w: w["payload"].update(category="cosmic_rays"), "payload"),
+    ],
+)
+def test_failures_name_their_stage(mutate, stage: str) -> None:
+    event = c.make_event(c.FaultInjected(fault_id="f", category="gpu_hw", entity="gpu:n/1",
+                                         start_us=1), time_us=1, source="t")
+    wire = msgspec.msgpack.decode(c.encode(event))
+    mutate(wire)
+    result = c.decode(msgspec.msgpack.encode(wire))
+    assert isinstance(result, c.DecodeFailure)
+    assert result.stage == stage
+
+
+def test_old_versions_are_upcast_on_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulate a v2 of node.went_down that split `reason` into `cause`; v1 history still reads."""
+
+    class NodeWentDownV2(c.Payload, frozen=True, kw_only=True):
+        TYPE = "node.went_down"
+        VERSION = 2
+        TOPIC = "host"
+        node: str
+        cause: str
+
+        def default_key(self) -> str:
+            return c.node_entity(self.node)
+
+    v1 = c.encode(c.make_event(c.NodeWentDown(node="n7", reason="psu"), time_us=5, source="t"))
+    monkeypatch.setitem(c.PAYLOAD_TYPES, "node.went_down", NodeWentDownV2)
+    monkeypatch.setitem(c._msgpack_payload, "node.went_down",
+                        msgspec.msgpack.Decoder(NodeWentDownV2))
+    monkeypatch.setitem(
+        c.UPCASTERS, ("node.went_down", 1),
+        lambda m: {"node": m["node"], "cause": m.get("reason", "")},
+    )
+    decoded = c.decode(v1)
+    assert isinstance(decoded, c.Envelope)
+    assert decoded.v == 2
+    assert decoded.payload == NodeWentDownV2(node="n7", cause="psu")
+
+
+def test_same_fact_same_id() -> None:
+    one = c.make_event(c.NodeCameUp(node="n1"), time_us=10, source="sim")
+    two = c.make_event(c.NodeCameUp(node="n1"), time_us=10, source="sim")
+    other = c.make_event(c.NodeCameUp(node="n1"), time_us=11, source="sim")
+    assert one.id == two.id != other.id
+
+
+def test_entities_and_topics() -> None:
+    assert c.gpu_entity("n1", 3) == "gpu:n1/3"
+    assert c.link_entity("leaf-01", 7) == "link:leaf-01/7"
+    assert c.entity_kind("rack:r01") == "rack"
+    with pytest.raises(ValueError, match="not an entity"):
+        c.entity_kind("n1")
+    assert c.topic_name("gpu", "t1") == "t1.gpu"
+    assert c.all_topics()[0] == "fleetlog.inventory"
+    for payload_type in c.PAYLOAD_TYPES.values():
+        assert payload_type.TOPIC in c.TOPIC_FAMILIES
+        assert "." in payload_type.TYPE
+
+
+def test_naive_datetimes_are_refused() -> None:
+    from datetime import UTC, datetime
+
+    assert c.to_us(datetime(2026, 1, 1, tzinfo=UTC)) == 1_767_225_600_000_000
+    with pytest.raises(ValueError, match="naive"):
+        c.to_us(datetime(2026, 1, 1))

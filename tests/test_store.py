@@ -1,0 +1,107 @@
+"""The DuckDB store schema: idempotent, versioned, every public view present, UTC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ingest import store
+
+
+def _catalog(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return sorted(
+        con.execute(
+            "SELECT 'table', table_name, sql FROM duckdb_tables() UNION ALL "
+            "SELECT 'view', view_name, sql FROM duckdb_views() WHERE NOT internal"
+        ).fetchall()
+    )
+
+
+def _oids(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """Object ids change when a view is recreated (they are not stable across opens)."""
+    return sorted(con.execute("SELECT view_name, view_oid FROM duckdb_views() WHERE NOT internal")
+                  .fetchall())
+
+
+def test_creating_the_schema_twice_changes_nothing(db_path: Path) -> None:
+    con = store.open_store(db_path)
+    before, oids = _catalog(con), _oids(con)
+    migrations = con.execute("SELECT * FROM schema_migrations").fetchall()
+    catalog_rows = con.execute("SELECT count(*) FROM xid_catalog").fetchone()
+    assert store.ensure_schema(con) == store.SCHEMA_VERSION
+    assert _oids(con) == oids
+    con.close()
+    con = store.open_store(db_path)  # and once more through a fresh open
+    assert _catalog(con) == before
+    assert con.execute("SELECT * FROM schema_migrations").fetchall() == migrations
+    assert con.execute("SELECT count(*) FROM xid_catalog").fetchone() == catalog_rows
+
+
+def test_every_public_view_exists_and_is_empty(db_path: Path) -> None:
+    con = store.open_store(db_path)
+    contract_views = {
+        "gpu_samples", "port_samples", "xid_events", "job_events", "nodes", "truth_faults",
+        "incidents", "recommendations", "dead_letters",
+    }
+    assert contract_views <= set(store.PUBLIC_VIEWS)
+    assert all(count == 0 for count in store.table_counts(con).values())
+
+
+def test_public_view_columns_follow_the_contract(db_path: Path) -> None:
+    con = store.open_store(db_path)
+
+    def columns(view: str) -> list[str]:
+        return [row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()]
+
+    assert columns("gpu_samples")[:3] == ["ts", "node", "gpu"]
+    assert columns("port_samples")[:3] == ["ts", "switch", "port"]
+    assert columns("xid_events")[:8] == ["ts", "node", "gpu", "xid", "name", "action", "fatal",
+                                         "source"]
+    assert columns("truth_faults")[:6] == ["fault_id", "category", "entity", "start_ts", "end_ts",
+                                           "affected"]
+    assert columns("incidents") == ["incident_id", "start_ts", "end_ts", "category",
+                                    "root_entity", "confidence", "candidates", "evidence"]
+    assert columns("recommendations") == ["incident_id", "ts", "target", "action", "reason",
+                                          "gpu_hours_saved"]
+    types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() "
+                             "WHERE table_name = 'gpu_samples'").fetchall())
+    assert types["ts"] == "TIMESTAMP WITH TIME ZONE"
+
+
+def test_xid_catalog_is_nvidias(db_path: Path) -> None:
+    con = store.open_store(db_path)
+    rows = dict((x, (a, f)) for x, _n, a, f in con.execute("SELECT * FROM xid_catalog").fetchall())
+    assert rows[79] == ("RESTART_BM", True)
+    assert rows[48] == ("WORKFLOW_XID_48", True)
+    assert rows[63] == ("IGNORE", False)
+    assert len(rows) == len(store.load_xid_catalog()) > 150
+
+
+def test_xid_events_view_joins_the_catalog(db_path: Path) -> None:
+    con = store.open_store(db_path)
+    con.execute("INSERT INTO xid_raw VALUES ('e1', '2026-01-01 00:00:00+00', 'n1', 3, NULL, 79, "
+                "'fallen off the bus', NULL, 'sim'), ('e2', '2026-01-01 00:00:01+00', 'n1', 3, "
+                "NULL, 9999, 'made up', NULL, 'sim')")
+    rows = con.execute("SELECT xid, name, action, fatal FROM xid_events ORDER BY xid").fetchall()
+    assert rows == [(79, "ROBUST_CHANNEL_GPU_HAS_FALLEN_OFF_THE_BUS", "RESTART_BM", True),
+                    (9999, "UNKNOWN_XID", "UNKNOWN", False)]
+
+
+def test_union_of_shards_reads_as_one_store(tmp_path: Path) -> None:
+    for index in range(2):
+        con = store.open_store(tmp_path / f"shard-{index}.duckdb")
+        con.execute(f"INSERT INTO host_events_raw VALUES ('e{index}', now(), 'n{index}', "
+                    "'node.went_down', 'psu')")
+        con.close()
+    union = store.open_union([tmp_path])
+    assert union.execute("SELECT count(*) FROM host_events").fetchone() == (2,)
+    assert union.execute("SELECT count(*) FROM xid_catalog").fetchone()[0] > 150
+
+
+def test_missing_store_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(store.StoreMissing, match="run `fleetlog ingest`"):
+        store.open_union([tmp_path / "nope.duckdb"])
+    with pytest.raises(store.StoreMissing, match=r"no \*\.duckdb files"):
+        store.store_files([tmp_path])
