@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "cli.demo",
     "cli.kafka_cmd",
     "cli.store_cmd",
+    "cli.sql_cmd",
 )
 
 
