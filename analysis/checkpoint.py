@@ -1,0 +1,51 @@
+"""Checkpoint-interval math: Young's and Daly's optimum, and the work a failure costs.
+
+Young (1974): T = sqrt(2 δ M). Daly (2006), for δ < 2M:
+T = sqrt(2 δ M) · [1 + ⅓·sqrt(δ / 2M) + (1/9)·(δ / 2M)] − δ, else T = M;
+δ is the time to write a checkpoint and M the mean time between failures of the job.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def young_interval(checkpoint_s: float, mtbf_s: float) -> float:
+    _check(checkpoint_s, mtbf_s)
+    return math.sqrt(2.0 * checkpoint_s * mtbf_s)
+
+
+def daly_interval(checkpoint_s: float, mtbf_s: float) -> float:
+    """Daly's higher-order optimum compute time between checkpoints, in seconds."""
+    _check(checkpoint_s, mtbf_s)
+    if checkpoint_s >= 2.0 * mtbf_s:
+        return mtbf_s
+    ratio = checkpoint_s / (2.0 * mtbf_s)
+    return (
+        math.sqrt(2.0 * checkpoint_s * mtbf_s)
+        * (1.0 + math.sqrt(ratio) / 3.0 + ratio / 9.0)
+        - checkpoint_s
+    )
+
+
+def job_mtbf_s(node_mtbf_s: float, nodes: int) -> float:
+    """Failures of independent nodes add up: a job on N nodes fails N times as often."""
+    if nodes <= 0:
+        raise ValueError("a job needs at least one node")
+    return node_mtbf_s / nodes
+
+
+def expected_loss_fraction(interval_s: float, checkpoint_s: float, restart_s: float,
+                           mtbf_s: float) -> float:
+    """First-order share of wall time lost to checkpoints, rework and restarts."""
+    _check(checkpoint_s, mtbf_s)
+    if interval_s <= 0:
+        raise ValueError("the checkpoint interval must be positive")
+    overhead = checkpoint_s / (interval_s + checkpoint_s)
+    rework = ((interval_s + checkpoint_s) / 2.0 + restart_s) / mtbf_s
+    return min(1.0, overhead + rework)
+
+
+def _check(checkpoint_s: float, mtbf_s: float) -> None:
+    if checkpoint_s <= 0 or mtbf_s <= 0:
+        raise ValueError("checkpoint time and MTBF must be positive")
