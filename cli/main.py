@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "cli.kafka_cmd",
     "cli.store_cmd",
     "cli.sql_cmd",
+    "cli.replay_cmd",
 )
 
 

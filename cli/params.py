@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,3 +32,57 @@ kafka_dir_option = click.option(
     show_envvar=True, help="Where the local broker keeps its data, config and log "
     "(default: .fleetlog/kafka).",
 )
+
+
+class UtcTime(click.ParamType[datetime]):
+    """An ISO 8601 time with a zone (``2026-01-05T06:00:00Z``); naive times are refused."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            self.fail(f"{text!r} is not an ISO 8601 time (e.g. 2026-01-05T06:00:00Z)", param,
+                      ctx)
+        if parsed.tzinfo is None:
+            self.fail(f"{text!r} has no time zone: add one, e.g. {text}Z for UTC", param, ctx)
+        return parsed.astimezone(UTC)
+
+
+since_option = click.option("--since", type=UtcTime(), default=None,
+                            help="Start of the time range (ISO 8601 with zone).")
+until_option = click.option("--until", type=UtcTime(), default=None,
+                            help="End of the time range (ISO 8601 with zone).")
+
+
+class SinkUri(click.ParamType[tuple[str, str]]):
+    """``kafka://HOST:PORT``, ``duckdb:PATH``, ``jsonl:DIR`` or ``null:``."""
+
+    name = "URI"
+
+    def __init__(self, schemes: tuple[str, ...] = ("kafka", "duckdb", "jsonl", "null")) -> None:
+        self.schemes = schemes
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> tuple[str, str]:
+        if isinstance(value, tuple):
+            return value
+        text = str(value)
+        scheme, sep, rest = text.partition(":")
+        if not sep or scheme not in self.schemes:
+            self.fail(f"{text!r}: expected one of "
+                      + ", ".join(_SINK_EXAMPLES[s] for s in self.schemes), param, ctx)
+        rest = rest.removeprefix("//")
+        if scheme != "null" and not rest:
+            self.fail(f"{text!r} names no {'broker' if scheme == 'kafka' else 'path'}", param,
+                      ctx)
+        return scheme, rest
+
+
+_SINK_EXAMPLES = {"kafka": "kafka://HOST:PORT", "duckdb": "duckdb:PATH", "jsonl": "jsonl:DIR",
+                  "null": "null:"}

@@ -1,0 +1,249 @@
+"""Replays stored events: back to Kafka or into another store, in order, at a speed factor.
+
+The store keeps every event: non-sample payloads verbatim (JSON, with their schema version) in
+``event_log``, sample batches column-wise in ``gpu_samples_raw`` / ``port_samples_raw``. Replay
+rebuilds the envelopes (same ids, so a target store deduplicates a second replay), streams them in
+time windows to bound memory, and keeps each key's events in their original order: events are
+sorted by event time, then by landing time, then by id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import msgspec
+import numpy as np
+
+from ingest import contract as c
+from ingest.store import open_union
+
+
+class ReplayError(Exception):
+    """Replay could not run; the message says what to do."""
+
+
+@dataclass
+class ReplayStats:
+    events: int = 0
+    gpu_samples: int = 0
+    port_samples: int = 0
+    undecodable: int = 0  # stored rows that no longer decode (reported, never dropped silently)
+    first_ts: datetime | None = None
+    last_ts: datetime | None = None
+    wall_s: float = 0.0
+
+
+_SAMPLE_TYPES = {c.GpuSampled.TYPE, c.PortSampled.TYPE}
+
+
+def _window_bounds(
+    con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime | None,
+) -> tuple[int, int] | None:
+    row = con.execute(
+        "SELECT epoch_us(min(ts)), epoch_us(max(ts)) FROM event_log "
+        "WHERE ts >= coalesce(?::TIMESTAMPTZ, '-infinity') "
+        "AND ts <= coalesce(?::TIMESTAMPTZ, 'infinity')",
+        [since, until],
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1])
+
+
+def _samples(
+    con: duckdb.DuckDBPyConnection, table: str, entity: str, index: str, index_dtype: str,
+    signals: Sequence[c.Signal], lo: int, hi: int,
+) -> dict[str, tuple[list[str], list[int], bytes, dict[str, bytes]]]:
+    """event_id -> (entities, counts, index bytes, columns) for sample rows in [lo, hi)."""
+    cols = ", ".join(s.column for s in signals)
+    arrow: Any = con.sql(
+        f"SELECT event_id, {entity}, {index}, {cols} FROM {table} "
+        "WHERE ts >= make_timestamptz(?) AND ts < make_timestamptz(?) "
+        f"ORDER BY event_id, {entity}, {index}",
+        params=[lo, hi],
+    ).to_arrow_table()
+    out: dict[str, tuple[list[str], list[int], bytes, dict[str, bytes]]] = {}
+    if arrow.num_rows == 0:
+        return out
+    ids = arrow.column("event_id").to_numpy(zero_copy_only=False)
+    names = arrow.column(entity).to_numpy(zero_copy_only=False)
+    idx = arrow.column(index).to_numpy(zero_copy_only=False).astype(index_dtype)
+    values = {
+        s.column: arrow.column(s.column).to_numpy(zero_copy_only=False).astype(s.dtype)
+        for s in signals
+    }
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    ends = np.r_[starts[1:], len(ids)]
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        group = names[start:end]
+        change = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        counts = np.diff(np.r_[change, len(group)]).tolist()
+        out[str(ids[start])] = (
+            [str(n) for n in group[change]], [int(n) for n in counts],
+            idx[start:end].tobytes(),
+            {col: arr[start:end].tobytes() for col, arr in values.items()},
+        )
+    return out
+
+
+def stored_events(
+    con: duckdb.DuckDBPyConnection, *, since: datetime | None = None,
+    until: datetime | None = None, window_s: float = 3600.0, stats: ReplayStats | None = None,
+) -> Iterator[c.Envelope]:
+    """Every stored event in [since, until], rebuilt, in replay order."""
+    stats = stats if stats is not None else ReplayStats()
+    bounds = _window_bounds(con, since, until)
+    if bounds is None:
+        return
+    step = int(window_s * 1_000_000)
+    lo, last = bounds
+    while lo <= last:
+        hi = min(lo + step, last + 1)
+        rows = con.execute(
+            "SELECT event_id, type, v, epoch_us(ts), source, key, payload FROM event_log "
+            "WHERE ts >= make_timestamptz(?) AND ts < make_timestamptz(?) "
+            "ORDER BY ts, landed_at, event_id",
+            [lo, hi],
+        ).fetchall()
+        gpu = port = {}
+        if any(r[1] == c.GpuSampled.TYPE for r in rows):
+            gpu = _samples(con, "gpu_samples_raw", "node", "gpu", "u1", c.GPU_SIGNALS, lo, hi)
+        if any(r[1] == c.PortSampled.TYPE for r in rows):
+            port = _samples(con, "port_samples_raw", "switch", "port", "<u2", c.PORT_SIGNALS,
+                            lo, hi)
+        for event_id, kind, version, ts_us, source, key, payload in rows:
+            event = _rebuild(event_id, kind, version, ts_us, source, key, payload, gpu, port)
+            if event is None:
+                stats.undecodable += 1
+                continue
+            yield event
+        lo = hi
+
+
+def _rebuild(
+    event_id: str, kind: str, version: int, ts_us: int, source: str, key: str,
+    payload: str | None, gpu: dict[str, Any], port: dict[str, Any],
+) -> c.Envelope | None:
+    if kind == c.GpuSampled.TYPE:
+        found = gpu.get(event_id)
+        body: Any = (
+            c.GpuSampled(nodes=found[0], gpu_count=found[1], gpu=found[2], columns=found[3])
+            if found else c.GpuSampled(nodes=[], gpu_count=[], gpu=b"", columns={})
+        )
+        return c.Envelope(id=event_id, type=kind, v=version, time_us=ts_us, source=source,
+                          key=key, payload=body)
+    if kind == c.PortSampled.TYPE:
+        found = port.get(event_id)
+        body = (
+            c.PortSampled(switches=found[0], port_count=found[1], port=found[2],
+                          columns=found[3])
+            if found else c.PortSampled(switches=[], port_count=[], port=b"", columns={})
+        )
+        return c.Envelope(id=event_id, type=kind, v=version, time_us=ts_us, source=source,
+                          key=key, payload=body)
+    # Through the contract's decoder, so old schema versions are upcast like any input.
+    wire = msgspec.json.encode({"id": event_id, "type": kind, "v": version, "time_us": ts_us,
+                                "source": source, "key": key,
+                                "payload": msgspec.Raw((payload or "{}").encode())})
+    decoded = c.decode(wire)
+    return decoded if isinstance(decoded, c.Envelope) else None
+
+
+def replay(
+    paths: Sequence[str | Path],
+    send: Callable[[list[c.Envelope]], None],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    speed: float = 0.0,
+    batch: int = 2000,
+    progress: Callable[[ReplayStats], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> ReplayStats:
+    """Feed stored events to ``send`` in batches; ``speed`` > 0 keeps their relative timing
+    (1 = real time, 60 = a simulated minute per second); 0 replays as fast as possible."""
+    if since and until and since > until:
+        raise ReplayError(f"--since {since.isoformat()} is after --until {until.isoformat()}")
+    con = open_union(paths)
+    stats = ReplayStats()
+    started = clock()
+    first_us: int | None = None
+    pending: list[c.Envelope] = []
+    try:
+        for event in stored_events(con, since=since, until=until, stats=stats):
+            if first_us is None:
+                first_us = event.time_us
+                stats.first_ts = event.time
+            if speed > 0:
+                due = (event.time_us - first_us) / 1e6 / speed
+                ahead = due - (clock() - started)
+                if ahead > 0.005:
+                    if pending:
+                        send(pending)
+                        pending = []
+                    sleep(ahead)
+            pending.append(event)
+            stats.events += 1
+            if isinstance(event.payload, c.GpuSampled):
+                stats.gpu_samples += event.payload.rows
+            elif isinstance(event.payload, c.PortSampled):
+                stats.port_samples += event.payload.rows
+            stats.last_ts = event.time
+            if len(pending) >= batch:
+                send(pending)
+                pending = []
+                if progress:
+                    progress(stats)
+        if pending:
+            send(pending)
+    finally:
+        con.close()
+    stats.wall_s = clock() - started
+    if progress:
+        progress(stats)
+    return stats
+
+
+def replay_to(
+    paths: Sequence[str | Path], target: tuple[str, str], *, since: datetime | None = None,
+    until: datetime | None = None, speed: float = 0.0, topic_prefix: str | None = None,
+    progress: Callable[[ReplayStats], None] | None = None,
+) -> ReplayStats:
+    """Replay into ``("kafka", "host:port")`` or ``("duckdb", "path")``."""
+    scheme, where = target
+    if scheme == "duckdb":
+        from ingest.writer import open_writer
+
+        sources = {Path(p).resolve() for p in paths}
+        if Path(where).resolve() in sources:
+            raise ReplayError(f"cannot replay {where} into itself: choose another --to file")
+        writer = open_writer(where)
+        try:
+            def write(events: list[c.Envelope]) -> None:
+                writer.write_batch(events)
+
+            return replay(paths, write, since=since, until=until, speed=speed,
+                          progress=progress)
+        finally:
+            writer.close()
+    if scheme == "kafka":
+        from ingest.kafka_settings import settings_for
+        from ingest.publish import Publisher
+
+        publisher = Publisher(settings_for(where, topic_prefix=topic_prefix))
+        try:
+            def send(events: list[c.Envelope]) -> None:
+                for event in events:
+                    publisher.send(event)
+
+            return replay(paths, send, since=since, until=until, speed=speed, progress=progress)
+        finally:
+            publisher.close()
+    raise ReplayError(f"cannot replay to {scheme}: use kafka://HOST:PORT or duckdb:PATH")
