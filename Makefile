@@ -8,7 +8,7 @@ TEST_KAFKA_DIR  := .fleetlog/test-kafka
 TEST_KAFKA_PORT ?= 19092
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint unit kafka-up kafka-down bench clean
+.PHONY: help install browser demo test lint unit kafka-up kafka-down bench clean
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install fleetlog with its dev tools
 
+browser: ## install Debian's chromium for the report's browser test (root only)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the browser test..."; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; \
+	  else echo "note: install chromium (apt-get install chromium) to run the browser test"; fi; }
+
 demo: $(STAMP) ## set up, then run the whole pipeline once (`fleetlog demo`)
 	$(BIN)/fleetlog demo
 
@@ -31,7 +39,7 @@ lint: $(STAMP) ## ruff and mypy
 unit: $(STAMP) ## the tests without Kafka
 	$(BIN)/pytest -m 'not kafka'
 
-test: $(STAMP) ## set up, lint, start a local Kafka broker, run every test, stop the broker
+test: $(STAMP) browser ## set up, lint, start a local Kafka broker, run every test, stop the broker
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/fleetlog kafka up --data-dir $(TEST_KAFKA_DIR) --port $(TEST_KAFKA_PORT) --json

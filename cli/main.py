@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "cli.store_cmd",
     "cli.sql_cmd",
     "cli.replay_cmd",
+    "cli.report_cmd",
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 
@@ -86,3 +86,24 @@ class SinkUri(click.ParamType[tuple[str, str]]):
 
 _SINK_EXAMPLES = {"kafka": "kafka://HOST:PORT", "duckdb": "duckdb:PATH", "jsonl": "jsonl:DIR",
                   "null": "null:"}
+
+
+class Duration(click.ParamType[float]):
+    """``90s``, ``10m``, ``1h``, ``7d`` (or plain seconds) -> seconds."""
+
+    name = "DURATION"
+    _UNITS: ClassVar[dict[str, float]] = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip().lower()
+        number, unit = (text[:-1], text[-1]) if text[-1:] in self._UNITS else (text, "s")
+        try:
+            seconds = float(number) * self._UNITS[unit]
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (e.g. 30s, 10m, 1h, 7d)", param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} must be positive", param, ctx)
+        return seconds

@@ -1,0 +1,160 @@
+"""`fleetlog report`: deterministic files per window, charts that render in a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from analysis.report import run_every, write_report
+from cli.main import cli
+from ingest import contract as c
+from ingest.writer import land
+
+T0 = 1_767_571_200_000_000  # 2026-01-05T00:00:00Z
+HOUR = 3_600_000_000
+ARTIFACTS = Path(__file__).parent.parent / ".fleetlog" / "test-artifacts"
+
+
+def _store(path: Path) -> Path:
+    events: list[c.Envelope] = []
+    for i in range(4):
+        events.append(c.make_event(
+            c.NodeRegistered(node=f"n{i}", rack=f"r{i // 2}", region="eu", vcluster="vc0",
+                             gpu_count=8, gpu_model="H100", nic_count=8), time_us=T0, source="t"))
+    events += [
+        c.make_event(c.JobSubmitted(job="j1", gpus=32, vcluster="vc0"), time_us=T0, source="t"),
+        c.make_event(c.JobStarted(job="j1"), time_us=T0, source="t"),
+        c.make_event(c.JobCheckpointCompleted(job="j1", step=100, duration_s=60, size_gb=500),
+                     time_us=T0 + HOUR, source="t"),
+        c.make_event(c.XidReported(node="n1", gpu=3, xid=79), time_us=T0 + 2 * HOUR, source="t"),
+        c.make_event(c.JobFailed(job="j1", step=150, exit_code=1, reason="CUDA error",
+                                 lost_s=1800), time_us=T0 + 2 * HOUR, source="t"),
+        c.make_event(c.JobRestarted(job="j1", from_step=100, nodes=["n0", "n2", "n3"],
+                                    overhead_s=600), time_us=T0 + 2 * HOUR + 600_000_000,
+                     source="t"),
+        c.make_event(c.IncidentOpened(incident_id="inc-1", start_us=T0 + 2 * HOUR,
+                                      category="gpu_hw", root_entity="gpu:n1/3", confidence=0.95,
+                                      candidates=[c.Candidate(category="gpu_hw",
+                                                              entity="gpu:n1/3", score=0.95)]),
+                     time_us=T0 + 2 * HOUR, source="t"),
+        c.make_event(c.RecommendationIssued(incident_id="inc-1", target="node:n1",
+                                            action="reboot_node", reason="XID 79"),
+                     time_us=T0 + 2 * HOUR, source="t"),
+        c.make_event(c.JobStepReported(job="j1", step=400, step_time_s=2, tokens_per_s=1e6),
+                     time_us=T0 + 6 * HOUR, source="t"),
+    ]
+    land(path, events)
+    return path
+
+
+def test_report_files_and_contents(tmp_path: Path) -> None:
+    db = _store(tmp_path / "fleet.duckdb")
+    result = CliRunner().invoke(cli, ["report", "--db", str(db), "--out", str(tmp_path / "out"),
+                                      "--window", "6h"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["incidents"] == 1
+    names = sorted(Path(f).name for f in summary["files"])
+    assert names == ["report-20260105T000000Z_20260105T060000Z.html",
+                     "report-20260105T000000Z_20260105T060000Z.json",
+                     "report-20260105T000000Z_20260105T060000Z.md"]
+    data = json.loads((tmp_path / "out" / names[1]).read_text())
+    assert data["fleet"]["nodes"] == 4
+    assert data["fleet"]["gpus"] == 32
+    assert data["fleet"]["fatal_xids"] == 1
+    [job] = data["jobs"]
+    # 6 h of wall time, 30 min lost work + 10 min restart + 1 min checkpoint.
+    assert job["ettr"] == pytest.approx((6 * 3600 - 1800 - 600 - 60) / (6 * 3600), abs=1e-4)
+    assert job["lost_gpu_hours"] == pytest.approx((1800 + 600) * 32 / 3600, abs=0.01)
+    assert data["incidents"][0]["actions"] == "reboot_node node:n1"
+    html = (tmp_path / "out" / names[0]).read_text()
+    assert html.count("<svg") == 2
+    # Self-contained: nothing to fetch (namespace URIs inside the SVG are not fetched).
+    assert 'src="http' not in html and "<link" not in html and "@import" not in html
+
+
+def test_same_window_rewrites_the_same_report(tmp_path: Path) -> None:
+    db = _store(tmp_path / "fleet.duckdb")
+    first = write_report([db], tmp_path / "out", window_s=6 * 3600)
+    contents = {f: Path(f).read_bytes() for f in first["files"]}
+    second = write_report([db], tmp_path / "out", window_s=6 * 3600)
+    assert second["files"] == first["files"]
+    assert {f: Path(f).read_bytes() for f in second["files"]} == contents
+
+
+def test_empty_store_is_a_clear_error(tmp_path: Path) -> None:
+    db = tmp_path / "empty.duckdb"
+    CliRunner().invoke(cli, ["init", "--db", str(db)])
+    result = CliRunner().invoke(cli, ["report", "--db", str(db), "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "holds no events yet" in result.output
+
+
+def test_schedule_stops_cleanly() -> None:
+    stop = threading.Event()
+    made: list[dict] = []
+
+    def make() -> dict:
+        if len(made) == 2:
+            stop.set()
+        return {"n": len(made)}
+
+    assert run_every(0.01, make, made.append, stop=stop) == 3
+
+
+def test_every_stops_on_sigterm(tmp_path: Path) -> None:
+    db = _store(tmp_path / "fleet.duckdb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "report", "--db", str(db), "--out",
+         str(tmp_path / "out"), "--every", "1h"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()  # the first report is written at once
+    assert json.loads(first)["incidents"] == 1
+    process.send_signal(signal.SIGTERM)
+    _out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.browser
+def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: `make test` installs Debian's chromium")
+        pytest.skip("chromium not installed (make test installs it)")
+    db = _store(tmp_path / "fleet.duckdb")
+    [html] = write_report([db], tmp_path / "out", window_s=6 * 3600, formats=["html"])["files"]
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([browser, *flags, "--virtual-time-budget=3000", "--dump-dom",
+                          f"file://{html}"], capture_output=True, text=True, timeout=120)
+    assert 'data-charts="rendered"' in dom.stdout, dom.stderr[-2000:]
+    console_errors = [line for line in dom.stderr.splitlines()
+                      if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
+    assert console_errors == []
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    shot.unlink(missing_ok=True)
+    subprocess.run([browser, *flags, "--window-size=1200,1600", f"--screenshot={shot}",
+                    f"file://{html}"], capture_output=True, text=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    time.sleep(0)  # the screenshot stays for people to look at: .fleetlog/test-artifacts/
