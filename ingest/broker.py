@@ -394,3 +394,21 @@ def status(data_dir: Path | None = None) -> dict[str, Any]:
         "running": running,
         "answering": running and answers(state.bootstrap, timeout_s=3.0),
     }
+
+
+def run_tool(main_class: str, *args: str, timeout_s: float = 600.0) -> str:
+    """Run a Java tool from the Kafka jars (e.g. ``org.apache.kafka.tools.ProducerPerformance``)
+    and return what it printed; used by the benchmarks for the broker's own ceilings."""
+    libs = fetch_jars()
+    config_dir = cache_dir() / "tool-config"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "log4j2.properties").write_text(_LOG4J2.replace("INFO", "WARN"), "utf-8")
+    result = subprocess.run(
+        _java_command(libs, config_dir, main_class, *args, heap="1g"),
+        capture_output=True, text=True, check=False, timeout=timeout_s,
+    )
+    if result.returncode != 0:
+        raise BrokerError(
+            f"{main_class} failed: {_last_error_line(result.stdout + result.stderr)}"
+        )
+    return result.stdout
