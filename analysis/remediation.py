@@ -182,6 +182,8 @@ def plan(
             reason = f"XID {f.xid}: NVIDIA's catalog says {nvidia}"
         else:
             action, target = CATEGORY_ACTIONS.get(f.category, "report_issue"), f.entity
+            if f.category == "network" and f.entity.startswith("switch:"):
+                action = "replace_switch"  # a whole leaf is down, not one cable
             reason = f"diagnosed {f.category} on {f.entity}"
             if action == "none":
                 continue

@@ -16,7 +16,9 @@ from typing import IO, Any
 import click
 
 from ingest.broker import BrokerError
+from ingest.errors import IngestError
 from ingest.kafka_settings import KafkaConfigError
+from ingest.publish import PublishError
 from ingest.store import StoreError, StoreLocked
 
 EXIT_FAILURE = 1
@@ -24,7 +26,9 @@ EXIT_LOCKED = 3
 EXIT_INTERRUPTED = 130
 
 # Library exceptions whose message is written for the user. Packages add theirs here.
-EXPECTED: list[type[Exception]] = [BrokerError, KafkaConfigError, StoreError]
+EXPECTED: list[type[Exception]] = [
+    BrokerError, KafkaConfigError, StoreError, IngestError, PublishError,
+]
 
 
 class FleetlogError(click.ClickException):

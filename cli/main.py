@@ -19,9 +19,15 @@ COMMAND_MODULES = (
     "cli.demo",
     "cli.kafka_cmd",
     "cli.store_cmd",
+    "cli.simulate",
+    "cli.ingest_cmd",
     "cli.sql_cmd",
     "cli.replay_cmd",
     "cli.report_cmd",
+    "cli.state_cmd",
+    "cli.recommend_cmd",
+    "cli.analyze",
+    "cli.import_cmd",
 )
 
 

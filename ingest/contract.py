@@ -166,6 +166,8 @@ PORT_SIGNALS: Final = (
 
 GPU_SIGNAL_BY_COLUMN: Final = {s.column: s for s in GPU_SIGNALS}
 PORT_SIGNAL_BY_COLUMN: Final = {s.column: s for s in PORT_SIGNALS}
+# Byte width per column, computed once: batch validation runs for every sample message.
+_WIDTHS: Final = {s.column: np.dtype(s.dtype).itemsize for s in (*GPU_SIGNALS, *PORT_SIGNALS)}
 
 # Throttle-reason bits (DCGM_FI_DEV_CLOCK_THROTTLE_REASONS).
 THROTTLE_POWER_CAP: Final = 0x4
@@ -205,10 +207,9 @@ def _check_columns(
     name: str, rows: int, columns: Mapping[str, bytes], signals: Mapping[str, Signal]
 ) -> None:
     for column, data in columns.items():
-        signal = signals.get(column)
-        if signal is None:
+        width = _WIDTHS.get(column) if column in signals else None
+        if width is None:
             raise ValueError(f"{name}: unknown column {column!r}")
-        width = np.dtype(signal.dtype).itemsize
         if len(data) != rows * width:
             raise ValueError(
                 f"{name}: column {column!r} has {len(data)} bytes, expected {rows} x {width}"
@@ -485,6 +486,16 @@ class JobCompleted(_JobPayload, frozen=True, kw_only=True):
     step: int
 
 
+class JobCancelled(_JobPayload, frozen=True, kw_only=True):
+    """Stopped on purpose (a user or an admin), not a failure: no incident, no lost-work blame."""
+
+    TYPE: ClassVar[str] = "job.cancelled"
+
+    step: int = 0
+    by: str = ""  # who cancelled it, as the scheduler reports it (e.g. a uid)
+    reason: str = ""
+
+
 # Ground truth: read by evaluation only, never by detectors.
 
 
@@ -556,7 +567,7 @@ PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
         GpuSampled, PortSampled, RackRegistered, NodeRegistered, SwitchRegistered, LinkRegistered,
         XidReported, NodeWentDown, NodeCameUp, NodeMaintenanceStarted, NodeMaintenanceEnded,
         JobSubmitted, JobPlaced, JobStarted, JobStepReported, JobCheckpointStarted,
-        JobCheckpointCompleted, JobFailed, JobRestarted, JobMigrated, JobCompleted,
+        JobCheckpointCompleted, JobFailed, JobRestarted, JobMigrated, JobCompleted, JobCancelled,
         FaultInjected, IncidentOpened, RecommendationIssued,
     )
 }
@@ -645,6 +656,7 @@ _json_envelope = msgspec.json.Decoder(_WireEnvelope)
 _msgpack_payload = {t: msgspec.msgpack.Decoder(cls) for t, cls in PAYLOAD_TYPES.items()}
 _json_payload = {t: msgspec.json.Decoder(cls) for t, cls in PAYLOAD_TYPES.items()}
 _MAX_VERSION_GAP: Final = 100
+_MAX_TIME_US: Final = 7_258_118_400_000_000  # 2200-01-01T00:00:00Z
 
 
 def encode(event: Envelope) -> bytes:
@@ -677,6 +689,11 @@ def _decode(data: bytes) -> Envelope | DecodeFailure:
         wire = (_json_envelope if is_json else _msgpack_envelope).decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return DecodeFailure(stage="envelope", reason=str(exc)[:500])
+    if not 0 <= wire.time_us <= _MAX_TIME_US:
+        return DecodeFailure(
+            stage="envelope", reason=f"event time {wire.time_us} us is outside 1970..2200",
+            event_type=wire.type, event_id=wire.id,
+        )
     cls = PAYLOAD_TYPES.get(wire.type)
     if cls is None:
         return DecodeFailure(
@@ -709,6 +726,14 @@ def _decode(data: bytes) -> Envelope | DecodeFailure:
         return DecodeFailure(
             stage="payload", reason=str(exc)[:500], event_type=wire.type, event_id=wire.id
         )
+    if is_json:
+        # JSON integers are unbounded; the wire (msgpack) and DuckDB are not. Refuse here,
+        # where the error can still name the event, rather than fail when landing it.
+        try:
+            _msgpack_encoder.encode(payload)
+        except (OverflowError, msgspec.EncodeError) as exc:
+            return DecodeFailure(stage="payload", reason=f"value out of range: {exc}"[:500],
+                                 event_type=wire.type, event_id=wire.id)
     return Envelope(
         id=wire.id, type=wire.type, v=cls.VERSION, time_us=wire.time_us, source=wire.source,
         key=wire.key, payload=payload,

@@ -101,6 +101,25 @@ def test_locked_store_exits_3(tmp_path: Path) -> None:
     assert result.output.strip().count("\n") == 0
 
 
-def test_demo_runs_and_exits_zero(tmp_path: Path) -> None:
+def test_demo_runs_and_exits_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLEETLOG_KAFKA_BOOTSTRAP", raising=False)  # the embedded mode
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo"), "--json"])
     assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert summary["transport"] == "embedded"
+    assert summary["simulate"]["faults"] == summary["evaluate"]["faults"] > 0
+    assert summary["analyze"]["incidents"] > 0
+    assert Path(summary["report"]).exists()
+
+
+@pytest.mark.kafka
+def test_demo_through_the_real_broker(tmp_path: Path, kafka_bootstrap: str) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo"), "--bootstrap",
+                                      kafka_bootstrap, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert summary["transport"] == "kafka"
+    assert summary["ingest"]["events"] == summary["simulate"]["events"]
+    assert summary["ingest"]["dead_letters"] == 0
+    assert summary["analyze"]["incidents"] > 0
+    assert Path(summary["report"]).exists()

@@ -218,3 +218,18 @@ def test_naive_datetimes_are_refused() -> None:
     assert c.to_us(datetime(2026, 1, 1, tzinfo=UTC)) == 1_767_225_600_000_000
     with pytest.raises(ValueError, match="naive"):
         c.to_us(datetime(2026, 1, 1))
+
+
+def test_out_of_range_numbers_are_refused_with_the_event_named() -> None:
+    event = c.make_event(c.JobStepReported(job="j", step=1, step_time_s=1.0, tokens_per_s=1.0),
+                         time_us=5, source="t")
+    wire = msgspec.json.decode(c.encode_json(event))
+    wire["payload"]["step"] = 2**70
+    result = c.decode(msgspec.json.encode(wire))
+    assert isinstance(result, c.DecodeFailure)
+    assert (result.stage, result.event_id) == ("payload", event.id)
+    wire = msgspec.msgpack.decode(c.encode(event))
+    wire["time_us"] = 2**63
+    result = c.decode(msgspec.msgpack.encode(wire))
+    assert isinstance(result, c.DecodeFailure)
+    assert "outside 1970..2200" in result.reason

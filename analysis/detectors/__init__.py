@@ -1,0 +1,58 @@
+"""Detectors: each reads one kind of signal from the store's views and returns findings.
+
+A detector is a function ``(AnalysisContext) -> list[Finding]``; its module docstring says which
+signal it reads and why. ``DETECTORS`` runs them in a fixed order so results are deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from analysis.context import AnalysisContext, Finding
+from analysis.detectors.gpu import detect_gpu_counters, detect_presence
+from analysis.detectors.host import detect_host_events
+from analysis.detectors.jobs import (
+    detect_job_failures,
+    detect_loss,
+    detect_slow_checkpoints,
+    detect_stalls,
+    detect_stragglers,
+)
+from analysis.detectors.network import detect_ports
+from analysis.detectors.thermal import detect_thermal
+from analysis.detectors.xid import detect_xids
+
+Detector = Callable[[AnalysisContext], list[Finding]]
+
+DETECTORS: Final[dict[str, Detector]] = {
+    "xid": detect_xids,
+    "host": detect_host_events,
+    "presence": detect_presence,
+    "gpu_counters": detect_gpu_counters,
+    "thermal": detect_thermal,
+    "ports": detect_ports,
+    "job_failures": detect_job_failures,
+    "stalls": detect_stalls,
+    "loss": detect_loss,
+    "stragglers": detect_stragglers,
+    "checkpoints": detect_slow_checkpoints,
+}
+
+
+def run_detectors(
+    ctx: AnalysisContext, timings: dict[str, float] | None = None,
+    on_step: Callable[[int], object] | None = None,
+) -> list[Finding]:
+    """Every detector's findings, sorted by detection time (then entity, kind)."""
+    import time
+
+    findings: list[Finding] = []
+    for done, (name, detector) in enumerate(DETECTORS.items(), start=1):
+        started = time.perf_counter()
+        findings.extend(detector(ctx))
+        if timings is not None:
+            timings[name] = round(time.perf_counter() - started, 3)
+        if on_step is not None:
+            on_step(done)
+    return sorted(findings, key=lambda f: (f.detect_us, f.entity, f.kind, f.onset_us))

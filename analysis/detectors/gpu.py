@@ -1,0 +1,219 @@
+"""GPU sample detectors over ``gpu_samples``: counters that rise, flags that set, GPUs and nodes
+that stop reporting.
+
+Scale: a 2,048-node day is ~140 M rows, so nothing here loops over samples in Python. One grouped
+scan (``gpu_summary``: per GPU, the increase of each counter, the flags seen, the row count) picks
+the few GPUs and nodes worth a look; a second, filtered scan fetches only their series, and the
+rules run on those arrays.
+
+Signals and why (docs/faults.md):
+- ``ecc_sbe_vol_total`` rising well above background -> HBM degrading (``sbe_rising``).
+- ``ecc_dbe_vol_total`` +1 -> an uncorrectable HBM error (``dbe``).
+- ``row_remap_pending`` / ``row_remap_failure`` set -> HBM rows being retired / out of spares.
+- ``sram_ecc_total`` rising -> on-chip SRAM errors (``sram_rising``).
+- ``nvlink_crc_flit_errors`` rising -> a failing NVLink, often before XID 74 (``nvlink_rising``).
+- a GPU absent from its node's batches while its peers report -> fallen off the bus
+  (``gpu_absent``); every GPU of a node absent -> the node stopped (``node_silent``). Absence is
+  not zero: the scrape goes on for the rest of the rack.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import polars as pl
+
+from analysis.context import US, AnalysisContext, Finding, query_pl
+from analysis.detectors.series import rising_episodes, runs
+from ingest import contract as c
+
+# Rising-counter rules: column -> (finding kind, window seconds, increase that fires, what it means)
+COUNTER_RULES: Final = {
+    "ecc_sbe_vol_total": ("sbe_rising", 600, 4.0, "single-bit ECC errors rising"),
+    "sram_ecc_total": ("sram_rising", 600, 3.0, "SRAM ECC errors rising"),
+    "nvlink_crc_flit_errors": ("nvlink_rising", 300, 20.0, "NVLink CRC flit errors rising"),
+}
+FLAG_RULES: Final = {
+    "ecc_dbe_vol_total": ("dbe", "double-bit (uncorrectable) ECC error"),
+    "row_remap_pending": ("row_remap_pending", "row remapping pending"),
+    "row_remap_failure": ("row_remap_failure", "row remapping failed"),
+}
+MIN_MISSED_SCRAPES: Final = 2  # consecutive scrapes without a GPU/node before it counts
+
+
+def gpu_summary(ctx: AnalysisContext) -> pl.DataFrame:
+    """One grouped scan: per GPU, row count, first/last sample, counter increases, flags."""
+    cached = ctx.cache.get("gpu_summary")
+    if isinstance(cached, pl.DataFrame):
+        return cached
+    df = query_pl(ctx.con,
+        "SELECT node, gpu, count(*) AS n, epoch_us(min(ts)) AS first_us, "
+        "epoch_us(max(ts)) AS last_us, "
+        "max(ecc_sbe_vol_total) - min(ecc_sbe_vol_total) AS sbe, "
+        "max(ecc_dbe_vol_total) - min(ecc_dbe_vol_total) AS dbe, "
+        "max(sram_ecc_total) - min(sram_ecc_total) AS sram, "
+        "max(nvlink_crc_flit_errors) - min(nvlink_crc_flit_errors) AS nvl, "
+        "max(row_remap_pending) AS rrp, max(row_remap_failure) AS rrf, "
+        "bit_or(CAST(coalesce(throttle_reasons, 0) AS UBIGINT)) AS throttle, "
+        "max(gpu_temp_c) AS tmax, avg(gpu_temp_c) AS tavg "
+        f"FROM gpu_samples WHERE {ctx.ts_filter()} GROUP BY node, gpu"
+    )
+    ctx.cache["gpu_summary"] = df
+    return df
+
+
+def scrape_times(ctx: AnalysisContext) -> np.ndarray:
+    """Every scrape time in the read window (sorted, microseconds)."""
+    cached = ctx.cache.get("scrapes")
+    if isinstance(cached, np.ndarray):
+        return cached
+    frame = query_pl(
+        ctx.con,
+        f"SELECT epoch_us(ts) AS t FROM (SELECT ts FROM gpu_samples WHERE {ctx.ts_filter()} "
+        "GROUP BY ts) ORDER BY 1",
+    )
+    times = frame["t"].to_numpy().astype(np.int64)
+    ctx.cache["scrapes"] = times
+    return times
+
+
+def _series(ctx: AnalysisContext, keys: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """Full series of the GPUs in ``keys`` (node, gpu), one filtered scan."""
+    ctx.con.register("_fleetlog_keys", keys.select("node", "gpu").to_arrow())
+    try:
+        cols = ", ".join(f"s.{col}" for col in columns)
+        return query_pl(ctx.con,
+            f"SELECT s.node, s.gpu, epoch_us(s.ts) AS t, {cols}, s.event_id FROM gpu_samples s "
+            f"SEMI JOIN _fleetlog_keys k ON s.node = k.node AND s.gpu = k.gpu "
+            f"WHERE {ctx.ts_filter('s.ts')} ORDER BY s.node, s.gpu, s.ts"
+        )
+    finally:
+        ctx.con.unregister("_fleetlog_keys")
+
+
+def detect_gpu_counters(ctx: AnalysisContext) -> list[Finding]:
+    summary = gpu_summary(ctx)
+    cond = pl.lit(False)
+    for column, (_kind, _w, threshold, _t) in COUNTER_RULES.items():
+        short = {"ecc_sbe_vol_total": "sbe", "sram_ecc_total": "sram",
+                 "nvlink_crc_flit_errors": "nvl"}[column]
+        cond = cond | (pl.col(short).fill_null(0) >= threshold)
+    cond = cond | (pl.col("dbe").fill_null(0) > 0) | (pl.col("rrp").fill_null(0) >= 1)
+    cond = cond | (pl.col("rrf").fill_null(0) >= 1)
+    candidates = summary.filter(cond)
+    if candidates.is_empty():
+        return []
+    columns = [*COUNTER_RULES, *FLAG_RULES]
+    data = _series(ctx, candidates, columns)
+    findings: list[Finding] = []
+    for (node, gpu), part in data.group_by(["node", "gpu"], maintain_order=True):
+        ts = part["t"].to_numpy()
+        ids = part["event_id"].to_list()
+        entity = c.gpu_entity(str(node), int(gpu))
+        for column, (kind, window_s, threshold, what) in COUNTER_RULES.items():
+            values = part[column].to_numpy()
+            for ep in rising_episodes(ts, values, int(window_s * US), threshold):
+                findings.append(Finding(
+                    kind=kind, entity=entity, onset_us=ep.onset_us, detect_us=ep.detect_us,
+                    end_us=ep.end_us,
+                    text=f"{what} on {entity}: +{ep.total:.0f} "
+                    f"(fired at +{threshold:.0f} within {window_s // 60} min)",
+                    evidence=(ids[ep.onset_index], ids[ep.detect_index]),
+                    attrs={"increase": ep.total, "node": node},
+                ))
+        for column, (kind, what) in FLAG_RULES.items():
+            values = np.nan_to_num(part[column].to_numpy().astype(np.float64), nan=0.0)
+            if column == "ecc_dbe_vol_total":
+                values = np.diff(values, prepend=values[:1])
+            for first, last in runs(values > 0):
+                if column != "ecc_dbe_vol_total" and first == 0:
+                    continue  # already set when the window opened: not new
+                findings.append(Finding(
+                    kind=kind, entity=entity, onset_us=int(ts[first]), detect_us=int(ts[first]),
+                    end_us=int(ts[last]), text=f"{what} on {entity}",
+                    evidence=(ids[first],), attrs={"node": node},
+                ))
+    return findings
+
+
+def detect_presence(ctx: AnalysisContext) -> list[Finding]:
+    """GPUs and nodes that stop reporting while the scrape goes on."""
+    scrapes = scrape_times(ctx)
+    if scrapes.size < MIN_MISSED_SCRAPES + 1:
+        return []
+    summary = gpu_summary(ctx)
+    first = summary["first_us"].to_numpy()
+    # Expected rows per GPU: scrapes from its first sample to the last scrape of the window.
+    expected = scrapes.size - np.searchsorted(scrapes, first, side="left")
+    short = summary.with_columns(pl.Series("expected", expected)).filter(
+        pl.col("n") < pl.col("expected")
+    )
+    if short.is_empty():
+        return []
+    nodes = short["node"].unique().to_list()
+    ctx.con.register("_fleetlog_nodes", pl.DataFrame({"node": nodes}).to_arrow())
+    try:
+        data = query_pl(ctx.con,
+            "SELECT s.node, epoch_us(s.ts) AS t, "
+            "bit_or(CAST(1 AS UBIGINT) << CAST(s.gpu AS UBIGINT)) AS mask, "
+            "max(s.event_id) AS event_id FROM gpu_samples s "
+            "SEMI JOIN _fleetlog_nodes k ON s.node = k.node "
+            f"WHERE {ctx.ts_filter('s.ts')} GROUP BY s.node, s.ts ORDER BY s.node, t"
+        )
+    finally:
+        ctx.con.unregister("_fleetlog_nodes")
+    findings: list[Finding] = []
+    for (node,), part in data.group_by(["node"], maintain_order=True):
+        findings.extend(_node_presence(str(node), part, scrapes))
+    return findings
+
+
+def _node_presence(node: str, part: pl.DataFrame, scrapes: np.ndarray) -> list[Finding]:
+    t = part["t"].to_numpy()
+    masks = part["mask"].to_numpy().astype(np.uint64)
+    ids = part["event_id"].to_list()
+    start = int(np.searchsorted(scrapes, t[0], side="left"))
+    grid = scrapes[start:]
+    pos = np.searchsorted(grid, t)
+    present = np.zeros(grid.size, dtype=bool)
+    present[pos] = True
+    grid_mask = np.zeros(grid.size, dtype=np.uint64)
+    grid_mask[pos] = masks
+    last_seen_id = [""] * grid.size
+    for p, event_id in zip(pos, ids, strict=True):
+        last_seen_id[p] = event_id
+    findings: list[Finding] = []
+    entity = c.node_entity(node)
+    for a, b in runs(~present):
+        if b - a + 1 < MIN_MISSED_SCRAPES:
+            continue
+        seen = last_seen_id[a - 1] if a > 0 else ""
+        findings.append(Finding(
+            kind="node_silent", entity=entity, onset_us=int(grid[a]),
+            detect_us=int(grid[a + MIN_MISSED_SCRAPES - 1]), end_us=int(grid[b]),
+            text=f"node {node} stopped reporting GPU samples ({b - a + 1} scrapes missed"
+            + (", until the end of the data)" if b == grid.size - 1 else ")"),
+            evidence=(seen,) if seen else (), attrs={"node": node, "missed": b - a + 1,
+                                                     "ongoing": b == grid.size - 1},
+        ))
+    full = np.bitwise_or.reduce(masks) if masks.size else np.uint64(0)
+    for gpu in range(64):
+        bit = np.uint64(1) << np.uint64(gpu)
+        if not full & bit:
+            continue
+        has = (grid_mask & bit) != 0
+        for a, b in runs(present & ~has):
+            if b - a + 1 < MIN_MISSED_SCRAPES or a == 0:
+                continue
+            seen = last_seen_id[a - 1]
+            gpu_name = c.gpu_entity(node, gpu)
+            findings.append(Finding(
+                kind="gpu_absent", entity=gpu_name, onset_us=int(grid[a]),
+                detect_us=int(grid[a + MIN_MISSED_SCRAPES - 1]), end_us=int(grid[b]),
+                text=f"{gpu_name} is absent from its node's samples while its peers report "
+                f"({b - a + 1} scrapes)",
+                evidence=(seen, last_seen_id[a + MIN_MISSED_SCRAPES - 1]),
+                attrs={"node": node},
+            ))
+    return findings

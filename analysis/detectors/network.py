@@ -1,0 +1,115 @@
+"""InfiniBand port detectors over ``port_samples`` (the switches' view of every cable).
+
+Signals and why (docs/faults.md):
+- ``symbol_error`` + ``link_error_recovery`` rising on one port -> a degrading cable or
+  transceiver (``port_errors``). A handful of symbol errors is normal, so the rule needs a rise
+  well above that within a few minutes.
+- ``rcv_errors`` rising -> bad packets from the far end, typically the host's NIC
+  (``rcv_errors``).
+- ``link_state`` 1 (Down) -> the port is down (``link_down``, one finding per down period, so a
+  flapping cable gives several, and ``link_downed`` counts them too).
+Which of cable, NIC or whole leaf it is, is the diagnosis' call (how many ports of the leaf went
+down at once, whether the port came back, which counters rose first).
+
+Same two-pass plan as the GPU detectors: one grouped scan per port, then the series of the few
+ports that moved.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import polars as pl
+
+from analysis.context import US, AnalysisContext, Finding, query_pl
+from analysis.detectors.series import rising_episodes, runs
+from ingest import contract as c
+
+ERROR_WINDOW_S: Final = 300
+SYMBOL_THRESHOLD: Final = 20.0  # symbol errors + link error recoveries within the window
+RCV_THRESHOLD: Final = 20.0
+
+
+def port_summary(ctx: AnalysisContext) -> pl.DataFrame:
+    cached = ctx.cache.get("port_summary")
+    if isinstance(cached, pl.DataFrame):
+        return cached
+    df = query_pl(ctx.con,
+        "SELECT switch, port, count(*) AS n, "
+        "max(symbol_error) - min(symbol_error) AS sym, "
+        "max(rcv_errors) - min(rcv_errors) AS rcv, "
+        "max(link_downed) - min(link_downed) AS downed, "
+        "max(link_error_recovery) - min(link_error_recovery) AS ler, "
+        "min(link_state) AS min_state "
+        f"FROM port_samples WHERE {ctx.ts_filter()} GROUP BY switch, port"
+    )
+    ctx.cache["port_summary"] = df
+    return df
+
+
+def detect_ports(ctx: AnalysisContext) -> list[Finding]:
+    summary = port_summary(ctx)
+    candidates = summary.filter(
+        (pl.col("sym").fill_null(0) + pl.col("ler").fill_null(0) >= SYMBOL_THRESHOLD)
+        | (pl.col("rcv").fill_null(0) >= RCV_THRESHOLD)
+        | (pl.col("downed").fill_null(0) >= 1)
+        | (pl.col("min_state").fill_null(4) < c.PORT_STATE_ACTIVE)
+    )
+    if candidates.is_empty():
+        return []
+    ctx.con.register("_fleetlog_ports", candidates.select("switch", "port").to_arrow())
+    try:
+        data = query_pl(ctx.con,
+            "SELECT s.switch, s.port, epoch_us(s.ts) AS t, s.symbol_error, s.rcv_errors, "
+            "s.link_downed, s.link_error_recovery, s.link_state, s.event_id "
+            "FROM port_samples s SEMI JOIN _fleetlog_ports k "
+            "ON s.switch = k.switch AND s.port = k.port "
+            f"WHERE {ctx.ts_filter('s.ts')} ORDER BY s.switch, s.port, s.ts"
+        )
+    finally:
+        ctx.con.unregister("_fleetlog_ports")
+    topology = ctx.projections.topology
+    findings: list[Finding] = []
+    for (switch, port), part in data.group_by(["switch", "port"], maintain_order=True):
+        sw, pt = str(switch), int(port)
+        link = c.link_entity(sw, pt)
+        peer = topology.link_peer(sw, pt) or ""
+        node = peer[4:].split("/", 1)[0] if peer.startswith("nic:") else ""
+        attrs = {"switch": sw, "port": pt, "peer": peer, "node": node}
+        ts = part["t"].to_numpy()
+        ids = part["event_id"].to_list()
+        errors = (np.nan_to_num(part["symbol_error"].to_numpy().astype(np.float64))
+                  + np.nan_to_num(part["link_error_recovery"].to_numpy().astype(np.float64)))
+        for ep in rising_episodes(ts, errors, ERROR_WINDOW_S * US, SYMBOL_THRESHOLD):
+            findings.append(Finding(
+                kind="port_errors", entity=link, onset_us=ep.onset_us, detect_us=ep.detect_us,
+                end_us=ep.end_us,
+                text=f"symbol errors and link error recoveries rising on {link} "
+                f"(+{ep.total:.0f}){' facing ' + peer if peer else ''}",
+                evidence=(ids[ep.onset_index], ids[ep.detect_index]), attrs=attrs,
+            ))
+        rcv = part["rcv_errors"].to_numpy().astype(np.float64)
+        for ep in rising_episodes(ts, rcv, ERROR_WINDOW_S * US, RCV_THRESHOLD):
+            findings.append(Finding(
+                kind="rcv_errors", entity=link, onset_us=ep.onset_us, detect_us=ep.detect_us,
+                end_us=ep.end_us,
+                text=f"receive errors rising on {link} (+{ep.total:.0f})"
+                f"{' from ' + peer if peer else ''}",
+                evidence=(ids[ep.onset_index], ids[ep.detect_index]), attrs=attrs,
+            ))
+        state = part["link_state"].to_numpy().astype(np.float64)
+        down = np.isfinite(state) & (state <= c.PORT_STATE_DOWN)
+        for a, b in runs(down):
+            if a == 0:
+                continue  # already down when the window opened
+            ongoing = b == len(ts) - 1
+            findings.append(Finding(
+                kind="link_down", entity=link, onset_us=int(ts[a]), detect_us=int(ts[a]),
+                end_us=int(ts[b]),
+                text=f"{link} went down{' (facing ' + peer + ')' if peer else ''}"
+                + (" and stayed down" if ongoing else
+                   f" for {(int(ts[b]) - int(ts[a])) / US + ctx.interval_us / US:.0f} s"),
+                evidence=(ids[a],), attrs={**attrs, "ongoing": ongoing},
+            ))
+    return findings

@@ -1,0 +1,98 @@
+"""Thermal detectors: a GPU hotter than its peers, thermal throttling, a rack warming together.
+
+Healthy temperatures depend on the job phase (compute, communication, checkpoint, idle), so a
+fixed threshold misfires; the peers of a GPU are the other GPUs of its node (same job, same
+phase, same cooling) and, for a whole node, the nodes of other racks at the same moment.
+
+Signals and why (docs/faults.md):
+- ``gpu_temp_c`` minus the median of its node's GPUs at the same scrape, less that GPU's usual
+  offset (its median over the previous hour), ``HOT_DELTA_C`` or more for ``HOT_SAMPLES``
+  scrapes -> a failing thermal interface (``gpu_hot``).
+- ``throttle_reasons`` with 0x20 (SW thermal) or 0x40 (HW thermal) -> the GPU is throttling on
+  heat; clocks drop and the job straggles (``thermal_throttle``).
+Several nodes of one rack hot or throttling together are a cooling failure (the diagnosis
+decides).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import polars as pl
+
+from analysis.context import AnalysisContext, Finding, query_pl
+from analysis.detectors.gpu import gpu_summary
+from analysis.detectors.series import runs
+from ingest import contract as c
+
+THERMAL_BITS: Final = c.THROTTLE_SW_THERMAL | c.THROTTLE_HW_THERMAL
+HOT_DELTA_C: Final = 5.0  # above the GPU's own usual offset from its node's median
+RAMP_DELTA_C: Final = 2.0
+BASELINE_SAMPLES: Final = 360
+OFFSET_C: Final = 4.0  # a GPU's fixed offset can be this much: assumed before a baseline exists
+HOT_SAMPLES: Final = 3
+
+
+def detect_thermal(ctx: AnalysisContext) -> list[Finding]:
+    summary = gpu_summary(ctx)
+    node_max = summary.group_by("node").agg(pl.col("tmax").median().alias("node_tmax"))
+    flagged = summary.join(node_max, on="node").filter(
+        ((pl.col("throttle") & THERMAL_BITS) != 0)
+        | (pl.col("tmax") - pl.col("node_tmax") >= HOT_DELTA_C + 2)
+    )
+    if flagged.is_empty():
+        return []
+    nodes = flagged["node"].unique().sort().to_list()
+    ctx.con.register("_fleetlog_hot", pl.DataFrame({"node": nodes}).to_arrow())
+    try:
+        data = query_pl(ctx.con,
+            "SELECT s.node, s.gpu, epoch_us(s.ts) AS t, s.gpu_temp_c AS temp, "
+            "CAST(coalesce(s.throttle_reasons, 0) AS UBIGINT) AS throttle, s.sm_clock_mhz, "
+            "s.event_id FROM gpu_samples s SEMI JOIN _fleetlog_hot k ON s.node = k.node "
+            f"WHERE {ctx.ts_filter('s.ts')} ORDER BY s.node, s.gpu, s.ts"
+        )
+    finally:
+        ctx.con.unregister("_fleetlog_hot")
+    # dev: above the node's median GPU at the same scrape; excess: above this GPU's own usual
+    # dev over the previous hour (each GPU has a fixed offset of a few °C).
+    data = data.with_columns(
+        (pl.col("temp") - pl.col("temp").median().over("node", "t")).alias("dev")
+    ).with_columns(
+        (pl.col("dev") - pl.col("dev").shift(1).rolling_median(BASELINE_SAMPLES, min_samples=30)
+         .over("node", "gpu").fill_null(OFFSET_C)).alias("excess")
+    )
+    findings: list[Finding] = []
+    for (node, gpu), part in data.group_by(["node", "gpu"], maintain_order=True):
+        entity = c.gpu_entity(str(node), int(gpu))
+        ts = part["t"].to_numpy()
+        ids = part["event_id"].to_list()
+        dev = np.nan_to_num(part["excess"].to_numpy().astype(np.float64), nan=0.0)
+        temp = part["temp"].to_numpy()
+        for a, b in runs(dev >= HOT_DELTA_C):
+            if b - a + 1 < HOT_SAMPLES:
+                continue
+            onset = a
+            while onset > 0 and dev[onset - 1] >= RAMP_DELTA_C:
+                onset -= 1
+            fire = a + HOT_SAMPLES - 1
+            findings.append(Finding(
+                kind="gpu_hot", entity=entity, onset_us=int(ts[onset]), detect_us=int(ts[fire]),
+                end_us=int(ts[b]),
+                text=f"{entity} runs {dev[a:b + 1].max():.0f} °C above the other GPUs of its "
+                f"node (up to {np.nanmax(temp[a:b + 1]):.0f} °C)",
+                evidence=(ids[onset], ids[fire]), attrs={"node": node},
+            ))
+        throttled = (part["throttle"].to_numpy().astype(np.uint64) & np.uint64(THERMAL_BITS)) != 0
+        for a, b in runs(throttled):
+            if b - a + 1 < 2:
+                continue
+            clock = part["sm_clock_mhz"].to_numpy()
+            findings.append(Finding(
+                kind="thermal_throttle", entity=entity, onset_us=int(ts[a]),
+                detect_us=int(ts[a + 1]), end_us=int(ts[b]),
+                text=f"{entity} is thermally throttled (SM clock down to "
+                f"{np.nanmin(clock[a:b + 1]):.0f} MHz)",
+                evidence=(ids[a],), attrs={"node": node},
+            ))
+    return findings

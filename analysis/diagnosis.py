@@ -1,0 +1,509 @@
+"""Diagnosis: findings -> incidents with ranked root-cause candidates.
+
+Findings are grouped by topology and time, widest scope first, so a wide failure is never
+mistaken for many small ones:
+
+1. rack: every (or nearly every) node of one rack stops in the same scrape -> ``rack_power``;
+   several nodes of one rack thermally throttled or hot together -> ``cooling``.
+2. leaf switch: most node-facing ports of one leaf go down in the same scrape -> ``network``
+   rooted at ``switch:<leaf>``.
+3. storage: checkpoints many times slower than usual in one virtual cluster -> ``storage``.
+4. node: maintenance / went down / stopped reporting with no GPU error first ->
+   ``host_maintenance`` or ``host_hw``.
+5. GPU: XIDs, ECC counters, row remapping, NVLink errors, absence, heat on one GPU -> the GPU
+   categories, scored by which signals are present.
+6. link: errors and flaps on one port -> ``network`` (the cable) or ``nic`` (receive errors,
+   then down for good).
+7. job: what is left of a job's own signals, once every job failure that a hardware incident on
+   the job's nodes explains has been attributed to it -> ``sdc`` (loss NaN/spike), ``nccl_hang``
+   (no step progress, then the watchdog), or ``software`` (all ranks exit at once).
+
+Each incident keeps its findings (the evidence), the entities they touch (``affected``), and a
+ranked list of (category, entity, score) candidates whose scores sum to 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from analysis.context import US, AnalysisContext, Finding
+from ingest import contract as c
+
+MIN: Final = 60 * US
+GPU_KINDS: Final = frozenset({
+    "xid", "sbe_rising", "sram_rising", "nvlink_rising", "dbe", "row_remap_pending",
+    "row_remap_failure", "gpu_absent", "gpu_hot", "thermal_throttle",
+})
+PORT_KINDS: Final = frozenset({"port_errors", "rcv_errors", "link_down"})
+NODE_KINDS: Final = frozenset({"node_silent", "node_down", "maintenance"})
+JOB_KINDS: Final = frozenset({"job_failed", "job_stalled", "loss_anomaly"})
+HARD_KINDS: Final = frozenset({
+    "xid", "dbe", "row_remap_failure", "gpu_absent", "node_silent", "node_down", "maintenance",
+    "link_down",
+})
+_HARDWARE_REASON: Final = re.compile(
+    r"cuda error|\becc\b|network error|node failure|\bgsp\b|drained|xid|nvlink", re.I)
+SLOWDOWNS: Final = frozenset({"gpu_thermal", "cooling", "storage"})
+MAINTENANCE_WORDS: Final = ("reboot", "mainten", "drain", "upgrade", "firmware")
+
+
+@dataclass
+class Incident:
+    category: str
+    root: str
+    start_us: int  # the first symptom among its findings
+    detect_us: int  # when the opening rule could first fire
+    end_us: int
+    candidates: list[tuple[str, str, float]]  # (category, entity, score), best first
+    findings: list[Finding] = field(default_factory=list)
+    affected: set[str] = field(default_factory=set)
+    nodes: set[str] = field(default_factory=set)  # footprint for attributing job failures
+
+    @property
+    def incident_id(self) -> str:
+        text = f"{self.category}|{self.root}|{self.start_us}"
+        return "inc-" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+    @property
+    def confidence(self) -> float:
+        return self.candidates[0][2] if self.candidates else 0.0
+
+    def add(self, finding: Finding) -> None:
+        self.findings.append(finding)
+        self.affected.add(finding.entity)
+        self.end_us = max(self.end_us, finding.end_us)
+        if finding.node:
+            self.affected.add(c.node_entity(finding.node))
+
+
+def _ranked(scores: dict[tuple[str, str], float]) -> list[tuple[str, str, float]]:
+    total = sum(v for v in scores.values() if v > 0)
+    if total <= 0:
+        return []
+    ranked = sorted(((cat, ent, v / total) for (cat, ent), v in scores.items() if v > 0),
+                    key=lambda x: (-x[2], x[0], x[1]))
+    return [(cat, ent, round(score, 4)) for cat, ent, score in ranked]
+
+
+def _new(category: str, root: str, group: list[Finding], scores: dict[tuple[str, str], float],
+         opening: Callable[[Finding], bool] | None = None, nodes: Iterable[str] = ()) -> Incident:
+    opened = [f for f in group if opening is None or opening(f)] or group
+    incident = Incident(
+        category=category, root=root, start_us=min(f.onset_us for f in group),
+        detect_us=min(f.detect_us for f in opened), end_us=max(f.end_us for f in group),
+        candidates=_ranked(scores), nodes=set(nodes),
+    )
+    for f in group:
+        incident.add(f)
+    incident.affected.add(root)
+    incident.affected.update(c.node_entity(n) for n in incident.nodes)
+    if incident.candidates:
+        incident.category, incident.root = incident.candidates[0][0], incident.candidates[0][1]
+    return incident
+
+
+def _clusters(findings: list[Finding], gap_us: int) -> list[list[Finding]]:
+    """Split time-sorted findings where the next starts more than ``gap_us`` after the last ends."""
+    out: list[list[Finding]] = []
+    end = -math.inf
+    for f in sorted(findings, key=lambda f: (f.onset_us, f.detect_us, f.kind)):
+        if out and f.onset_us <= end + gap_us:
+            out[-1].append(f)
+            end = max(end, f.end_us)
+        else:
+            out.append([f])
+            end = f.end_us
+    return out
+
+
+def _runs_of_job(clusters: list[list[Finding]]) -> list[list[Finding]]:
+    """A failure ends a job's run: what comes after it (once restarted) is another incident."""
+    out: list[list[Finding]] = []
+    for cluster in clusters:
+        current: list[Finding] = []
+        for f in cluster:
+            current.append(f)
+            if f.kind == "job_failed":
+                out.append(current)
+                current = []
+        if current:
+            out.append(current)
+    return out
+
+
+class _Diagnosis:
+    def __init__(self, ctx: AnalysisContext, findings: list[Finding]) -> None:
+        self.ctx = ctx
+        self.topo = ctx.projections.topology
+        self.interval = ctx.interval_us
+        self.free: list[Finding] = list(findings)
+        self.incidents: list[Incident] = []
+
+    def take(self, keep: Callable[[Finding], bool]) -> list[Finding]:
+        taken = [f for f in self.free if keep(f)]
+        ids = {id(f) for f in taken}
+        self.free = [f for f in self.free if id(f) not in ids]
+        return taken
+
+    def release(self, findings: Iterable[Finding]) -> None:
+        self.free.extend(findings)
+
+    # ---- 1. rack ------------------------------------------------------------------------------
+
+    def racks(self) -> None:
+        stops = self.take(lambda f: f.kind == "node_silent" or (
+            f.kind == "node_down" and "power" in str(f.attrs.get("reason", "")).lower()))
+        by_rack: dict[str, list[Finding]] = defaultdict(list)
+        for f in stops:
+            by_rack[self.topo.rack_of(f.node or "") or "?"].append(f)
+        leftover: list[Finding] = []
+        for rack, group in sorted(by_rack.items()):
+            members = self.topo.rack_nodes(rack)
+            need = max(2, math.ceil(0.75 * len(members)))
+            for cluster in _clusters(group, 2 * self.interval):
+                silent = {f.node for f in cluster if f.kind == "node_silent"}
+                down = {f.node for f in cluster}
+                onsets = sorted(f.onset_us for f in cluster if f.kind == "node_silent")
+                together = bool(onsets) and onsets[-1] - onsets[0] <= 2 * self.interval
+                if rack != "?" and len(down) >= need and (together or not silent):
+                    scores = {("rack_power", c.rack_entity(rack)): 0.8}
+                    for node in sorted(str(n) for n in down):
+                        scores[("host_hw", c.node_entity(str(node)))] = 0.2 / len(down)
+                    self.incidents.append(_new(
+                        "rack_power", c.rack_entity(rack), cluster, scores, nodes=members,
+                        opening=lambda f: f.kind == "node_silent",
+                    ))
+                else:
+                    leftover.extend(cluster)
+        self.release(leftover)
+
+    def cooling(self) -> None:
+        warm = self.take(lambda f: f.kind in ("thermal_throttle", "gpu_hot"))
+        by_rack: dict[str, list[Finding]] = defaultdict(list)
+        for f in warm:
+            by_rack[self.topo.rack_of(f.node or "") or "?"].append(f)
+        leftover: list[Finding] = []
+        for rack, group in sorted(by_rack.items()):
+            members = self.topo.rack_nodes(rack)
+            for cluster in _clusters(group, 30 * MIN):
+                nodes = {f.node for f in cluster}
+                if rack != "?" and len(nodes) >= max(2, math.ceil(0.5 * len(members))):
+                    scores = {("cooling", c.rack_entity(rack)): 0.85}
+                    hottest = sorted({f.entity for f in cluster})[:2]
+                    for entity in hottest:
+                        scores[("gpu_thermal", entity)] = 0.15 / len(hottest)
+                    self.incidents.append(_new("cooling", c.rack_entity(rack), cluster, scores,
+                                               nodes=members))
+                else:
+                    leftover.extend(cluster)
+        self.release(leftover)
+
+    # ---- 2. leaf switch -----------------------------------------------------------------------
+
+    def switches(self) -> None:
+        downs = self.take(lambda f: f.kind == "link_down")
+        by_switch: dict[str, list[Finding]] = defaultdict(list)
+        for f in downs:
+            by_switch[str(f.attrs.get("switch", ""))].append(f)
+        node_ports = self.topo.leaf_node_ports()
+        leftover: list[Finding] = []
+        for switch, group in sorted(by_switch.items()):
+            ports = node_ports.get(switch, {})
+            need = max(3, math.ceil(0.5 * len(ports))) if ports else 3
+            group = sorted(group, key=lambda f: (f.onset_us, f.entity))
+            while group:
+                # The largest set of this switch's ports that went down within two scrapes.
+                best: list[Finding] = []
+                for k, f in enumerate(group):
+                    window = [g for g in group[k:] if g.onset_us - f.onset_us <= 2 * self.interval]
+                    if len({g.entity for g in window}) > len({g.entity for g in best}):
+                        best = window
+                if len({f.entity for f in best}) < need:
+                    leftover.extend(group)
+                    break
+                scores = {("network", c.switch_entity(switch)): 0.85,
+                          ("network", best[0].entity): 0.1,
+                          ("nic", str(best[0].attrs.get("peer") or best[0].entity)): 0.05}
+                self.incidents.append(_new("network", c.switch_entity(switch), best, scores,
+                                           nodes=set(ports.values())))
+                taken = {id(f) for f in best}
+                group = [f for f in group if id(f) not in taken]
+        # The far ends of a dead switch's uplinks (spine ports facing it) go down with it.
+        dead = [i for i in self.incidents if i.root.startswith("switch:")]
+        rest = []
+        for f in leftover:
+            owner = next((i for i in dead if f.attrs.get("peer") == i.root
+                          and abs(f.onset_us - i.start_us) <= 2 * self.interval), None)
+            if owner is None:
+                rest.append(f)
+            else:
+                owner.add(f)
+        self.release(rest)
+
+    # ---- 3. storage ---------------------------------------------------------------------------
+
+    def storage(self) -> None:
+        slow = self.take(lambda f: f.kind == "checkpoint_slow")
+        jobs = self.ctx.projections.jobs.jobs
+        by_vc: dict[str, list[Finding]] = defaultdict(list)
+        for f in slow:
+            job = f.entity.removeprefix("job:")
+            by_vc[jobs[job].vcluster if job in jobs else ""].append(f)
+        for vc, group in sorted(by_vc.items()):
+            root = c.storage_entity(f"ckpt-{vc}" if vc else "ckpt")
+            for cluster in _clusters(group, 120 * MIN):
+                n_jobs = len({f.entity for f in cluster})
+                scores = {("storage", root): 0.7 + 0.1 * min(n_jobs, 3)}
+                for entity in sorted({f.entity for f in cluster})[:2]:
+                    scores[("software", entity)] = 0.1
+                self.incidents.append(_new("storage", root, cluster, scores))
+
+    # ---- 4. node ------------------------------------------------------------------------------
+
+    def nodes(self) -> None:
+        stops = self.take(lambda f: f.kind in NODE_KINDS)
+        by_node: dict[str, list[Finding]] = defaultdict(list)
+        for f in stops:
+            by_node[f.node or ""].append(f)
+        for node, group in sorted(by_node.items()):
+            for cluster in _clusters(group, 30 * MIN):
+                reasons = " ".join(str(f.attrs.get("reason", "")) for f in cluster).lower()
+                planned = any(f.kind == "maintenance" for f in cluster) or any(
+                    w in reasons for w in MAINTENANCE_WORDS)
+                entity = c.node_entity(node)
+                rack = self.topo.rack_of(node)
+                scores = ({("host_maintenance", entity): 0.85, ("host_hw", entity): 0.15}
+                          if planned else
+                          {("host_hw", entity): 0.8, ("host_maintenance", entity): 0.15})
+                if rack:
+                    scores[("rack_power", c.rack_entity(rack))] = 0.05
+                self.incidents.append(_new("host_hw", entity, cluster, scores, nodes={node}))
+
+    # ---- 5. GPU -------------------------------------------------------------------------------
+
+    def gpus(self) -> None:
+        signals = self.take(lambda f: f.kind in GPU_KINDS)
+        by_gpu: dict[str, list[Finding]] = defaultdict(list)
+        for f in signals:
+            by_gpu[f.entity].append(f)
+        for entity, group in sorted(by_gpu.items()):
+            for cluster in _clusters(group, 60 * MIN):
+                scores = _gpu_scores(cluster)
+                if not scores:
+                    self.release(cluster)
+                    continue
+                node = cluster[0].node or ""
+                ranked = {(cat, entity): v for cat, v in scores.items()}
+                ranked[("host_hw", c.node_entity(node))] = 0.3
+                self.incidents.append(_new("gpu_hw", entity, cluster, ranked, nodes={node}))
+
+    # ---- 6. link ------------------------------------------------------------------------------
+
+    def links(self) -> None:
+        signals = self.take(lambda f: f.kind in PORT_KINDS)
+        by_link: dict[str, list[Finding]] = defaultdict(list)
+        for f in signals:
+            by_link[f.entity].append(f)
+        for link, group in sorted(by_link.items()):
+            for cluster in _clusters(group, 30 * MIN):
+                peer = str(cluster[0].attrs.get("peer") or "")
+                switch = str(cluster[0].attrs.get("switch") or "")
+                node = str(cluster[0].attrs.get("node") or "")
+                kinds = [f.kind for f in cluster]
+                downs = [f for f in cluster if f.kind == "link_down"]
+                stays_down = any(f.attrs.get("ongoing") for f in downs) or any(
+                    f.end_us - f.onset_us >= 10 * MIN for f in downs)
+                cable = 2.0 * ("port_errors" in kinds) + (2.0 if len(downs) >= 2 else 0.0)
+                nic = 2.0 * ("rcv_errors" in kinds) + (1.5 if stays_down and len(downs) == 1
+                                                       else 0.0)
+                if not cable and not nic:
+                    cable = 1.0
+                scores = {("network", link): cable + 0.1}
+                if peer.startswith("nic:"):
+                    scores[("nic", peer)] = nic
+                if switch:
+                    scores[("network", c.switch_entity(switch))] = 0.2
+                self.incidents.append(_new("network", link, cluster, scores,
+                                           nodes={node} if node else ()))
+
+    # ---- 7. job -------------------------------------------------------------------------------
+
+    def attribute_jobs(self) -> None:
+        """Job findings a hardware incident on the job's nodes explains become its evidence.
+
+        A failure, hang or loss anomaly is explained by an incident that crashes jobs (not a
+        slowdown: thermal, cooling, storage) when it comes from one scrape before to 20 minutes
+        after one of the incident's hard symptoms (an XID, a DBE, a GPU or node gone, a link
+        down, maintenance) — precursors do not crash jobs, so a job that dies during a
+        precursor died of something else. A failure whose own reason names hardware (CUDA
+        error, ECC, network error, node failure...) may also come during the precursors. A
+        straggler is explained by any incident on its nodes while it lasts.
+        """
+        job_findings = self.take(lambda f: f.kind in JOB_KINDS or f.kind == "straggler")
+        leftover: list[Finding] = []
+        for f in job_findings:
+            nodes = set(f.attrs.get("nodes") or ())
+            owner = None
+            for incident in self.incidents:
+                if incident.category in ("software", "sdc", "nccl_hang"):
+                    continue
+                if f.kind != "straggler" and incident.category in SLOWDOWNS:
+                    continue
+                if not (incident.nodes & nodes):
+                    continue
+                if not self._explains(incident, f):
+                    continue
+                if owner is None or incident.start_us > owner.start_us:
+                    owner = incident
+            if owner is None:
+                leftover.append(f)
+            else:
+                owner.add(f)
+        self.release(leftover)
+
+    def _explains(self, incident: Incident, f: Finding) -> bool:
+        if f.kind == "straggler":
+            return incident.start_us - 2 * MIN <= f.onset_us <= incident.end_us
+        hard = [g.onset_us for g in incident.findings if g.kind in HARD_KINDS]
+        before = self.interval + 5 * US
+        if any(h - before <= f.onset_us <= h + 20 * MIN for h in hard):
+            return True
+        reason = str(f.attrs.get("reason", ""))
+        return bool(_HARDWARE_REASON.search(reason)) and (
+            incident.start_us - before <= f.onset_us <= max(hard, default=incident.start_us)
+            + 20 * MIN)
+
+    def jobs(self) -> None:
+        signals = self.take(lambda f: f.kind in JOB_KINDS)
+        by_job: dict[str, list[Finding]] = defaultdict(list)
+        for f in signals:
+            by_job[f.entity].append(f)
+        for job, group in sorted(by_job.items()):
+            for cluster in _runs_of_job(_clusters(group, 15 * MIN)):
+                scores = _job_scores(cluster)
+                nodes: set[str] = set()
+                for f in cluster:
+                    nodes.update(f.attrs.get("nodes") or ())
+                ranked = {(cat, job): v for cat, v in scores.items()}
+                self.incidents.append(_new("software", job, cluster, ranked, nodes=nodes))
+
+    # ---- absorb what is left ------------------------------------------------------------------
+
+    def absorb(self) -> None:
+        """Leftover findings on an incident's nodes during it become its evidence."""
+        leftover = []
+        for f in self.free:
+            node = f.node
+            owner = None
+            for incident in self.incidents:
+                if node and node in incident.nodes and (
+                    incident.start_us - 2 * MIN <= f.onset_us <= incident.end_us + 30 * MIN
+                ):
+                    owner = incident
+                    break
+            if owner is None:
+                leftover.append(f)
+            else:
+                owner.add(f)
+        self.free = leftover
+
+    def run(self) -> list[Incident]:
+        self.racks()
+        self.switches()
+        self.cooling()
+        self.storage()
+        self.absorb_kinds({"node_down", "node_up", "gpu_absent", "link_down", "maintenance",
+                           "maintenance_ended", "thermal_throttle", "gpu_hot", "xid"})
+        self.nodes()
+        self.absorb_kinds({"node_up", "maintenance_ended", "gpu_absent", "link_down",
+                           "port_errors", "rcv_errors"})
+        self.gpus()
+        self.links()
+        self.attribute_jobs()
+        self.jobs()
+        self.absorb()
+        return sorted(self.incidents, key=lambda i: (i.start_us, i.root, i.category))
+
+    def absorb_kinds(self, kinds: set[str]) -> None:
+        keep = [f for f in self.free if f.kind not in kinds]
+        candidates = [f for f in self.free if f.kind in kinds]
+        self.free = keep
+        self.absorb_list(candidates)
+
+    def absorb_list(self, findings: list[Finding]) -> None:
+        saved, self.free = self.free, findings
+        self.absorb()
+        self.free = saved + self.free
+
+
+# ---- scoring --------------------------------------------------------------------------------
+
+_GPU_WEIGHTS: Final[dict[str, dict[str, float]]] = {
+    "sbe_rising": {"gpu_hbm": 2.0},
+    "row_remap_pending": {"gpu_hbm": 1.5},
+    "row_remap_failure": {"gpu_hbm": 2.0},
+    "dbe": {"gpu_hbm": 3.0},
+    "sram_rising": {"gpu_sram": 3.0},
+    "nvlink_rising": {"gpu_hw": 2.0},
+    "gpu_absent": {"gpu_hw": 2.0},
+    "gpu_hot": {"gpu_thermal": 2.0},
+    "thermal_throttle": {"gpu_thermal": 1.5},
+}
+
+
+def _gpu_scores(cluster: list[Finding]) -> dict[str, float]:
+    scores: dict[str, float] = defaultdict(float)
+    for f in cluster:
+        if f.kind == "xid":
+            hints = tuple(f.attrs.get("hints") or ("gpu_hw",))
+            scores[hints[0]] += 3.0
+            for hint in hints[1:]:
+                scores[hint] += 1.5
+        else:
+            for category, weight in _GPU_WEIGHTS.get(f.kind, {}).items():
+                scores[category] += weight
+    return dict(scores)
+
+
+# Words in the job's own exit reason (as sacct or the launcher reports it) that hint a category.
+_REASON_HINTS: Final = (
+    (re.compile(r"\bwatchdog\b|\bnccl timeout\b|\bcollective\b", re.I), "nccl_hang"),
+    (re.compile(r"\bnan\b|\bloss\b|\bsdc\b", re.I), "sdc"),
+)
+
+
+def _job_scores(cluster: list[Finding]) -> dict[str, float]:
+    scores: dict[str, float] = {"software": 0.0, "nccl_hang": 0.0, "sdc": 0.0}
+    for f in cluster:
+        if f.kind == "loss_anomaly":
+            scores["sdc"] += 3.0
+        elif f.kind == "job_stalled":
+            scores["nccl_hang"] += 3.0
+        elif f.kind == "job_failed":
+            reason = str(f.attrs.get("reason", "")).lower()
+            hinted = False
+            for pattern, category in _REASON_HINTS:
+                if pattern.search(reason):
+                    scores[category] += 1.0
+                    hinted = True
+            if f.attrs.get("exit_code") == -6:
+                scores["nccl_hang"] += 1.0
+                hinted = True
+            if not hinted:
+                scores["software"] += 2.0
+            else:
+                scores["software"] += 0.3
+    for category in scores:
+        scores[category] += 0.05  # every job category stays a candidate
+    return scores
+
+
+def diagnose(ctx: AnalysisContext, findings: list[Finding]) -> list[Incident]:
+    """Group ``findings`` into incidents and rank their root causes (deterministic)."""
+    return _Diagnosis(ctx, findings).run()

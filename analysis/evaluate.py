@@ -1,0 +1,272 @@
+"""Evaluation against ground truth (``truth_faults``) — the only module that reads it.
+
+Matching (one incident to at most one fault, and back):
+- time: the incident's start (its first symptom) lies in ``[fault.start - 1 interval, fault.end]``
+  (an open-ended fault ends at the end of the data);
+- entity: the incident's root is the fault's root or one of its affected entities, or the
+  fault's root is among the incident's affected entities, or one root contains the other in the
+  topology (``gpu:n/i`` and ``nic:n/i`` sit in ``node:n``, which sits in ``rack:r``; ``link:s/p``
+  sits on ``switch:s`` and faces a ``nic:``).
+Among related pairs the best are taken first: same root, then same category, then the closest
+start. Incidents related to an already matched fault are duplicates: they count as false
+positives (precision is strict) and are reported as such.
+
+Metrics:
+- precision = matched incidents / incidents; recall = matched faults / faults; F1.
+- time to detect = incident detection time (when its opening rule could first fire) minus the
+  fault's start (its first symptom), in seconds and in sample intervals; median and p90.
+- AC@k (RCAEval): share of faults whose true (category, root entity) is among the top k
+  candidates of the matched incident (an unmatched fault scores 0); Avg@k = mean of AC@1..AC@k.
+- confusion matrix of categories: true category x predicted category, plus ``missed`` and the
+  false alarms by predicted category.
+- false alarms per 1,000 node-hours: unmatched incidents / (nodes x hours / 1000).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from analysis.context import US
+from analysis.diagnosis import Incident
+from analysis.pipeline import AnalysisResult, analyze_store
+from analysis.projections import Topology
+
+
+@dataclass(frozen=True)
+class TruthFault:
+    fault_id: str
+    category: str
+    entity: str
+    start_us: int
+    end_us: int | None
+    affected: tuple[str, ...]
+    scenario: str
+
+
+def load_truth(con: duckdb.DuckDBPyConnection) -> list[TruthFault]:
+    rows = con.execute(
+        "SELECT fault_id, category, entity, epoch_us(start_ts), epoch_us(end_ts), affected, "
+        "coalesce(scenario, '') FROM truth_faults ORDER BY start_ts, fault_id"
+    ).fetchall()
+    return [TruthFault(r[0], r[1], r[2], int(r[3]), None if r[4] is None else int(r[4]),
+                       tuple(r[5] or ()), r[6]) for r in rows]
+
+
+def _containers(entity: str, topo: Topology) -> set[str]:
+    """The entity and what contains it (node, rack, switch, the NIC a link faces)."""
+    out = {entity}
+    kind, _, rest = entity.partition(":")
+    node = None
+    if kind in ("gpu", "nic"):
+        node = rest.split("/", 1)[0]
+    elif kind == "node":
+        node = rest
+    elif kind == "link":
+        switch, _, port = rest.rpartition("/")
+        out.add(f"switch:{switch}")
+        peer = topo.links.get((switch, int(port))) if port.isdigit() else None
+        if peer:
+            out.add(peer)
+            if peer.startswith("nic:"):
+                node = peer[4:].split("/", 1)[0]
+    if node:
+        out.add(f"node:{node}")
+        rack = topo.rack_of(node)
+        if rack:
+            out.add(f"rack:{rack}")
+    return out
+
+
+def related(incident: Incident, fault: TruthFault, topo: Topology) -> bool:
+    fault_side = {fault.entity, *fault.affected}
+    if incident.root in fault_side or fault.entity in incident.affected:
+        return True
+    inc_up, fault_up = _containers(incident.root, topo), _containers(fault.entity, topo)
+    return incident.root in fault_up or fault.entity in inc_up
+
+
+def _in_time(incident: Incident, fault: TruthFault, interval_us: int, end_of_data: int) -> bool:
+    end = fault.end_us if fault.end_us is not None else end_of_data
+    return fault.start_us - interval_us <= incident.start_us <= end
+
+
+@dataclass
+class Match:
+    fault: TruthFault
+    incident: Incident | None
+
+
+def match(
+    incidents: Sequence[Incident], faults: Sequence[TruthFault], topo: Topology,
+    interval_us: int, end_of_data: int,
+) -> tuple[list[Match], list[Incident], list[Incident]]:
+    """(one match per fault, false alarms, duplicates)."""
+    pairs = []
+    for i, incident in enumerate(incidents):
+        for j, fault in enumerate(faults):
+            if _in_time(incident, fault, interval_us, end_of_data) and related(
+                incident, fault, topo
+            ):
+                pairs.append((
+                    incident.root != fault.entity, incident.category != fault.category,
+                    abs(incident.start_us - fault.start_us), i, j,
+                ))
+    pairs.sort()
+    used_i: set[int] = set()
+    used_j: dict[int, int] = {}
+    for *_key, i, j in pairs:
+        if i in used_i or j in used_j:
+            continue
+        used_i.add(i)
+        used_j[j] = i
+    matches = [Match(f, incidents[used_j[j]] if j in used_j else None)
+               for j, f in enumerate(faults)]
+    related_i = {i for *_k, i, _j in pairs}
+    false_alarms = [inc for i, inc in enumerate(incidents) if i not in related_i]
+    duplicates = [inc for i, inc in enumerate(incidents) if i in related_i and i not in used_i]
+    return matches, false_alarms, duplicates
+
+
+def _ac(incident: Incident | None, fault: TruthFault, k: int) -> float:
+    if incident is None:
+        return 0.0
+    top = [(cat, ent) for cat, ent, _s in incident.candidates[:k]]
+    return 1.0 if (fault.category, fault.entity) in top else 0.0
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if values else None
+
+
+def _scores(matches: list[Match], interval_us: int) -> dict[str, Any]:
+    n = len(matches)
+    detected = [m for m in matches if m.incident is not None]
+    ttd = [((m.incident.detect_us - m.fault.start_us) / US) for m in detected
+           if m.incident is not None]
+    ac = {k: (sum(_ac(m.incident, m.fault, k) for m in matches) / n if n else None)
+          for k in (1, 2, 3)}
+    return {
+        "faults": n,
+        "detected": len(detected),
+        "recall": round(len(detected) / n, 4) if n else None,
+        "ttd_median_s": _pct(ttd, 50),
+        "ttd_p90_s": _pct(ttd, 90),
+        "ttd_median_intervals": _pct([t * US / interval_us for t in ttd], 50),
+        "ac1": None if ac[1] is None else round(ac[1], 4),
+        "ac3": None if ac[3] is None else round(ac[3], 4),
+        "avg3": None if ac[1] is None else round(
+            (ac[1] + (ac[2] or 0.0) + (ac[3] or 0.0)) / 3, 4),
+    }
+
+
+@dataclass
+class Scored:
+    """One store's analysis matched against its truth (pooled across stores by ``report``)."""
+
+    matches: list[Match]
+    false_alarms: list[Incident]
+    duplicates: list[Incident]
+    incidents: int
+    node_hours: float
+    interval_us: int
+    analysis_s: float | None = None
+
+
+def score_result(
+    result: AnalysisResult, faults: Sequence[TruthFault], topo: Topology, node_hours: float,
+) -> Scored:
+    since = result.since_us or 0
+    until = result.until_us or 2**62
+    in_window = [f for f in faults if since <= f.start_us < until]
+    matches, false_alarms, duplicates = match(result.incidents, in_window, topo,
+                                              result.interval_us, until)
+    return Scored(matches, false_alarms, duplicates, len(result.incidents), node_hours,
+                  result.interval_us, result.timings.get("total"))
+
+
+def report(runs: Sequence[Scored]) -> dict[str, Any]:
+    """The metrics over one or several scored runs (pooled: every fault and incident counts)."""
+    matches = [m for r in runs for m in r.matches]
+    false_alarms = [i for r in runs for i in r.false_alarms]
+    duplicates = [i for r in runs for i in r.duplicates]
+    n_inc = sum(r.incidents for r in runs)
+    node_hours = sum(r.node_hours for r in runs)
+    interval_us = runs[0].interval_us if runs else 10 * US
+    tp = sum(1 for m in matches if m.incident is not None)
+    precision = tp / n_inc if n_inc else (1.0 if not matches else 0.0)
+    recall = tp / len(matches) if matches else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    by_cat: dict[str, list[Match]] = defaultdict(list)
+    for m in matches:
+        by_cat[m.fault.category].append(m)
+    confusion: dict[str, dict[str, int]] = {}
+    for m in matches:
+        row = confusion.setdefault(m.fault.category, {})
+        predicted = m.incident.category if m.incident else "missed"
+        row[predicted] = row.get(predicted, 0) + 1
+    alarms = Counter(i.category for i in false_alarms + duplicates)
+    if alarms:
+        confusion["false_alarm"] = dict(sorted(alarms.items()))
+    return {
+        "runs": len(runs),
+        "faults": len(matches),
+        "incidents": n_inc,
+        "true_positives": tp,
+        "false_alarms": len(false_alarms),
+        "duplicates": len(duplicates),
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+        "node_hours": round(node_hours, 1),
+        "false_alarms_per_1000_node_hours": round(
+            (len(false_alarms) + len(duplicates)) / node_hours * 1000, 3) if node_hours else None,
+        "interval_s": interval_us / US,
+        "analysis_seconds": [r.analysis_s for r in runs],
+        "overall": _scores(matches, interval_us),
+        "by_category": {cat: _scores(ms, interval_us) for cat, ms in sorted(by_cat.items())},
+        "confusion": confusion,
+        "missed": [{"fault_id": m.fault.fault_id, "category": m.fault.category,
+                    "entity": m.fault.entity} for m in matches if m.incident is None][:50],
+        "wrong_root": [
+            {"fault_id": m.fault.fault_id, "category": m.fault.category,
+             "entity": m.fault.entity, "incident": m.incident.category + " " + m.incident.root}
+            for m in matches if m.incident is not None and _ac(m.incident, m.fault, 1) == 0
+        ][:50],
+        "false_alarm_examples": [
+            {"category": i.category, "root": i.root, "start_us": i.start_us,
+             "signals": sorted({f.kind for f in i.findings})}
+            for i in (false_alarms + duplicates)[:30]
+        ],
+    }
+
+
+def score_store(
+    con: duckdb.DuckDBPyConnection, since_us: int | None = None, until_us: int | None = None,
+) -> Scored:
+    """Run the analysis (which never reads truth), then match it to ``truth_faults``."""
+    result = analyze_store(con, since_us, until_us)
+    topo = result.topology
+    hours = ((result.until_us or 0) - (result.since_us or 0)) / US / 3600
+    return score_result(result, load_truth(con), topo, len(topo.nodes) * max(hours, 0.0))
+
+
+def evaluate_stores(
+    stores: Sequence[Sequence[str]], since_us: int | None = None, until_us: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate each store (a file, or a group of shards) and pool the results."""
+    from ingest.store import open_union
+
+    runs = []
+    for paths in stores:
+        con = open_union(list(paths))
+        try:
+            runs.append(score_store(con, since_us, until_us))
+        finally:
+            con.close()
+    return report(runs)

@@ -1,0 +1,127 @@
+"""Incidents as events: ``incident.opened`` written to the store (the ``incidents`` view) and, when
+a broker is given, published on ``<prefix>.analysis``.
+
+The event id is the incident id (a hash of category, root entity and first symptom), so running
+the analysis twice over the same data stores nothing new: the writer skips ids it already has.
+The event time is the detection time (when the rule could first fire), which evaluation and
+``explain`` read back as ``incidents_raw.ts``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+
+from analysis.diagnosis import Incident
+from ingest import contract as c
+from ingest.kafka_settings import KafkaSettings
+
+SOURCE: Final = "fleetlog-analysis"
+MAX_EVIDENCE: Final = 200
+
+
+class AnalysisError(Exception):
+    """The analysis cannot run as asked; the message says what to do."""
+
+
+def to_event(incident: Incident) -> c.Envelope:
+    evidence: list[str] = []
+    for finding in sorted(incident.findings, key=lambda f: (f.onset_us, f.kind)):
+        for event_id in finding.evidence:
+            if event_id and event_id not in evidence:
+                evidence.append(event_id)
+    payload = c.IncidentOpened(
+        incident_id=incident.incident_id, start_us=incident.start_us, end_us=incident.end_us,
+        category=incident.category, root_entity=incident.root,
+        confidence=round(incident.confidence, 4),
+        candidates=[c.Candidate(category=cat, entity=ent, score=score)
+                    for cat, ent, score in incident.candidates[:5]],
+        evidence=evidence[:MAX_EVIDENCE],
+    )
+    return c.make_event(payload, time_us=incident.detect_us, source=SOURCE,
+                        id=incident.incident_id)
+
+
+def store_incidents(con: duckdb.DuckDBPyConnection, incidents: Sequence[Incident]) -> int:
+    """Write ``incident.opened`` events through the shared writer; returns how many were new."""
+    from ingest.writer import StoreWriter
+
+    if not incidents:
+        return 0
+    writer = StoreWriter(con)  # shares the connection: do not close it here
+    result = writer.write_batch([to_event(i) for i in incidents])
+    return result.events
+
+
+def publish_incidents(
+    settings: KafkaSettings, incidents: Sequence[Incident], topic_prefix: str | None = None
+) -> int:
+    from ingest.publish import Publisher
+
+    if not incidents:
+        return 0
+    with Publisher(settings, topic_prefix=topic_prefix) as publisher:
+        for incident in incidents:
+            publisher.send(to_event(incident))
+    return len(incidents)
+
+
+def incident_row(incident: Incident) -> dict[str, Any]:
+    """The incident as a plain mapping (what `fleetlog analyze` prints)."""
+    return {
+        "incident_id": incident.incident_id,
+        "category": incident.category,
+        "root_entity": incident.root,
+        "confidence": round(incident.confidence, 3),
+        "start_ts": _iso(incident.start_us),
+        "detected_ts": _iso(incident.detect_us),
+        "end_ts": _iso(incident.end_us),
+        "candidates": [{"category": cat, "entity": ent, "score": score}
+                       for cat, ent, score in incident.candidates[:3]],
+        "signals": sorted({f.kind for f in incident.findings}),
+        "affected": len(incident.affected),
+    }
+
+
+def _iso(us: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def list_incidents(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """The stored incidents (``incidents`` view), oldest first."""
+    rows = con.execute(
+        "SELECT incident_id, category, root_entity, confidence, start_ts, end_ts, candidates, "
+        "len(evidence) FROM incidents ORDER BY start_ts, incident_id"
+    ).fetchall()
+    out = []
+    for incident_id, category, root, confidence, start, end, candidates, n_evidence in rows:
+        ranked = json.loads(candidates) if isinstance(candidates, str) else candidates
+        out.append({
+            "incident_id": incident_id, "category": category, "root_entity": root,
+            "confidence": round(float(confidence), 3), "start_ts": start, "end_ts": end,
+            "candidates": ranked[:3] if isinstance(ranked, list) else ranked,
+            "evidence_events": int(n_evidence),
+        })
+    return out
+
+
+def open_for_results(paths: Sequence[str | Path], write: bool) -> duckdb.DuckDBPyConnection:
+    """A connection that reads every given store and, when ``write``, can store incidents
+    (only for a single store file: shards are read together, but results need one home)."""
+    from ingest.store import open_store, open_union, store_files
+
+    files = store_files(paths)
+    if not write:
+        return open_union(files)
+    if len(files) != 1:
+        raise AnalysisError(
+            f"{len(files)} store files given: incidents can be stored in one only; "
+            "pass --no-write to analyze shards together without storing"
+        )
+    return open_store(files[0])

@@ -1,0 +1,83 @@
+"""Recommendations from stored incidents: the component action for each, as events.
+
+Each incident becomes a ``Failure`` for the remediation policy (``analysis.remediation``):
+NVIDIA's catalog action where an XID names one, the category's action otherwise, escalated on
+recurrence and capped by the circuit breaker. The result is stored as ``recommendation.issued``
+events (deterministic ids: a re-run adds nothing) and shown in the ``recommendations`` view.
+
+Not done yet (issue #7): job-level actions (checkpoint now, restart on spares, migrate), and the
+expected GPU-hours saved, which is stored as 0 until it is estimated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from analysis.remediation import Failure, RemediationConfig, plan
+from ingest import contract as c
+from ingest.store import open_store, store_files
+from ingest.writer import StoreWriter
+
+_GPU_CATEGORIES = ("gpu_hw", "gpu_hbm", "gpu_sram", "gpu_gsp")
+
+
+def _node_of(entity: str) -> str | None:
+    kind, _, rest = entity.partition(":")
+    if kind in ("gpu", "nic", "node"):
+        return rest.split("/", 1)[0]
+    return None
+
+
+def recommend(
+    paths: Sequence[str | Path], *, config: RemediationConfig | None = None, write: bool = True,
+) -> list[dict[str, Any]]:
+    files = store_files(paths)
+    con = open_store(files[0], read_only=not write)
+    try:
+        racks = dict(con.execute("SELECT node, rack FROM nodes").fetchall())
+        fleet_nodes = max(1, len(racks))
+        incidents = con.execute(
+            "SELECT incident_id, epoch_us(start_ts), category, root_entity FROM incidents "
+            "ORDER BY start_ts, incident_id").fetchall()
+        # The first fatal XID on the root GPU within a minute of the incident names NVIDIA's
+        # action; without one, the category decides.
+        xids = {
+            (node, gpu): sorted(times)
+            for node, gpu, times in con.execute(
+                "SELECT node, gpu, list(DISTINCT epoch_us(ts) || ':' || xid) FROM xid_events "
+                "WHERE fatal AND gpu IS NOT NULL GROUP BY node, gpu").fetchall()
+        }
+        by_failure: dict[Failure, str] = {}
+        for incident_id, start_us, category, root in incidents:
+            node = _node_of(root)
+            xid = None
+            if category in _GPU_CATEGORIES and root.startswith("gpu:") and node is not None:
+                gpu = int(root.rsplit("/", 1)[1])
+                for stamp in xids.get((node, gpu), []):
+                    ts, code = (int(part) for part in stamp.split(":"))
+                    if abs(ts - start_us) <= 60_000_000:
+                        xid = code
+                        break
+            failure = Failure(ts=start_us / 1e6, category=category, entity=root, node=node,
+                              rack=racks.get(node) if node else None, xid=xid)
+            by_failure[failure] = incident_id
+        actions = plan(by_failure, fleet_nodes=fleet_nodes, config=config)
+        owner = {f.ts: i for f, i in by_failure.items()}
+        rows, events = [], []
+        for action in actions:
+            incident_id = owner.get(action.ts, "")
+            payload = c.RecommendationIssued(
+                incident_id=incident_id, target=action.target, action=action.action,
+                reason=action.reason, gpu_hours_saved=0.0)
+            events.append(c.make_event(payload, time_us=int(action.ts * 1e6),
+                                       source="fleetlog-recommend"))
+            rows.append({"incident_id": incident_id, "ts_us": int(action.ts * 1e6),
+                         "target": action.target, "action": action.action,
+                         "catalog_action": action.catalog_action, "reason": action.reason})
+        if write and events:
+            StoreWriter(con).write_batch(events)
+        return rows
+    finally:
+        con.close()

@@ -1,0 +1,59 @@
+"""The fleet as it was at a moment: node health, jobs and open incidents, rebuilt from events.
+
+Nothing here reads derived tables except ``incidents`` (themselves events): node health and job
+state are the projections folded over every stored event up to ``at``, so the answer for a past
+moment never changes as the store grows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from analysis.events import load_events
+from analysis.projections import fold_all
+from ingest.contract import to_us
+from ingest.store import open_union
+
+
+def fleet_state(paths: Sequence[str | Path], at: datetime) -> dict[str, Any]:
+    at_us = to_us(at)
+    con = open_union(paths)
+    try:
+        # `until` is exclusive in load_events; the state *at* T includes events stamped T.
+        state = fold_all(load_events(con, until_us=at_us + 1))
+        cursor = con.execute(
+            """SELECT incident_id, start_ts, category, root_entity, round(confidence, 3)
+               FROM incidents WHERE start_ts <= ? AND (end_ts IS NULL OR end_ts > ?)
+               ORDER BY start_ts, incident_id""", [at, at])
+        open_incidents = [
+            {"incident_id": i, "start_ts": s, "category": cat, "root_entity": root,
+             "confidence": conf}
+            for i, s, cat, root, conf in cursor.fetchall()
+        ]
+    finally:
+        con.close()
+    health = state.health
+    not_up = [
+        {"node": node, "state": health.state[node],
+         "since": datetime.fromtimestamp(health.since_us[node] / 1e6, tz=at.tzinfo)}
+        for node in sorted(health.state) if health.state[node] != "up"
+    ]
+    jobs = [
+        {"job": info.job, "state": info.state, "gpus": info.gpus, "vcluster": info.vcluster,
+         "nodes": len(info.nodes), "last_step": info.last_step, "failures": info.failures,
+         "restarts": info.restarts}
+        for info in sorted(state.jobs.jobs.values(), key=lambda j: j.job)
+    ]
+    return {
+        "at": at,
+        "nodes": {"total": len(state.topology.nodes) or len(health.state),
+                  **dict(sorted(Counter(health.state.values()).items()))},
+        "nodes_not_up": not_up,
+        "jobs": dict(sorted(Counter(j["state"] for j in jobs).items())),
+        "job_list": jobs,
+        "open_incidents": open_incidents,
+    }

@@ -1,0 +1,190 @@
+"""``fleetlog analyze``, ``incidents``, ``explain`` and ``eval``: failure analysis commands."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from analysis.incidents import AnalysisError
+from cli.errors import EXPECTED
+from cli.output import output_options, render
+from cli.params import (
+    Duration,
+    bootstrap_option,
+    db_option,
+    since_option,
+    topic_prefix_option,
+    until_option,
+)
+from ingest.contract import to_us
+
+EXPECTED.append(AnalysisError)
+
+_INCIDENT_COLUMNS = ("incident_id", "category", "root_entity", "confidence", "start_ts",
+                     "detected_ts", "signals")
+
+
+def _us(value: datetime | None) -> int | None:
+    return None if value is None else to_us(value)
+
+
+def _say(text: str) -> None:
+    import sys
+
+    if sys.stderr.isatty():
+        click.echo(text, err=True)
+
+
+@click.command("analyze")
+@db_option
+@since_option
+@until_option
+@click.option("--write/--no-write", default=True, show_default=True,
+              help="Store the incidents in the store (needs a single store file).")
+@click.option("--publish", is_flag=True,
+              help="Also publish the incidents on <prefix>.analysis (Kafka).")
+@click.option("--follow", is_flag=True,
+              help="Stream: consume the pipeline's topics into --db (its own store, not an "
+              "ingester's) and analyze as events land.")
+@click.option("--every", type=Duration(), default=5.0, show_default=True,
+              help="--follow: how often to re-analyze (e.g. 5s).")
+@click.option("--lookback", type=Duration(), default=7200.0, show_default=True,
+              help="--follow: how much recent data each analysis reads (e.g. 2h).")
+@click.option("--max-seconds", type=Duration(), default=None,
+              help="--follow: stop after this long (default: run until Ctrl-C).")
+@click.option("--idle-exit", type=Duration(), default=None,
+              help="--follow: stop once nothing new arrived for this long.")
+@bootstrap_option
+@topic_prefix_option
+@output_options
+def analyze_command(
+    db: tuple[Path, ...], since: datetime | None, until: datetime | None, write: bool,
+    publish: bool, follow: bool, every: float, lookback: float, max_seconds: float | None,
+    idle_exit: float | None, bootstrap: str | None, topic_prefix: str | None,
+    fmt: str | None,
+) -> None:
+    """Find what failed, when, where and why: detect anomalies, group them into incidents and
+    rank root causes. Reads the store only (never truth_faults); incidents are stored in the
+    `incidents` view (re-running adds no duplicates) and, with --publish, sent to Kafka.
+
+    Example: fleetlog analyze --db fleet.duckdb --table
+    """
+    from ingest.kafka_settings import settings_for
+
+    if follow:
+        from analysis.follow import follow as run_follow
+
+        if len(db) != 1:
+            raise click.UsageError("--follow needs exactly one --db (its own store file)")
+        settings = settings_for(bootstrap, topic_prefix=topic_prefix)
+        stats = run_follow(
+            db[0], settings, topic_prefix=topic_prefix, every_s=every, lookback_s=lookback,
+            max_seconds=max_seconds, idle_exit_s=idle_exit, publish=True,
+            on_incident=lambda row: _say(
+                f"incident {row['incident_id']}: {row['category']} on {row['root_entity']} "
+                f"(event lag {row['event_lag_s']} s)"),
+        )
+        render(stats.summary(), fmt)
+        return
+    from analysis.detectors import DETECTORS
+    from analysis.pipeline import run_analysis
+    from cli.progress import progress_reporter
+
+    publish_to = settings_for(bootstrap, topic_prefix=topic_prefix) if publish else None
+    with progress_reporter("analyzing", unit="detectors", total=len(DETECTORS)) as report:
+        result = run_analysis(list(db), since_us=_us(since), until_us=_us(until), write=write,
+                              publish_to=publish_to, topic_prefix=topic_prefix, on_step=report)
+    if fmt in ("table", "csv", "nl"):
+        rows = [{**row, "signals": ", ".join(row["signals"])} for row in result["opened"]]
+        render(rows, fmt, columns=_INCIDENT_COLUMNS, title=(
+            f"{result['incidents']} incidents ({result['stored']} new in the store)"))
+    else:
+        render(result, fmt)
+
+
+@click.command("incidents")
+@db_option
+@output_options
+def incidents_command(db: tuple[Path, ...], fmt: str | None) -> None:
+    """List the stored incidents (the `incidents` view), oldest first.
+
+    Example: fleetlog incidents --db fleet.duckdb --table
+    """
+    from analysis.incidents import list_incidents
+    from ingest.store import open_union
+
+    con = open_union(list(db))
+    try:
+        rows = list_incidents(con)
+    finally:
+        con.close()
+    columns = ["incident_id", "category", "root_entity", "confidence", "start_ts", "end_ts",
+               "evidence_events"]
+    if fmt not in ("table", "csv"):
+        columns.insert(6, "candidates")
+    render(rows, fmt, columns=columns, title=f"{len(rows)} incidents")
+
+
+@click.command("explain")
+@db_option
+@click.argument("incident_id")
+@output_options
+def explain_command(db: tuple[Path, ...], incident_id: str, fmt: str | None) -> None:
+    """Explain one incident: its evidence timeline in words, the other candidates, what to do.
+
+    Example: fleetlog explain --db fleet.duckdb inc-0123456789abcdef
+    """
+    from analysis.explain import explain, render_text
+    from ingest.store import open_union
+
+    con = open_union(list(db))
+    try:
+        explained = explain(con, incident_id)
+    finally:
+        con.close()
+    if fmt in (None, "table"):
+        click.echo(render_text(explained))
+    else:
+        render(explained, fmt)
+
+
+@click.command("eval")
+@db_option
+@since_option
+@until_option
+@click.option("--separately", is_flag=True,
+              help="Each --db file is its own run (e.g. several seeds); figures are pooled. "
+              "Without it, the files are shards of one store.")
+@output_options
+def eval_command(
+    db: tuple[Path, ...], since: datetime | None, until: datetime | None, separately: bool,
+    fmt: str | None,
+) -> None:
+    """Score the analysis against the ground truth (truth_faults): precision, recall, F1, time
+    to detect, root-cause AC@1/AC@3/Avg@3 per category, confusion matrix, false alarms per
+    1,000 node-hours. The analysis itself never reads the truth.
+
+    Example: fleetlog eval --db run-s1.duckdb --db run-s2.duckdb --separately --table
+    """
+    from analysis.evaluate import evaluate_stores
+
+    groups: list[list[str]] = ([[str(p)] for p in db] if separately else [[str(p) for p in db]])
+    report = evaluate_stores(groups, _us(since), _us(until))
+    if fmt == "table":
+        render(_eval_rows(report), fmt, title=(
+            f"F1 {report['f1']}  precision {report['precision']}  recall {report['recall']}  "
+            f"false alarms/1000 node-h {report['false_alarms_per_1000_node_hours']}"))
+    else:
+        render(report, fmt)
+
+
+def _eval_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [{"category": cat, **scores} for cat, scores in report["by_category"].items()]
+    rows.append({"category": "overall", **report["overall"]})
+    return rows
+
+
+COMMANDS = [analyze_command, incidents_command, explain_command, eval_command]

@@ -1,0 +1,102 @@
+"""``fleetlog ingest``: Kafka (or ``jsonl:`` files) into a DuckDB store, exactly once in effect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.live import LiveIngest
+from cli.output import output_options, render
+from cli.params import Duration, bootstrap_option, topic_prefix_option
+from ingest import contract as c
+from ingest.consumer import ConsumerTuning
+from ingest.ingester import KafkaIngest, default_group, default_topics, ingest_kafka
+from ingest.jsonl import ingest_jsonl
+from ingest.kafka_settings import settings_for
+
+
+def _topics(values: tuple[str, ...], prefix: str) -> list[str]:
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    if not names:
+        return default_topics(prefix)
+    return [c.topic_name(n, prefix) if n in c.TOPIC_FAMILIES else n for n in names]
+
+
+@click.command("ingest")
+@bootstrap_option
+@topic_prefix_option
+@click.option("--db", type=click.Path(path_type=Path), required=True,
+              help="This ingester's DuckDB file (created if missing). Ingesters of one group "
+              "keep their files in one folder.")
+@click.option("--topics", multiple=True, metavar="TOPIC[,TOPIC]",
+              help="Topics or families (gpu, jobs, ...) to consume [default: every fleetlog "
+              "family except dlq].")
+@click.option("--group", default=None,
+              help="Kafka consumer group; ingesters in one group share the partitions "
+              "[default: <prefix>-ingest].")
+@click.option("--follow", "mode", flag_value="follow", default=True,
+              help="Run until stopped (SIGINT/SIGTERM) [default].")
+@click.option("--until-idle", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Stop once caught up and the topics have been quiet this long.")
+@click.option("--from", "source", default=None, metavar="jsonl:DIR",
+              help="Land the files of `fleetlog simulate --to jsonl:DIR` instead of Kafka.")
+@click.option("--batch-events", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Events per DuckDB transaction (at most).")
+@click.option("--broker-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              metavar="SECONDS", help="Stop with an error when Kafka is gone this long.")
+@click.option("--session-timeout", type=click.FloatRange(min=6), default=10.0,
+              show_default=True, metavar="SECONDS",
+              help="How soon a dead ingester's partitions move to the others.")
+@click.option("--in-process", is_flag=True,
+              help="Decode and write in this process (a writer thread) instead of a second "
+              "process: one process to run, ~5% less CPU per event, fewer events per second.")
+@click.option("--snapshot", type=click.Path(path_type=Path), default=None,
+              help="Keep a read-only copy of the store here for reports, SQL and analysis "
+              "(a running ingester's own file cannot be opened by anyone else).")
+@click.option("--snapshot-every", "snapshot_every", type=Duration(), default="5m",
+              show_default=True, help="How often to refresh --snapshot (after a commit).")
+@output_options
+def ingest_command(
+    bootstrap: str | None, topic_prefix: str | None, db: Path, topics: tuple[str, ...],
+    group: str | None, mode: str, until_idle: float | None, source: str | None,
+    batch_events: int, broker_timeout: float, session_timeout: float, in_process: bool,
+    snapshot: Path | None, snapshot_every: float, fmt: str | None,
+) -> None:
+    """Land the fleetlog topics in a DuckDB store: no loss, no duplicates, through crashes.
+
+    Each batch's rows, dead letters and Kafka offsets commit in one DuckDB transaction; on start
+    (and on every rebalance) each partition resumes at its stored offset. Undecodable messages
+    become dead letters and ingestion goes on. On a terminal it shows rate, lag and dead
+    letters live; it ends with a summary (--json for scripts).
+
+    Example: fleetlog ingest --bootstrap 127.0.0.1:9092 --db fleet.duckdb --until-idle 5
+
+    Example: fleetlog ingest --from jsonl:out/ --db fleet.duckdb --json
+    """
+    explicit = click.get_current_context().get_parameter_source("mode")
+    if until_idle is not None and explicit is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--follow and --until-idle exclude each other: give one")
+    with LiveIngest() as live:
+        if source is not None:
+            kind, _, folder = source.partition(":")
+            if kind != "jsonl" or not folder:
+                raise click.BadParameter("expected jsonl:DIR", param_hint="--from")
+            stats = ingest_jsonl(Path(folder), db, batch_events=batch_events,
+                                 progress=live.update)
+        else:
+            settings = settings_for(bootstrap, topic_prefix=topic_prefix)
+            prefix = settings.topic_prefix
+            job = KafkaIngest(
+                db=db, topics=_topics(topics, prefix), group=group or default_group(prefix),
+                until_idle_s=until_idle, batch_events=batch_events,
+                broker_timeout_s=broker_timeout,
+                tuning=ConsumerTuning(session_timeout_ms=int(session_timeout * 1000)),
+                worker_process=not in_process,
+                snapshot=snapshot, snapshot_every_s=snapshot_every,
+            )
+            stats = ingest_kafka(job, settings, progress=live.update)
+    render(stats.to_json(detail=fmt in ("json", "nl")), fmt or "table")
+
+
+COMMANDS = [ingest_command]

@@ -1,0 +1,33 @@
+"""``fleetlog recommend``: component actions for the stored incidents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from analysis.recommend import recommend
+from analysis.remediation import RemediationConfig
+from cli.output import output_options, render
+from cli.params import db_option
+
+
+@click.command("recommend")
+@db_option
+@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True),
+              default=None, help="Remediation thresholds (TOML; see analysis/remediation.py).")
+@click.option("--write/--no-write", default=True, show_default=True,
+              help="Store the recommendations (the `recommendations` view).")
+@output_options
+def recommend_command(db: tuple[Path, ...], config_path: Path | None, write: bool,
+                      fmt: str | None) -> None:
+    """What to do about each incident: NVIDIA's catalog action, escalated on recurrence.
+
+    Example: fleetlog recommend --db fleet.duckdb --table
+    """
+    config = RemediationConfig.load(config_path) if config_path else None
+    render(recommend(db, config=config, write=write), fmt,
+           columns=["incident_id", "target", "action", "catalog_action", "reason"])
+
+
+COMMANDS = [recommend_command]

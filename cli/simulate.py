@@ -1,0 +1,96 @@
+"""``fleetlog simulate`` and ``fleetlog scenarios``: the synthetic source (generators/)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+
+from cli.errors import EXPECTED
+from cli.output import output_options, render
+from cli.params import Duration, SinkUri, UtcTime, topic_prefix_option
+from cli.progress import progress_reporter
+from generators.config import DEFAULT_START, SimConfig, SimulationError
+from generators.faults import SCENARIOS
+from generators.run import simulate
+from ingest.publish import PublishError
+
+EXPECTED.extend([SimulationError, PublishError])
+
+
+@click.command("simulate")
+@click.option("--nodes", type=int, default=64, show_default=True,
+              help="Nodes in the cluster (8 GPUs and 8 NICs each by default).")
+@click.option("--hours", type=float, default=1.0, show_default=True,
+              help="Simulated time to generate.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Same seed and parameters give the identical event stream.")
+@click.option("--scenario", type=click.Choice(list(SCENARIOS)), default="llama3",
+              show_default=True, help="What goes wrong (`fleetlog scenarios` lists them).")
+@click.option("--fault-rate", type=float, default=1.0, show_default=True,
+              help="Multiplier on the base hazard of random faults.")
+@click.option("--base-hazard", type=float, default=5e-3, show_default=True,
+              help="Job-interrupting failures per 8-GPU node-day (Llama 3: 3.8e-3).")
+@click.option("--speed", type=float, default=0.0, show_default=True,
+              help="0 = as fast as possible, 1 = wall clock, 60 = a simulated minute per second.")
+@click.option("--to", "target", type=SinkUri(), required=True,
+              help="kafka://HOST:PORT, duckdb:PATH, jsonl:DIR or null:.")
+@click.option("--interval", type=Duration(), default=10.0, show_default=True,
+              help="GPU and port scrape cadence (e.g. 10s, 1m).")
+@click.option("--start", type=UtcTime(), default=DEFAULT_START.isoformat(), show_default=True,
+              help="Simulated start time (ISO 8601 with zone).")
+@click.option("--gpus-per-node", type=int, default=8, show_default=True)
+@click.option("--nodes-per-rack", type=int, default=4, show_default=True)
+@click.option("--racks-per-su", type=int, default=8, show_default=True,
+              help="Racks sharing one set of rail leaf switches (a scalable unit).")
+@click.option("--spines", type=int, default=None,
+              help="Spine switches per region (default: one per SU, 2 to 8).")
+@click.option("--regions", type=int, default=1, show_default=True)
+@click.option("--vclusters", type=int, default=None,
+              help="Virtual clusters (default: 2, or 1 for a one-rack cluster).")
+@click.option("--restart-overhead", type=Duration(), default=600.0, show_default=True,
+              help="Time from a job failure to its restart.")
+@click.option("--nccl-timeout", type=Duration(), default=600.0, show_default=True,
+              help="NCCL watchdog timeout of a hung collective.")
+@topic_prefix_option
+@output_options
+def simulate_command(
+    nodes: int, hours: float, seed: int, scenario: str, fault_rate: float, base_hazard: float,
+    speed: float, target: tuple[str, str], interval: float, start: datetime,
+    gpus_per_node: int, nodes_per_rack: int, racks_per_su: int, spines: int | None,
+    regions: int, vclusters: int | None, restart_overhead: float, nccl_timeout: float,
+    topic_prefix: str | None, fmt: str | None,
+) -> None:
+    """Generate the telemetry of a modeled GPU training cluster, with injected faults.
+
+    Emits inventory, GPU and port samples, XIDs, host and job events, and the ground truth of
+    every injected fault (topic `<prefix>.truth`, view `truth_faults`). Prints a summary.
+
+    Example: fleetlog simulate --nodes 64 --hours 2 --seed 7 --scenario mixed
+    --to duckdb:fleet.duckdb --table
+    """
+    config = SimConfig(
+        nodes=nodes, hours=hours, seed=seed, scenario=scenario, fault_rate=fault_rate,
+        base_hazard=base_hazard, interval_s=interval, start=start, gpus_per_node=gpus_per_node,
+        nodes_per_rack=nodes_per_rack, racks_per_su=racks_per_su, spines=spines,
+        regions=regions, vclusters=vclusters, restart_overhead_s=restart_overhead,
+        nccl_timeout_s=nccl_timeout,
+    )
+    with progress_reporter("simulating", unit="scrapes", total=config.ticks) as report:
+        summary = simulate(config, target, speed=speed, topic_prefix=topic_prefix,
+                           progress=lambda done, _total: report(done))
+    render(summary, fmt)
+
+
+@click.command("scenarios")
+@output_options
+def scenarios_command(fmt: str | None) -> None:
+    """List the simulation scenarios, one line each (name and what it injects).
+
+    Example: fleetlog scenarios --table
+    """
+    rows = [{"scenario": s.name, "what": s.summary} for s in SCENARIOS.values()]
+    render(rows, fmt or "nl")
+
+
+COMMANDS = [simulate_command, scenarios_command]

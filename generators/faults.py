@@ -1,0 +1,200 @@
+"""Fault taxonomy, hazard and scenarios: *which* faults happen *when* (``symptoms`` says how).
+
+The calibrated mix is Table 5 of the Llama 3 paper (419 unexpected interruptions of a 16,384-GPU
+job in 54 days). Random faults arrive as a Poisson process: ``base_hazard × fault_rate`` per 8-GPU
+node-day, split over categories by the scenario's weights. Scripted faults (the named scenarios)
+happen at fixed fractions of the window, optionally "near" an earlier scripted fault (same scalable
+unit), so several faults overlap in time and topology.
+
+``plan_faults`` is a pure function of the config and a seed: the plan is drawn before the
+simulation starts, and the simulator injects every planned fault (deferring one whose target does
+not exist yet, e.g. a job fault while no job runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from generators.config import RandomState, SimConfig, SimulationError, check_random_state
+from ingest.contract import ALL_CATEGORIES, FAULT_CATEGORIES
+
+# Llama 3 405B pre-training, Table 5 (counts are the reliable column).
+LLAMA3_COUNTS: Final = {
+    "gpu_hw": 148, "gpu_hbm": 72, "software": 56, "network": 35, "host_maintenance": 32,
+    "gpu_sram": 19, "gpu_gsp": 17, "host_hw": 14, "nccl_hang": 7, "nic": 7, "gpu_thermal": 6,
+    "sdc": 6,
+}
+assert set(LLAMA3_COUNTS) == set(FAULT_CATEGORIES)
+
+# How each category shows up (docs/faults.md), with the share of each variant.
+VARIANTS: Final[dict[str, tuple[tuple[str, float], ...]]] = {
+    "gpu_hw": (("xid79", 0.45), ("nvlink_xid74", 0.25), ("xid62", 0.2), ("xid45", 0.1)),
+    "gpu_hbm": (("xid48", 0.5), ("xid63_64", 0.25), ("xid94", 0.1), ("xid95", 0.1),
+                ("xid140", 0.05)),
+    "gpu_sram": (("xid94", 0.6), ("xid95", 0.4)),
+    "gpu_gsp": (("xid119", 0.6), ("xid120", 0.4)),
+    "gpu_thermal": (("ramp", 1.0),),
+    "sdc": (("nan", 0.5), ("spike", 0.5)),
+    "software": (("runtime_error", 0.4), ("oom", 0.3), ("import_error", 0.15),
+                 ("segfault", 0.15)),
+    "nccl_hang": (("watchdog", 1.0),),
+    "network": (("cable", 0.8), ("switch", 0.2)),
+    "nic": (("hca", 1.0),),
+    "host_maintenance": (("reboot", 1.0),),
+    "host_hw": (("unreachable", 1.0),),
+    "rack_power": (("pdu", 1.0),),
+    "cooling": (("rack", 1.0),),
+    "storage": (("slow_writes", 1.0),),
+}
+assert set(VARIANTS) == set(ALL_CATEGORIES)
+
+# Time to repair (hours, uniform): a GPU reset or swap, a cable, a reboot, a PDU...
+REPAIR_HOURS: Final = {
+    "gpu_hw": (1.0, 6.0), "gpu_hbm": (1.0, 6.0), "gpu_sram": (0.5, 2.0), "gpu_gsp": (0.25, 1.0),
+    "gpu_thermal": (2.0, 8.0), "network": (1.0, 4.0), "nic": (1.0, 4.0),
+    "host_maintenance": (0.25, 1.0), "host_hw": (2.0, 12.0), "rack_power": (0.5, 2.0),
+    "cooling": (1.0, 3.0), "storage": (1.0, 3.0),
+}
+
+
+@dataclass(frozen=True)
+class Scripted:
+    """A fault a scenario always injects: at ``at`` (fraction of the window)."""
+
+    at: float
+    category: str
+    variant: str | None = None  # None: drawn from VARIANTS
+    near: int | None = None  # index of an earlier scripted fault: pick a target in its SU
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    weights: dict[str, float] = field(default_factory=dict)  # random faults; empty = none
+    scripted: tuple[Scripted, ...] = ()
+    migrations: tuple[float, ...] = ()  # fractions of the window at which a migration is asked
+
+
+@dataclass(frozen=True)
+class PlannedFault:
+    at_us: int
+    category: str
+    variant: str
+    scripted: int | None = None  # index in the scenario's scripted list
+    near: int | None = None
+
+
+def _one_per_variant(category: str) -> tuple[Scripted, ...]:
+    variants = [v for v, _ in VARIANTS[category]]
+    if category == "gpu_hbm":  # 94 and 95 already show under gpu_sram; keep hbm's scenario short
+        variants = ["xid48", "xid63_64", "xid140"]
+    if len(variants) == 1:
+        return (Scripted(0.2, category, variants[0]),)
+    step = 0.6 / (len(variants) - 1)
+    return tuple(Scripted(round(0.1 + i * step, 3), category, v) for i, v in enumerate(variants))
+
+
+_CATEGORY_SUMMARY: Final = {
+    "gpu_hw": "faulty GPUs: XID 79 (falls off the bus), NVLink errors then XID 74, XID 62, XID 45",
+    "gpu_hbm": "HBM: single-bit ECC rising, row remap pending, then a DBE and XID 48, 63+64 "
+               "or 140",
+    "gpu_sram": "on-chip SRAM ECC errors rising, then XID 94 or 95",
+    "gpu_gsp": "GSP firmware: XID 119 or 120, the GPU goes idle, the job fails",
+    "gpu_thermal": "one GPU heats 10-25 °C above its peers, throttles, and slows its whole job",
+    "sdc": "silent data corruption: a job's loss spikes or turns NaN, no hardware signal",
+    "software": "a bug: every rank of one job exits at once with the same error",
+    "nccl_hang": "a collective hangs: step reports stop, GPUs spin, the NCCL watchdog fires",
+    "network": "a flapping cable (symbol errors, then link flaps) and a dead leaf switch",
+    "nic": "a host NIC: receive errors on its leaf port, then the port goes down for good",
+    "host_maintenance": "unplanned maintenance: node drained and rebooted",
+    "host_hw": "host hardware (PSU, board...): the node stops reporting, no GPU error first",
+    "rack_power": "a PDU fails: every node of one rack goes dark in the same scrape",
+    "cooling": "a rack's cooling degrades: all its GPUs warm together, then throttle",
+    "storage": "checkpoint storage of one virtual cluster slows: checkpoints take 5-20x longer",
+}
+
+
+def _build_scenarios() -> dict[str, Scenario]:
+    scenarios = [
+        Scenario("llama3", "the calibrated mix: Llama 3's 419 interruptions by category, at the "
+                 "base hazard × --fault-rate", weights={k: float(v) for k, v in
+                                                        LLAMA3_COUNTS.items()}),
+        Scenario("quiet", "no faults: healthy telemetry only (false-alarm baseline)"),
+    ]
+    for category in ALL_CATEGORIES:
+        scenarios.append(Scenario(
+            category, _CATEGORY_SUMMARY[category] + " (plus random ones at the hazard rate)",
+            weights={category: 1.0}, scripted=_one_per_variant(category),
+        ))
+    scenarios.append(Scenario(
+        "mixed", "overlapping faults: HBM precursor, NIC, rack cooling and a hot GPU in one "
+        "scalable unit, then its leaf switch dies; a software crash and an NCCL hang elsewhere; "
+        "on top of the llama3 mix",
+        weights={k: float(v) for k, v in LLAMA3_COUNTS.items()},
+        scripted=(
+            Scripted(0.15, "gpu_hbm", "xid48"),
+            Scripted(0.18, "nic", near=0),
+            Scripted(0.2, "cooling", near=0),
+            Scripted(0.22, "gpu_thermal", near=0),
+            Scripted(0.25, "software"),
+            Scripted(0.27, "nccl_hang"),
+            Scripted(0.3, "network", "switch", near=0),
+        ),
+    ))
+    scenarios.append(Scenario(
+        "migration", "no faults; a job is migrated to another virtual cluster (pause, "
+        "checkpoint, move, resume)", migrations=(0.25,),
+    ))
+    return {s.name: s for s in scenarios}
+
+
+SCENARIOS: Final = _build_scenarios()
+
+
+def get_scenario(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise SimulationError(
+            f"unknown scenario {name!r}; `fleetlog scenarios` lists them: "
+            + ", ".join(SCENARIOS)
+        ) from None
+
+
+def draw_variant(category: str, rng: RandomState) -> str:
+    gen = check_random_state(rng)
+    names = [v for v, _ in VARIANTS[category]]
+    shares = [w for _, w in VARIANTS[category]]
+    return names[int(gen.choice(len(names), p=[w / sum(shares) for w in shares]))]
+
+
+def expected_faults(config: SimConfig) -> float:
+    """Expected number of random faults in the window (Poisson mean)."""
+    days = (config.end_us - config.start_us) / 8.64e10
+    node_days = config.nodes * config.gpus_per_node / 8 * days
+    return config.base_hazard * config.fault_rate * node_days
+
+
+def plan_faults(config: SimConfig, random_state: RandomState = None) -> list[PlannedFault]:
+    """Every fault of the run, in time order: random ones from the hazard, then scripted ones."""
+    rng = check_random_state(random_state)
+    scenario = get_scenario(config.scenario)
+    start, end = config.start_us, config.end_us
+    plan: list[PlannedFault] = []
+    if scenario.weights:
+        count = int(rng.poisson(expected_faults(config)))
+        times = sorted(int(t) for t in rng.integers(start, end, size=count))
+        names = sorted(scenario.weights)
+        weights = [scenario.weights[n] for n in names]
+        picks = rng.choice(len(names), size=count, p=[w / sum(weights) for w in weights])
+        for t, pick in zip(times, picks, strict=True):
+            category = names[int(pick)]
+            plan.append(PlannedFault(t, category, draw_variant(category, rng)))
+    for index, item in enumerate(scenario.scripted):
+        at = start + round(item.at * (end - start))
+        variant = item.variant or draw_variant(item.category, rng)
+        plan.append(PlannedFault(at, item.category, variant, scripted=index, near=item.near))
+    plan.sort(key=lambda f: (f.at_us, f.scripted if f.scripted is not None else -1))
+    return plan

@@ -1,0 +1,20 @@
+"""The root of ingestion errors. Each message is one line that says what to do.
+
+Bad input is never an error (it becomes a dead letter); these are failures that are not the
+data's fault and stop ingestion: the broker gone for too long, a source that does not exist.
+Whatever was committed before stays committed; the batch in flight is kept whole or not at all.
+"""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Ingestion cannot go on; the message says why and what to do."""
+
+
+class BrokerUnavailable(IngestError):
+    """Kafka did not answer for longer than the configured time."""
+
+
+class SourceMissing(IngestError):
+    """A ``--from`` source (folder, file) does not exist or cannot be read."""

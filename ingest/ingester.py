@@ -1,0 +1,229 @@
+"""``ingest_kafka``: Kafka -> DuckDB, exactly once in effect, through crashes and rebalances.
+
+The loop: poll records, decode them into the pending batch, and hand a full batch (or one that
+waited ``linger_s``) to the writer thread (or, with ``worker_process``, to a writer process that
+also decodes: ``ingest.worker``), which commits rows, dead letters and the next offset of each
+partition in ONE DuckDB transaction. On start, and whenever partitions are assigned, each
+partition resumes at the furthest offset stored by any shard of the group (``ingest.shards``); an
+event id seen before is skipped by the writer. A crash loses at most the uncommitted batch, which
+is read again; a rebalance drops what was buffered for the partitions that moved.
+
+Stops: SIGINT/SIGTERM (the batch being built is committed whole), ``until_idle_s`` of quiet once
+caught up, or an error that is not the data's fault (``IngestError``, ``StoreError``) after the
+batch in flight has finished.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+
+from ingest import contract as c
+from ingest.consumer import ConsumerTuning, KafkaSource
+from ingest.kafka_settings import KafkaSettings
+from ingest.pipeline import BackgroundWriter, Batch, IngestStats, Pending, stop_on_signals
+from ingest.shards import RECENT_IDS, handover, write_sidecar
+from ingest.store import StoreLocked, open_store
+from ingest.worker import ProcessWriter, RawBatch, RawPending
+from ingest.writer import BatchResult, Snapshotter, StoreWriter
+
+TP = tuple[str, int]
+Progress = Callable[[IngestStats], None]
+
+
+def default_topics(prefix: str) -> list[str]:
+    """Every fleetlog topic family except the dead-letter queue."""
+    return [c.topic_name(f, prefix) for f in c.TOPIC_FAMILIES if f != "dlq"]
+
+
+def default_group(prefix: str) -> str:
+    return f"{prefix}-ingest"
+
+
+@dataclass
+class KafkaIngest:
+    db: Path
+    topics: Sequence[str]
+    group: str
+    until_idle_s: float | None = None  # None: follow until stopped
+    batch_events: int = 4096
+    linger_s: float = 0.5
+    broker_timeout_s: float = 60.0
+    tuning: ConsumerTuning = field(default_factory=ConsumerTuning)
+    # Decode + write in a second process (its own GIL; see ingest.worker). On the 2-core dev box:
+    # +25% events/s when the box had CPU to spare, about even when others kept it busy; ~5% more
+    # CPU per event. False: a writer thread in this process.
+    worker_process: bool = True
+    # A read-only copy of the store for readers (DuckDB lets no one else open a writer's file).
+    snapshot: Path | None = None
+    snapshot_every_s: float = 300.0
+
+
+def open_store_waiting(db: Path, wait_s: float = 5.0) -> duckdb.DuckDBPyConnection:
+    """Open for writing; a sibling ingester may hold a read lock for a moment, so retry."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return open_store(db)
+        except StoreLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+class _Sink(Protocol):
+    write_s: float
+    wait_s: float
+
+    @property
+    def busy(self) -> bool: ...  # a batch is in flight
+    @property
+    def room(self) -> bool: ...  # submit() would not have to wait
+    def submit(self, batch: Any) -> None: ...
+    def wait_room(self) -> Sequence[tuple[Any, BatchResult]]: ...
+    def wait(self) -> Sequence[tuple[Any, BatchResult]]: ...
+    def collect(self) -> Sequence[tuple[Any, BatchResult]]: ...
+    def quiesce(self, timeout_s: float | None = None) -> None: ...
+    def exclude(self, event_ids: set[str]) -> None: ...
+
+
+def ingest_kafka(
+    job: KafkaIngest, settings: KafkaSettings, *, progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> IngestStats:
+    """Consume ``job.topics`` into ``job.db`` until stopped, idle, or failed."""
+    stop = stop or threading.Event()
+    db = Path(job.db)
+    stats = IngestStats(db=str(db.resolve()), source=f"kafka:{settings.bootstrap}",
+                        group=job.group)
+    stored: dict[TP, int] = {}
+    lock = threading.Lock()
+
+    def remember(offsets: dict[TP, int]) -> dict[TP, int]:
+        with lock:
+            stored.update(offsets)
+            return dict(stored)
+
+    with contextlib.ExitStack() as cleanup:
+        sink: _Sink
+        pending: Pending | RawPending
+        if job.worker_process:
+            def on_ack(batch: RawBatch, result: BatchResult) -> None:
+                remember(batch.next_offsets)  # the worker wrote the sidecar before its ack
+
+            process = ProcessWriter(db, job.group, on_ack, snapshot=job.snapshot,
+                                    snapshot_every_s=job.snapshot_every_s)
+            cleanup.callback(process.close)
+            remember(process.stored_offsets)
+            sink, pending = process, RawPending()
+        else:
+            writer = StoreWriter(
+                open_store_waiting(db),
+                snapshot=Snapshotter(job.snapshot, job.snapshot_every_s) if job.snapshot
+                else None,
+            )
+            cleanup.callback(writer.close)
+            recent = collections.deque(writer.recent_ids(RECENT_IDS), maxlen=RECENT_IDS)
+            write_sidecar(db, job.group, remember(writer.stored_offsets()), recent)
+
+            def on_commit(batch: Batch, result: BatchResult) -> None:
+                recent.extend(e.id for e in batch.events)
+                write_sidecar(db, job.group, remember(batch.offsets), recent)
+
+            sink, pending = BackgroundWriter(writer, on_commit), Pending()
+        try:
+            with stop_on_signals(stop):
+                _run(job, db, settings, sink, pending, stored, lock, stats, progress, stop)
+        finally:
+            stats.elapsed_s = time.monotonic() - stats.started
+            stats.write_s, stats.wait_s = sink.write_s, sink.wait_s
+            if isinstance(sink, ProcessWriter):
+                stats.worker_rss_mb = sink.peak_rss_mb
+    if progress is not None:
+        progress(stats)
+    return stats
+
+
+def _run(
+    job: KafkaIngest, db: Path, settings: KafkaSettings, sink: _Sink,
+    pending: Pending | RawPending, stored: dict[TP, int], lock: threading.Lock,
+    stats: IngestStats, progress: Progress | None, stop: threading.Event,
+) -> None:
+    def positions(assigned: set[TP]) -> dict[TP, int]:
+        with lock:
+            mine = dict(stored)
+        others, landed_elsewhere = handover(db, job.group, job.topics, mine, assigned)
+        if landed_elsewhere:
+            sink.exclude(landed_elsewhere)
+        starts = {tp: max(mine.get(tp, -1), others.get(tp, -1)) for tp in assigned}
+        return {tp: offset for tp, offset in starts.items() if offset >= 0}
+
+    source = KafkaSource(settings, job.topics, job.group, positions=positions,
+                         quiesce=sink.quiesce, tuning=job.tuning,
+                         broker_timeout_s=job.broker_timeout_s)
+    last_records = time.monotonic()
+    next_report = 0.0
+
+    def finish(done: Sequence[tuple[Any, BatchResult]]) -> None:
+        for batch, result in done:
+            stats.add(result)
+            source.commit(batch.next_offsets if isinstance(batch, RawBatch) else batch.offsets)
+
+    def flush() -> None:
+        finish(sink.wait_room())
+        if pending:
+            sink.submit(pending.take())
+
+    try:
+        while not stop.is_set():
+            room = job.batch_events - pending.events
+            polled = source.poll(timeout_s=0.2 if room > 0 else 0.0, max_records=max(room, 1))
+            for tp in polled.revoked:
+                pending.drop(tp)
+            if polled.count and stats.first_record_at is None:
+                stats.first_record_at = time.monotonic()
+            for key, records in polled.records:
+                if isinstance(pending, RawPending):
+                    pending.add_records(key, records)
+                else:
+                    pending.add_values(key, key[0], [(r.offset, r.value) for r in records],
+                                       records[-1].offset + 1)
+            finish(sink.collect())  # a batch done meanwhile: count it, tell Kafka
+            now = time.monotonic()
+            if polled.count or polled.assigned:
+                last_records = now
+            full = pending.events >= job.batch_events
+            if pending and (full or now - pending.since >= job.linger_s):
+                if full or sink.room:
+                    flush()
+            elif not polled.count:
+                source.check_broker()
+                if (job.until_idle_s is not None and now - last_records >= job.until_idle_s
+                        and not pending and not sink.busy and source.caught_up()):
+                    stats.stopped_by = "idle"
+                    break
+            if progress is not None and now >= next_report:
+                next_report = now + 0.5
+                _report(stats, source, progress)
+        else:
+            stats.stopped_by = "signal"
+        flush()  # the batch being built is committed whole
+        finish(sink.wait())
+    finally:
+        with contextlib.suppress(Exception):  # on an error path the first error is raised
+            sink.wait()  # let the batch in flight end (commit or roll back) whole
+        stats.lag = {f"{t}[{p}]": lag for (t, p), lag in source.lag().items()}
+        source.close()
+
+
+def _report(stats: IngestStats, source: KafkaSource, progress: Progress) -> None:
+    stats.lag = {f"{t}[{p}]": lag for (t, p), lag in source.lag().items()}
+    progress(stats)

@@ -1,0 +1,382 @@
+"""What every reader shares: options, the result, errors, time handling, and event collection.
+
+A reader turns one input (a file, a folder, or text fetched from an endpoint) into contract events
+plus dead letters. It never raises on bad input: a line or record it cannot read becomes a
+``DeadLetter(origin=path, offset=line_number, stage="parse", ...)``. It raises ``ReaderError`` only
+for what the user must decide (a missing ``--tz``, ``--node``, ``--boot-time``): those are one-line
+messages that say which option to pass.
+
+Times: readers take event time from the data where it has one. Naive times (no zone in the data)
+are converted with ``--tz`` and never guessed; without ``--tz`` the import stops with a one-line
+error. Inputs with no time at all (a /metrics capture, perfquery, sysfs counters) use ``--time``,
+else the file's modification time (a folder read live: the time of reading).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
+from typing import Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+
+from ingest import contract as c
+from ingest.readers.errors import MissingOption, ReaderError
+from ingest.writer import DeadLetter
+
+MAX_RAW: Final = 4096  # bytes of a bad line kept in dead_letters.raw
+MAX_REASON: Final = 300
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What the user told us about inputs that do not say it themselves."""
+
+    node: str | None = None  # node (or switch / ``<node>/<hca>`` for port counters)
+    time: datetime | None = None  # event time for inputs with no time (aware)
+    tz: tzinfo | None = None  # zone of naive times (sacct, nvidia-smi, dmesg -T)
+    boot_time: datetime | None = None  # for monotonic kernel stamps (dmesg, /dev/kmsg)
+    year: int | None = None  # for syslog stamps without a year ("Feb 23 16:24:18")
+    fields: tuple[str, ...] | None = None  # columns of a header-less CSV / sacct file
+
+
+@dataclass
+class ReadResult:
+    """One input's events and dead letters, with counts of what was deliberately not mapped."""
+
+    origin: str
+    format: str
+    events: list[c.Envelope] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> count (not errors)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        types = Counter(e.type for e in self.events)
+        rows = sum(
+            e.payload.rows for e in self.events
+            if isinstance(e.payload, c.GpuSampled | c.PortSampled)
+        )
+        return {
+            "path": self.origin,
+            "format": self.format,
+            "events": len(self.events),
+            "event_types": dict(sorted(types.items())),
+            "sample_rows": rows,
+            "dead_letters": len(self.dead),
+            "skipped": dict(sorted(self.skipped.items())),
+            "notes": list(self.notes),
+        }
+
+
+def short(text: str, limit: int = MAX_REASON) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Collector:
+    """Accumulates a reader's events and dead letters for one origin.
+
+    Event ids are content hashes (``make_event`` without ``id``), so importing the same input
+    twice lands nothing new. Two identical facts in one input (the same XID line twice in the
+    same second) are both kept: the n-th repeat gets an id derived from the first and n.
+    """
+
+    def __init__(self, origin: str, fmt: str, source: str) -> None:
+        self.result = ReadResult(origin=origin, format=fmt)
+        self.source = source
+        self._seen: Counter[str] = Counter()
+
+    def event(self, payload: c.Payload, time_us: int) -> c.Envelope:
+        event = c.make_event(payload, time_us=time_us, source=self.source)
+        repeat = self._seen[event.id]
+        self._seen[event.id] += 1
+        if repeat:
+            derived = hashlib.blake2b(f"{event.id}#{repeat}".encode(), digest_size=12).hexdigest()
+            event = c.make_event(payload, time_us=time_us, source=self.source, id=derived)
+        self.result.events.append(event)
+        return event
+
+    def dead(
+        self, reason: str, *, offset: int | None, raw: bytes | str | None,
+        origin: str | None = None,
+    ) -> None:
+        data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+        self.result.dead.append(DeadLetter(
+            origin=origin or self.result.origin, stage="parse", error=short(reason),
+            raw=None if data is None else data[:MAX_RAW], offset=offset,
+        ))
+
+    def emit_gpus(self, table: SampleTable, time_us: int) -> None:
+        """One ``gpu.sampled`` per node of ``table``, at ``time_us``."""
+        for payload in table.gpu_payloads():
+            self.event(payload, time_us)
+        self._rejected(table)
+
+    def emit_ports(self, table: SampleTable, time_us: int) -> None:
+        """One ``port.sampled`` per switch / host HCA of ``table``, at ``time_us``."""
+        for payload in table.port_payloads():
+            self.event(payload, time_us)
+        self._rejected(table)
+
+    def _rejected(self, table: SampleTable) -> None:
+        if table.rejected:
+            self.skip("values beyond their column's range (kept as not reported)",
+                      table.rejected)
+            table.rejected = 0
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        self.result.skipped[reason] += count
+
+    def note(self, text: str) -> None:
+        if text not in self.result.notes:
+            self.result.notes.append(text)
+
+
+def lines_of(data: bytes) -> Iterator[tuple[int, str | None, bytes]]:
+    """(1-based line number, text or None when not UTF-8, raw bytes) for each line.
+
+    Lines end at ``\n`` only (a trailing ``\r`` is dropped), so numbers match ``grep -n``.
+    """
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    if not data:
+        return
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        raw = raw.removesuffix(b"\r")
+        try:
+            text: str | None = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        yield number, text, raw
+
+
+# ------------------------------------------------------------------------------------------------
+# Time
+
+
+def parse_tz(text: str) -> tzinfo:
+    """``UTC``, an IANA zone (``America/New_York``) or a fixed offset (``+02:00``)."""
+    value = text.strip()
+    if value.upper() in ("UTC", "Z", "GMT"):
+        return UTC
+    if value[:1] in "+-":
+        try:
+            parsed = datetime.strptime(value.replace(":", ""), "%z")
+        except ValueError as exc:
+            raise ReaderError(f"--tz {text!r}: write an offset as +02:00 or -0500") from exc
+        offset = parsed.utcoffset()
+        assert offset is not None
+        return timezone(offset)
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ReaderError(
+            f"--tz {text!r} is not a time zone: use UTC, an IANA name such as "
+            "America/New_York, or an offset such as +02:00"
+        ) from exc
+
+
+def localize(naive: datetime, tz: tzinfo) -> tuple[datetime, str]:
+    """Attach ``tz`` to a naive local time: (aware, "ok" | "ambiguous" | "nonexistent").
+
+    An ambiguous time (the repeated hour when clocks go back) resolves to its first occurrence;
+    a nonexistent one (the skipped hour when clocks go forward) is reported, not shifted.
+    """
+    first = naive.replace(tzinfo=tz, fold=0)
+    second = naive.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return first, "ok"
+    back = first.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
+    if back != naive:
+        return first, "nonexistent"
+    return first, "ambiguous"
+
+
+def to_us(t: datetime) -> int:
+    return c.to_us(t)
+
+
+def aware_us(t: datetime) -> int | str:
+    """UTC microseconds of an aware time, or why it cannot be an event time."""
+    try:
+        return check_us(c.to_us(t))
+    except (OverflowError, ValueError):
+        return f"time {t.isoformat()} is out of range"
+
+
+def local_us(naive: datetime, tz: tzinfo, out: Collector) -> int | str:
+    """A naive local time in ``tz`` as UTC microseconds, or why it cannot be one."""
+    try:
+        aware, status = localize(naive, tz)
+    except (OverflowError, ValueError):
+        return f"time {naive.isoformat(sep=' ')} is out of range"
+    if status == "nonexistent":
+        return (f"time {naive.isoformat(sep=' ')} does not exist in the --tz zone (skipped by "
+                "a DST change)")
+    if status == "ambiguous":
+        out.skip("ambiguous local times (first occurrence taken)")
+    return aware_us(aware)
+
+
+_MIN_US: Final = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+_MAX_US: Final = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+
+
+def check_us(us: int) -> int:
+    """``us`` if it is a representable event time (years 1-9999), else ValueError."""
+    if not _MIN_US <= us <= _MAX_US:
+        raise ValueError(f"time {us} us since the epoch is out of range")
+    return us
+
+
+def us_of_epoch(seconds: float) -> int:
+    if not math.isfinite(seconds):
+        raise ValueError(f"time {seconds} is not finite")
+    return check_us(round(seconds * 1_000_000))
+
+
+def file_time_us(path: Path, opts: ReadOptions) -> int:
+    """Event time for inputs without one: ``--time``, else the file's modification time."""
+    if opts.time is not None:
+        return to_us(opts.time)
+    if path.is_dir():
+        return us_of_epoch(datetime.now(UTC).timestamp())
+    return path.stat().st_mtime_ns // 1000
+
+
+def need_tz(opts: ReadOptions, what: str) -> tzinfo:
+    if opts.tz is None:
+        raise MissingOption(
+            f"{what} have no time zone: pass --tz with the zone they were written in "
+            "(e.g. --tz UTC or --tz America/New_York); fleetlog never guesses"
+        )
+    return opts.tz
+
+
+def need_node(opts: ReadOptions, what: str) -> str:
+    if not opts.node:
+        raise MissingOption(f"{what} does not name its node: pass --node NAME")
+    return opts.node
+
+
+def boot_plus(opts: ReadOptions, seconds: float, what: str) -> datetime:
+    """Boot time + ``seconds``; MissingOption without --boot-time, ValueError if out of range."""
+    if opts.boot_time is None:
+        raise MissingOption(
+            f"{what} carry seconds since boot: pass --boot-time (ISO 8601 with zone, e.g. the "
+            "output of `uptime -s` plus the zone), or collect with `dmesg --time-format iso`"
+        )
+    try:
+        return opts.boot_time + timedelta(seconds=seconds)
+    except OverflowError as exc:
+        raise ValueError(f"{seconds} s after boot is out of range") from exc
+
+
+# ------------------------------------------------------------------------------------------------
+# Values
+
+
+def small_int(text: str | None, limit: int) -> int | None:
+    """``text`` as an int in 0..limit if it is 1-9 ASCII digits, else None (never raises)."""
+    value = (text or "").strip()
+    if not (0 < len(value) <= 9 and value.isascii() and value.isdigit()):
+        return None
+    number_ = int(value)
+    return number_ if number_ <= limit else None
+
+
+NA_WORDS: Final = frozenset({"", "n/a", "[n/a]", "na", "nan", "-nan", "none", "unknown",
+                             "[not supported]", "not supported", "[unknown error]",
+                             "[insufficient permissions]", "[gpu is lost]", "<<<null>>>"})
+
+
+def is_na(text: str) -> bool:
+    value = text.strip().lower()
+    return value in NA_WORDS or value.startswith("n/a ")
+
+
+def number(text: str) -> float | None:
+    """A number from tool output (``"631.95 W"``, ``"0x0000000000000001"``, ``"Yes"``).
+
+    Returns None for "not reported" words (N/A, [N/A], [Not Supported], ...). Raises ValueError
+    for text that is neither a number nor a "not reported" word.
+    """
+    value = text.strip()
+    if is_na(value):
+        return None
+    lowered = value.lower()
+    if lowered in ("yes", "active", "enabled", "true"):
+        return 1.0
+    if lowered in ("no", "not active", "disabled", "false"):
+        return 0.0
+    head = value.split()[0] if " " in value else value
+    if head.lower().startswith("0x"):
+        return float(int(head, 16))
+    result = float(head)
+    if math.isinf(result):
+        raise ValueError(f"{text!r} is infinite")
+    return None if math.isnan(result) else result
+
+
+# ------------------------------------------------------------------------------------------------
+# Sample batches
+
+
+_F4_COLUMNS: Final = frozenset(
+    s.column for s in (*c.GPU_SIGNALS, *c.PORT_SIGNALS) if s.dtype == "<f4")
+_F4_MAX: Final = float(np.finfo(np.float32).max)
+_F8_MAX: Final = float(np.finfo(np.float64).max)
+
+
+class SampleTable:
+    """Rows of one scrape keyed by (entity, index) -> column -> value; builds contract batches."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[int, dict[str, float]]] = {}
+        self.rejected = 0  # values a column cannot hold (float32 overflow, infinities)
+
+    def set(self, entity: str, index: int, column: str, value: float | None) -> None:
+        row = self.rows.setdefault(entity, {}).setdefault(index, {})
+        if value is None:
+            return
+        limit = _F4_MAX if column in _F4_COLUMNS else _F8_MAX
+        if not abs(value) <= limit:
+            self.rejected += 1
+            return
+        row[column] = value
+
+    def touch(self, entity: str, index: int) -> None:
+        self.rows.setdefault(entity, {}).setdefault(index, {})
+
+    def get(self, entity: str, index: int, column: str) -> float | None:
+        return self.rows.get(entity, {}).get(index, {}).get(column)
+
+    def gpu_payloads(self) -> Iterator[c.GpuSampled]:
+        """One ``gpu.sampled`` per node (its key keeps the node's scrapes in order)."""
+        for node in sorted(self.rows):
+            gpus = sorted(self.rows[node])
+            yield c.gpu_batch([node], [len(gpus)], gpus,
+                              _columns(self.rows[node], gpus, c.GPU_SIGNAL_BY_COLUMN))
+
+    def port_payloads(self) -> Iterator[c.PortSampled]:
+        """One ``port.sampled`` per switch / host HCA."""
+        for switch in sorted(self.rows):
+            ports = sorted(self.rows[switch])
+            yield c.port_batch([switch], [len(ports)], ports,
+                               _columns(self.rows[switch], ports, c.PORT_SIGNAL_BY_COLUMN))
+
+
+def _columns(
+    rows: Mapping[int, Mapping[str, float]], order: list[int], signals: Mapping[str, c.Signal],
+) -> dict[str, list[float]]:
+    present = {column for row in rows.values() for column in row}
+    return {
+        column: [rows[i].get(column, np.nan) for i in order]
+        for column in signals if column in present
+    }

@@ -1,0 +1,70 @@
+"""fleetlog's own ``jsonl`` files (one contract event per line, as ``encode_json`` writes them).
+
+Each line goes through the contract's codec (``decode``), so schema versions are upgraded on read
+and a line that does not decode becomes a dead letter with its line number and the codec's
+reason. A line that decodes but could not be published or stored (an integer beyond 64 bits, a
+time outside the years 1-9999) is a dead letter at stage ``validate``. Event ids, times and
+sources are the file's own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from ingest import contract as c
+from ingest.readers.base import (
+    Collector,
+    ReadOptions,
+    ReadResult,
+    check_us,
+    lines_of,
+    short,
+)
+from ingest.writer import DeadLetter
+
+FORMAT: Final = "jsonl"
+
+
+def sniff(head: str) -> bool:
+    first = next((line for line in head.splitlines() if line.strip()), "").lstrip()
+    return first.startswith("{") and '"type"' in first and '"payload"' in first
+
+
+def _unstorable(event: c.Envelope) -> str | None:
+    """Why a decoded event could not be published or stored, if it could not."""
+    try:
+        check_us(event.time_us)
+        c.encode(event)
+    except (ValueError, OverflowError, msgspec.EncodeError) as exc:
+        return short(f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def read(path: Path, opts: ReadOptions) -> ReadResult:
+    return parse(path.read_bytes(), origin=str(path))
+
+
+def parse(data: bytes, *, origin: str) -> ReadResult:
+    out = Collector(origin, FORMAT, "jsonl")
+    for number, _text, raw in lines_of(data):
+        if not raw.strip():
+            continue
+        decoded = c.decode(raw)
+        if isinstance(decoded, c.DecodeFailure):
+            out.result.dead.append(DeadLetter(
+                origin=origin, stage=decoded.stage, error=short(decoded.reason), raw=raw[:4096],
+                offset=number, event_type=decoded.event_type, event_id=decoded.event_id,
+            ))
+            continue
+        problem = _unstorable(decoded)
+        if problem:
+            out.result.dead.append(DeadLetter(
+                origin=origin, stage="validate", error=problem, raw=raw[:4096], offset=number,
+                event_type=decoded.type, event_id=decoded.id,
+            ))
+            continue
+        out.result.events.append(decoded)
+    return out.result

@@ -1,0 +1,216 @@
+"""Kafka -> DuckDB against the real broker: exactly once through duplicates, garbage, SIGKILL,
+a broker restart and a killed member of a two-ingester group."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from ingest_support import (
+    Producer,
+    group_landed,
+    ingest_cmd,
+    job_event,
+    rack_event,
+    start,
+    stop,
+    store_counts,
+    summary,
+    wait_for,
+    writer_processes,
+)
+
+from ingest import broker
+from ingest.ingester import KafkaIngest, default_topics, ingest_kafka
+from ingest.kafka_settings import KafkaSettings, resolve
+
+pytestmark = [pytest.mark.kafka]
+
+
+class Feed:
+    """A producer thread that keeps writing events (every 9th twice) and garbage."""
+
+    def __init__(self, settings: KafkaSettings, prefix: str, events: int, per_s: float) -> None:
+        self.producer = Producer(settings, prefix)
+        self.events, self.per_s = events, per_s
+        self.sent = 0  # messages, duplicates and garbage included
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        for i in range(self.events):
+            twice = i % 9 == 0
+            self.producer.send(rack_event(i) if i % 4 else job_event(i), twice=twice)
+            self.sent += 2 if twice else 1
+            if i % 97 == 0:
+                self.producer.send_garbage(1)
+                self.sent += 1
+            if i % 50 == 49:
+                self.producer.publisher.flush()
+                time.sleep(max(0.0, started + i / self.per_s - time.monotonic()))
+        self.producer.close()
+
+    def __enter__(self) -> Feed:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread.join(120)
+
+
+def _check_exactly_once(feeds: list[Feed], *dbs: Path) -> None:
+    counts = store_counts(*dbs)
+    ids = set().union(*(f.producer.ids for f in feeds))
+    assert counts["distinct"] == len(ids), "an event was lost"
+    assert counts["events"] == len(ids), "an event landed twice"
+    assert counts["gpu_rows"] == 32 * sum(1 for i in ids if i.startswith("rack-"))
+    garbage = sum(f.producer.garbage for f in feeds)
+    assert counts["dead_letters"] == garbage, "a message was read twice (or lost)"
+
+
+@pytest.mark.parametrize("worker_process", [True, False], ids=["writer-process", "in-process"])
+def test_duplicates_and_garbage_land_once_and_a_second_run_adds_nothing(
+    kafka_settings: KafkaSettings, unique_name, db_path: Path, worker_process: bool,
+):
+    prefix = unique_name("ing")
+    producer = Producer(kafka_settings, prefix)
+    for i in range(400):
+        producer.send(rack_event(i), twice=i % 7 == 0)
+    for i in range(60):
+        producer.send(job_event(i), twice=i % 5 == 0)
+    producer.send_garbage(12)
+    producer.close()
+    job = KafkaIngest(db=db_path, topics=default_topics(prefix), group=unique_name("g"),
+                      until_idle_s=2.0, batch_events=100, worker_process=worker_process)
+    stats = ingest_kafka(job, kafka_settings)
+    assert (stats.events, stats.duplicates, stats.dead_letters) == (460, 58 + 12, 12)
+    assert stats.rows["gpu_samples_raw"] == 400 * 32
+    assert stats.rows["job_events_raw"] == 60
+    assert stats.stopped_by == "idle"
+    assert store_counts(db_path) == {"events": 460, "distinct": 460, "gpu_rows": 12800,
+                                     "dead_letters": 12}
+    import duckdb
+
+    con = duckdb.connect(str(db_path), read_only=True)
+    origin, partition, offset, raw = con.execute(
+        'SELECT origin, partition, "offset", raw FROM dead_letters ORDER BY raw LIMIT 1'
+    ).fetchone()  # type: ignore[misc]
+    con.close()
+    assert (origin, raw) == (f"{prefix}.gpu", b"")
+    assert partition in range(4) and offset >= 0
+    for group in (job.group, unique_name("other-group")):  # the store, not Kafka, says where
+        again = ingest_kafka(KafkaIngest(db=db_path, topics=job.topics, group=group,
+                                         until_idle_s=1.0, worker_process=worker_process),
+                             kafka_settings)
+        assert (again.events, again.duplicates, again.dead_letters) == (0, 0, 0)
+
+
+@pytest.mark.slow
+def test_sigkill_in_the_middle_of_batches_loses_and_duplicates_nothing(
+    kafka_bootstrap: str, kafka_settings: KafkaSettings, unique_name, tmp_path: Path,
+):
+    prefix, group, db = unique_name("kill"), unique_name("g"), tmp_path / "fleet.duckdb"
+    log = tmp_path / "ingest.log"
+    cmd = ingest_cmd(kafka_bootstrap, prefix, db, "--group", group, "--batch-events", "200",
+                     "--session-timeout", "6")  # its writer process must die with it
+    rng = random.Random(7)
+    kills = 0
+    with Feed(kafka_settings, prefix, events=5000, per_s=400) as feed:
+        while feed.thread.is_alive() and kills < 5:
+            process = start([*cmd, "--follow"], log)
+            before = group_landed(db)
+
+            def landed(process=process, before=before) -> bool:  # type: ignore[no-untyped-def]
+                return group_landed(db) > before or process.poll() is not None
+
+            wait_for(landed, 60, "the ingester to land a batch", every=0.05)
+            time.sleep(rng.uniform(0.05, 0.6))  # somewhere in the middle of the next batches
+            assert stop(process, signal.SIGKILL) == -signal.SIGKILL
+            wait_for(lambda: not writer_processes(db), 10, "its writer process to die with it")
+            kills += 1
+    assert kills >= 3
+    final = start([*cmd, "--until-idle", "3"], log)
+    assert final.wait(120) == 0
+    assert group_landed(db) == feed.sent
+    _check_exactly_once([feed], db)
+    assert summary(log)["stopped_by"] == "idle"
+
+
+@pytest.mark.slow
+def test_a_broker_restart_while_following_loses_nothing(unique_name, tmp_path: Path):
+    data = tmp_path / "kafka"
+    port, controller = broker.free_port(), broker.free_port()
+    state = broker.up(data, port=port, controller_port=controller)
+    try:
+        settings = resolve(state.bootstrap, env={})
+        prefix, db, log = unique_name("restart"), tmp_path / "fleet.duckdb", tmp_path / "i.log"
+        with Feed(settings, prefix, events=600, per_s=2000) as first:
+            pass
+        process = start([*ingest_cmd(state.bootstrap, prefix, db, "--follow", "--in-process",
+                                     "--broker-timeout", "120")], log)
+        wait_for(lambda: group_landed(db) == first.sent, 60, "the first events to land")
+        broker.down(data)
+        time.sleep(2)
+        assert process.poll() is None, "the ingester must wait for the broker"
+        broker.up(data, port=port, controller_port=controller)
+        with Feed(settings, prefix, events=600, per_s=2000) as second:
+            pass
+        # Events 0..599 again: same ids, so they land once; the offsets still count them.
+        wait_for(lambda: group_landed(db) == first.sent + second.sent, 90,
+                 "the events sent after the restart to land")
+        assert stop(process) == 0
+    finally:
+        broker.down(data)
+    _check_exactly_once([first, second], db)
+    assert summary(log)["duplicates"] == second.sent - second.producer.garbage + (
+        first.sent - first.producer.garbage - 600)
+
+
+@pytest.mark.slow
+def test_two_ingesters_in_a_group_one_killed_land_every_event_once(
+    kafka_bootstrap: str, kafka_settings: KafkaSettings, unique_name, tmp_path: Path,
+):
+    prefix, group = unique_name("pair"), unique_name("g")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    dbs = [shards / "a.duckdb", shards / "b.duckdb"]
+    extra = ("--group", group, "--batch-events", "100", "--session-timeout", "6", "--follow")
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    processes = [start(ingest_cmd(kafka_bootstrap, prefix, db, *extra), log)
+                 for db, log in zip(dbs, logs, strict=True)]
+    with Feed(kafka_settings, prefix, events=4000, per_s=500) as feed:
+        wait_for(lambda: all(group_landed(db) > 0 for db in dbs), 40,
+                 "both ingesters to land something")
+        assert stop(processes[0], signal.SIGKILL) == -signal.SIGKILL  # halfway
+    wait_for(lambda: group_landed(*dbs) == feed.sent, 90, "the survivor to land the rest")
+    assert stop(processes[1], signal.SIGINT) == 0  # Ctrl-C: a clean stop
+    _check_exactly_once([feed], *dbs)
+    assert store_counts(dbs[0])["events"] > 0 and store_counts(dbs[1])["events"] > 0
+
+
+def test_cli_help_unreachable_broker_and_locked_store(tmp_path: Path, db_path: Path):
+    result = subprocess.run([*ingest_cmd("127.0.0.1:1", "x", db_path)[:-1], "--help"],
+                            capture_output=True, text=True, check=False)
+    assert "Example:" in result.stdout
+    port = broker.free_port()
+    result = subprocess.run(ingest_cmd(f"127.0.0.1:{port}", "x", db_path, "--broker-timeout",
+                                       "1"), capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"Error: cannot reach Kafka at 127.0.0.1:{port}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    import duckdb
+
+    holder = duckdb.connect(str(db_path))
+    try:
+        result = subprocess.run(ingest_cmd(f"127.0.0.1:{port}", "x", db_path),
+                                capture_output=True, text=True, check=False)
+    finally:
+        holder.close()
+    assert result.returncode == 3
+    assert result.stderr.startswith("Error: ") and "is locked by another process" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,81 @@
+"""Where a partition resumes: the furthest offset stored by any shard of the group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+from ingest_support import rack_event
+
+from ingest.shards import group_offsets, handover, read_sidecar, write_sidecar
+from ingest.writer import open_writer
+
+
+def _shard(folder: Path, name: str, group: str, offsets: dict) -> Path:
+    db = folder / f"{name}.duckdb"
+    writer = open_writer(db)
+    writer.write_batch([rack_event(hash(name) % 1000)], offsets=offsets)
+    writer.close()
+    write_sidecar(db, group, offsets)
+    return db
+
+
+def test_sidecar_round_trip(tmp_path: Path):
+    db = tmp_path / "a.duckdb"
+    write_sidecar(db, "g", {("t", 0): 5, ("t", 1): 9})
+    assert read_sidecar(db) == ("g", {("t", 0): 5, ("t", 1): 9})
+    assert read_sidecar(tmp_path / "none.duckdb") is None
+
+
+def test_unlocked_shards_are_read_from_their_database(tmp_path: Path):
+    me = tmp_path / "me.duckdb"
+    _shard(tmp_path, "dead", "g", {("t", 0): 40, ("t", 1): 3})
+    # The sidecar is behind the database (its owner died between commit and sidecar write).
+    write_sidecar(tmp_path / "dead.duckdb", "g", {("t", 0): 10})
+    _shard(tmp_path, "other-group", "h", {("t", 0): 99})
+    assert group_offsets(me, "g", ["t"]) == {("t", 0): 40, ("t", 1): 3}
+    assert group_offsets(me, "g", ["u"]) == {}
+
+
+def test_a_locked_shard_is_read_from_its_sidecar(tmp_path: Path):
+    me = tmp_path / "me.duckdb"
+    live = _shard(tmp_path, "live", "g", {("t", 0): 40})
+    write_sidecar(live, "g", {("t", 0): 41})
+    holder = duckdb.connect(str(live))  # the running owner holds the write lock
+    try:
+        assert group_offsets(me, "g", ["t"]) == {("t", 0): 41}
+    finally:
+        holder.close()
+
+
+def test_a_hand_over_brings_the_ids_the_previous_owner_landed_last(tmp_path: Path):
+    me = tmp_path / "me.duckdb"
+    dead = _shard(tmp_path, "dead", "g", {("t", 0): 40})  # landed rack_event(k) for some k
+    landed = read_ids(dead)
+    offsets, ids = handover(me, "g", ["t"], {}, {("t", 0)})
+    assert offsets == {("t", 0): 40} and ids == landed
+    assert handover(me, "g", ["t"], {("t", 0): 40}, {("t", 0)})[1] == set()  # not behind: none
+    assert handover(me, "g", ["t"], {}, set())[1] == set()  # not assigned to me: none
+    live = _shard(tmp_path, "live", "g", {("t", 1): 7})
+    write_sidecar(live, "g", {("t", 1): 7}, ["x1", "x2"])
+    holder = duckdb.connect(str(live))
+    try:
+        assert handover(me, "g", ["t"], {}, {("t", 1)})[1] == {"x1", "x2"}
+    finally:
+        holder.close()
+
+
+def test_the_writer_skips_ids_landed_by_another_shard(tmp_path: Path):
+    writer = open_writer(tmp_path / "me.duckdb")
+    writer.exclude({rack_event(1).id})
+    result = writer.write_batch([rack_event(1), rack_event(2)])
+    assert (result.events, result.duplicates) == (1, 1)
+    writer.close()
+
+
+def read_ids(db: Path) -> set[str]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {r[0] for r in con.execute("SELECT event_id FROM event_log").fetchall()}
+    finally:
+        con.close()
