@@ -164,8 +164,8 @@ class Simulator:
             gpu_columns = self.tel.gpu_columns(t)
             port_columns = self.tel.port_columns()
             events = self._flush()
-            samples, rows = self.tel.gpu_batches(t, gpu_columns, self._ids.__next__)
-            ports = self.tel.port_batches(t, port_columns, self._ids.__next__)
+            samples, rows = self.tel.gpu_batches(t, gpu_columns, self._ids)
+            ports = self.tel.port_batches(t, port_columns, self._ids)
             events.extend(samples)
             events.extend(ports)
             self.stats.ticks += 1

@@ -11,20 +11,21 @@ ramps on a few GPUs or ports) and through the state arrays (``present``, ``node_
 ``forced_idle``, ``port_state``); ``Telemetry.clear(owner)`` removes a fault's overlays at repair.
 
 Hot path: per scrape a few dozen numpy operations over all GPUs and ports, one ``tobytes`` per
-column, then a loop over racks and switches that only slices bytes and builds the contract's
-``GpuSampled`` / ``PortSampled`` payloads (no Python object per sample).
+column, then ``generators.batches`` cuts those bytes into one ``GpuSampled`` per rack and one
+``PortSampled`` per switch (no Python object per sample; per-column, not per-event, work).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
 
-from generators.config import SOURCE, SimConfig
+from generators.batches import BatchSet
+from generators.config import SimConfig
 from generators.topology import PORT_DOWN, PORT_SPINE, PORT_UP, Topology
 from ingest import contract as c
 
@@ -61,20 +62,16 @@ _GPU_COLUMNS: Final = [s.column for s in c.GPU_SIGNALS]
 _GPU_WIDTHS: Final = [np.dtype(s.dtype).itemsize for s in c.GPU_SIGNALS]
 _PORT_COLUMNS: Final = [s.column for s in c.PORT_SIGNALS]
 _PORT_WIDTHS: Final = [np.dtype(s.dtype).itemsize for s in c.PORT_SIGNALS]
-_GPU_TYPE: Final = c.GpuSampled.TYPE
-_cut: Final = bytes.__getitem__  # _cut(data, span) == data[span]
-_PORT_TYPE: Final = c.PortSampled.TYPE
 
 
 @dataclass
 class _Layout:
-    """Where each rack's rows are, for one set of present GPUs."""
+    """The rack batches for one set of present GPUs."""
 
     present: np.ndarray[Any, np.dtype[np.bool_]]
     keep: IndexArray | None  # rows to keep (None: every GPU reports)
-    counts: list[list[int]]  # per rack: GPUs reporting per node
-    racks: list[tuple[int, slice, list[slice], int]]  # (rack, row span, byte spans, rows)
-    index: bytes  # GPU index per kept row
+    rows: int  # GPU rows per scrape
+    batches: BatchSet
 
 
 @dataclass(eq=False)
@@ -156,18 +153,11 @@ class Telemetry:
         self._up_peer = topo.port_peer[self._up]
         self._spine = np.flatnonzero(kind == PORT_SPINE)
         self._rack_nodes = [topo.node_names[a:b] for a, b in
-                            zip(topo.rack_node_start[:-1], topo.rack_node_start[1:], strict=True)]
+                            itertools.pairwise(topo.rack_node_start.tolist())]
         self._rack_keys = [c.rack_entity(r) for r in topo.rack_names]
         self._rack_full_counts = [[topo.gpus_per_node] * len(nodes) for nodes in self._rack_nodes]
         self._gpu_index = np.tile(np.arange(topo.gpus_per_node, dtype=np.uint8), n)
-        self._switch_names = [[name] for name in topo.switch_names]
-        self._switch_keys = [c.switch_entity(name) for name in topo.switch_names]
-        self._switch_counts = [[int(b - a)] for a, b in
-                               zip(topo.port_start[:-1], topo.port_start[1:], strict=True)]
-        self._port_bytes = topo.port_number.astype("<u2").tobytes()
-        self._port_spans = [(slice(2 * a, 2 * b), [slice(w * a, w * b) for w in _PORT_WIDTHS])
-                            for a, b in zip(topo.port_start[:-1].tolist(),
-                                            topo.port_start[1:].tolist(), strict=True)]
+        self._ports = self._port_batches()
         self._layout: _Layout | None = None
 
     # ---- the scheduler's view -------------------------------------------------------------
@@ -320,7 +310,7 @@ class Telemetry:
     # ---- batches --------------------------------------------------------------------------
 
     def _gpu_layout(self) -> _Layout:
-        """Rows per rack for the current set of present GPUs (recomputed only when it changed)."""
+        """Rack batches for the current set of present GPUs (rebuilt only when it changed)."""
         if self._layout is not None and np.array_equal(self._layout.present, self.present):
             return self._layout
         topo = self.topo
@@ -339,51 +329,52 @@ class Telemetry:
             counts = list(self._rack_full_counts)
             for r in np.flatnonzero(np.diff(cum[node_start]) != full_rows).tolist():
                 counts[r] = per_node[node_start[r]:node_start[r + 1]].tolist()
-        racks = [
-            (r, slice(a, b), [slice(w * a, w * b) for w in _GPU_WIDTHS], b - a)
-            for r, (a, b) in enumerate(itertools.pairwise(starts)) if b > a
-        ]  # a rack whose nodes are all down reports nothing
-        index = self._gpu_index if keep is None else self._gpu_index[keep]
-        self._layout = _Layout(self.present.copy(), keep, counts, racks, index.tobytes())
+        # A rack whose nodes are all down reports nothing.
+        racks = [(r, a, b) for r, (a, b) in enumerate(itertools.pairwise(starts)) if b > a]
+        index = (self._gpu_index if keep is None else self._gpu_index[keep]).tobytes()
+        nodes = self._rack_nodes
+
+        def make(i: int, columns: dict[str, bytes]) -> c.Payload:
+            r, a, b = racks[i]
+            return c.GpuSampled(nodes=nodes[r], gpu_count=counts[r], gpu=index[a:b],
+                                columns=columns)
+
+        batches = BatchSet(c.GpuSampled.TYPE, _GPU_COLUMNS, _GPU_WIDTHS,
+                           [self._rack_keys[r] for r, _, _ in racks],
+                           [(a, b) for _, a, b in racks], make)
+        rows = sum(b - a for _, a, b in racks)
+        self._layout = _Layout(self.present.copy(), keep, rows, batches)
         return self._layout
 
+    def _port_batches(self) -> BatchSet:
+        """Switch batches: the port layout never changes (a down port still reports)."""
+        topo = self.topo
+        spans = list(itertools.pairwise(topo.port_start.tolist()))
+        ports = topo.port_number.astype("<u2").tobytes()
+        names = topo.switch_names
+
+        def make(s: int, columns: dict[str, bytes]) -> c.Payload:
+            a, b = spans[s]
+            return c.PortSampled(switches=[names[s]], port_count=[b - a], port=ports[2 * a:2 * b],
+                                 columns=columns)
+
+        return BatchSet(c.PortSampled.TYPE, _PORT_COLUMNS, _PORT_WIDTHS,
+                        [c.switch_entity(name) for name in names], spans, make)
+
     def gpu_batches(
-        self, t_us: int, columns: dict[str, np.ndarray[Any, Any]], new_id: Callable[[], str],
+        self, t_us: int, columns: dict[str, np.ndarray[Any, Any]], ids: Iterator[str],
     ) -> tuple[list[c.Envelope], int]:
         """One ``gpu.sampled`` per rack (keyed ``rack:<rack>``); absent GPUs have no row."""
         layout = self._gpu_layout()
         keep = layout.keep
         data = [np.ascontiguousarray(columns[s.column] if keep is None else columns[s.column][keep],
                                      dtype=s.dtype).tobytes() for s in c.GPU_SIGNALS]
-        names, index, counts = _GPU_COLUMNS, layout.index, layout.counts
-        nodes, keys = self._rack_nodes, self._rack_keys
-        events: list[c.Envelope] = []
-        rows = 0
-        for r, rack_rows, spans, n in layout.racks:
-            payload = c.GpuSampled(
-                nodes=nodes[r], gpu_count=counts[r], gpu=index[rack_rows],
-                columns=dict(zip(names, map(_cut, data, spans), strict=True)),
-            )
-            # Envelope directly (make_event with an id and key does nothing more).
-            events.append(c.Envelope(id=new_id(), type=_GPU_TYPE, v=1, time_us=t_us,
-                                     source=SOURCE, key=keys[r], payload=payload))
-            rows += n
-        return events, rows
+        return layout.batches.events(t_us, data, ids), layout.rows
 
     def port_batches(
-        self, t_us: int, columns: dict[str, np.ndarray[Any, Any]], new_id: Callable[[], str],
+        self, t_us: int, columns: dict[str, np.ndarray[Any, Any]], ids: Iterator[str],
     ) -> list[c.Envelope]:
         """One ``port.sampled`` per switch (keyed ``switch:<name>``)."""
         data = [np.ascontiguousarray(columns[s.column], dtype=s.dtype).tobytes()
                 for s in c.PORT_SIGNALS]
-        ports, names = self._port_bytes, _PORT_COLUMNS
-        switches, counts, keys = self._switch_names, self._switch_counts, self._switch_keys
-        events: list[c.Envelope] = []
-        for s, (port_span, spans) in enumerate(self._port_spans):
-            payload = c.PortSampled(
-                switches=switches[s], port_count=counts[s], port=ports[port_span],
-                columns=dict(zip(names, map(_cut, data, spans), strict=True)),
-            )
-            events.append(c.Envelope(id=new_id(), type=_PORT_TYPE, v=1, time_us=t_us,
-                                     source=SOURCE, key=keys[s], payload=payload))
-        return events
+        return self._ports.events(t_us, data, ids)
