@@ -72,7 +72,7 @@ def run_demo(
     analysis = run_analysis([db])
     incidents = analysis.get("incidents", [])
     stages["analyze"] = {"incidents": incidents if isinstance(incidents, int) else len(incidents)}
-    say("recommend: component actions per incident")
+    say("recommend: component and job actions per incident")
     stages["recommend"] = {"recommendations": len(recommend([db]))}
     say("evaluate: incidents against the injected faults (ground truth)")
     scores = evaluate_stores([[str(db)]])

@@ -5,8 +5,10 @@ NVIDIA's catalog action where an XID names one, the category's action otherwise,
 recurrence and capped by the circuit breaker. The result is stored as ``recommendation.issued``
 events (deterministic ids: a re-run adds nothing) and shown in the ``recommendations`` view.
 
-Not done yet (issue #7): job-level actions (checkpoint now, restart on spares, migrate), and the
-expected GPU-hours saved, which is stored as 0 until it is estimated.
+Job-level actions (target ``job:<id>``: restart from the last checkpoint on spares leaving the
+suspect nodes out, checkpoint now on a precursor, Daly's checkpoint interval) come from
+``analysis.job_actions``, with its documented estimate of the GPU-hours saved. Component actions
+store 0 GPU-hours saved (not estimated). Not done: migrate to another virtual cluster.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from analysis.job_actions import job_actions
 from analysis.remediation import Failure, RemediationConfig, plan
 from ingest import contract as c
 from ingest.store import open_store, store_files
@@ -32,6 +35,7 @@ def _node_of(entity: str) -> str | None:
 
 def recommend(
     paths: Sequence[str | Path], *, config: RemediationConfig | None = None, write: bool = True,
+    watchdog_s: float = 1800.0,
 ) -> list[dict[str, Any]]:
     files = store_files(paths)
     con = open_store(files[0], read_only=not write)
@@ -75,7 +79,19 @@ def recommend(
                                        source="fleetlog-recommend"))
             rows.append({"incident_id": incident_id, "ts_us": int(action.ts * 1e6),
                          "target": action.target, "action": action.action,
-                         "catalog_action": action.catalog_action, "reason": action.reason})
+                         "catalog_action": action.catalog_action, "reason": action.reason,
+                         "gpu_hours_saved": 0.0})
+        for job_action in job_actions(con, watchdog_s=watchdog_s):
+            ts_us = job_action.ts_us
+            events.append(c.make_event(c.RecommendationIssued(
+                incident_id=job_action.incident_id, target=job_action.target,
+                action=job_action.action, reason=job_action.reason,
+                gpu_hours_saved=job_action.gpu_hours_saved), time_us=ts_us,
+                source="fleetlog-recommend"))
+            rows.append({"incident_id": job_action.incident_id, "ts_us": ts_us,
+                         "target": job_action.target, "action": job_action.action,
+                         "catalog_action": None, "reason": job_action.reason,
+                         "gpu_hours_saved": job_action.gpu_hours_saved})
         if write and events:
             StoreWriter(con).write_batch(events)
         return rows

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "cli.report_cmd",
     "cli.state_cmd",
     "cli.recommend_cmd",
+    "cli.whatif_cmd",
     "cli.analyze",
     "cli.import_cmd",
 )

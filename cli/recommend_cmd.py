@@ -21,13 +21,15 @@ from cli.params import db_option
 @output_options
 def recommend_command(db: tuple[Path, ...], config_path: Path | None, write: bool,
                       fmt: str | None) -> None:
-    """What to do about each incident: NVIDIA's catalog action, escalated on recurrence.
+    """What to do about each incident: NVIDIA's catalog action, escalated on recurrence, and
+    for the jobs it hit: restart on spares, checkpoint now, Daly's checkpoint interval.
 
     Example: fleetlog recommend --db fleet.duckdb --table
     """
     config = RemediationConfig.load(config_path) if config_path else None
     render(recommend(db, config=config, write=write), fmt,
-           columns=["incident_id", "target", "action", "catalog_action", "reason"])
+           columns=["incident_id", "target", "action", "catalog_action", "gpu_hours_saved",
+                    "reason"])
 
 
 COMMANDS = [recommend_command]

@@ -1,0 +1,221 @@
+"""What-if inputs from a store: the recorded jobs and failures as ``whatif`` records; the report.
+
+Needs a store that ``fleetlog analyze`` has run on (the stored ``incidents``) and, being an
+evaluation, reads the ground truth (``truth_faults``) for when each fault began.
+
+The model and its assumptions:
+- A job (``JobRecord``) spans its first to its last ``job_events`` row; its size is
+  ``job.submitted.gpus``; δ (checkpoint cost) is the median ``job.checkpoint_completed.duration_s``
+  of the job (the fleet's median when it never checkpointed, 60 s when nobody did); the restart
+  overhead is the median ``job.restarted.overhead_s`` (600 s when it never restarted).
+- Every ``job.failed`` is one failure. Its cause is the incident whose ``evidence`` lists the
+  failure's event id, and the truth fault ``analysis.evaluate.match`` pairs with that incident.
+  The failure is *implicit* (a hang or slowdown: nothing exits, a timeout must notice it) when
+  the cause's category is nccl_hang, gpu_thermal, sdc, cooling or storage — the truth fault's
+  category when one is matched, else the incident's; a failure no incident explains is treated
+  as a crash (it exits; any scheduler sees it).
+- When it happened (``at_s``, since the job's first event): the ``job.failed`` time for a crash;
+  for an implicit failure, the job's last step before it (progress stopped there).
+- ``detected_after_s``: the explaining incident's detection time (when its rule could first
+  fire) minus the matched truth fault's start; without a matched fault, minus ``at_s``; None
+  (never detected: the policy falls back to the watchdog) without an incident.
+- ``warned_before_s``: the longest lead, before ``at_s``, of the *detection* of a precursor
+  incident (gpu_hbm, gpu_sram, gpu_thermal, network) on a node the job held, that was still
+  open (its last symptom no more than 10 minutes before the failure). Detection, not the first
+  symptom: nothing can act on a warning before it is raised.
+- The policies themselves (intervals, watchdog, oracle) are ``analysis.whatif``'s. The replay
+  restarts a failed job at once on healthy nodes (no queueing for spares) and treats failures
+  as independent of the checkpoint schedule.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+
+from analysis.context import infer_interval_us
+from analysis.diagnosis import Incident
+from analysis.evaluate import TruthFault, load_truth, match
+from analysis.events import INVENTORY_TYPES, load_events
+from analysis.job_history import US, JobHistory, load_jobs
+from analysis.projections import Topology, fold_topology
+from analysis.whatif import POLICIES, FailureRecord, JobRecord, evaluate, measured_mtbf_s
+
+IMPLICIT_CATEGORIES: Final = frozenset({"nccl_hang", "gpu_thermal", "sdc", "cooling", "storage"})
+PRECURSOR_CATEGORIES: Final = frozenset({"gpu_hbm", "gpu_sram", "gpu_thermal", "network"})
+STILL_OPEN_US: Final = 600 * US
+
+
+@dataclass(frozen=True)
+class StoredIncident:
+    incident: Incident
+    incident_id: str
+    evidence: frozenset[str]
+    nodes: frozenset[str]  # nodes the root sits on or faces (a link's NIC)
+
+
+def load_topology(con: duckdb.DuckDBPyConnection) -> Topology:
+    return fold_topology(load_events(con, INVENTORY_TYPES))
+
+
+def root_nodes(root: str, topo: Topology) -> frozenset[str]:
+    """The nodes an incident's root entity sits on (or, for a link, faces; for a rack, holds)."""
+    kind, _, rest = root.partition(":")
+    if kind in ("gpu", "nic", "node"):
+        return frozenset({rest.split("/", 1)[0]})
+    if kind == "link":
+        switch, _, port = rest.rpartition("/")
+        peer = topo.links.get((switch, int(port))) if port.isdigit() else None
+        if peer and peer.startswith("nic:"):
+            return frozenset({peer[4:].split("/", 1)[0]})
+    if kind == "rack":
+        return frozenset(topo.rack_nodes(rest))
+    if kind == "switch":
+        return frozenset(topo.leaf_node_ports().get(rest, {}).values())
+    return frozenset()
+
+
+def load_incidents(con: duckdb.DuckDBPyConnection, topo: Topology) -> list[StoredIncident]:
+    """The stored incidents; detection time = the event time of their ``incident.opened``."""
+    rows = con.execute(
+        "SELECT i.incident_id, i.category, i.root_entity, epoch_us(i.start_ts), "
+        "epoch_us(i.end_ts), coalesce(epoch_us(d.ts), epoch_us(i.start_ts)), i.candidates, "
+        "i.evidence FROM incidents i LEFT JOIN (SELECT event_id, min(ts) AS ts FROM event_log "
+        "WHERE type = 'incident.opened' GROUP BY event_id) d ON d.event_id = i.incident_id "
+        "ORDER BY i.start_ts, i.incident_id"
+    ).fetchall()
+    out = []
+    for incident_id, category, root, start, end, detect, candidates, evidence in rows:
+        ranked = json.loads(candidates) if isinstance(candidates, str) else candidates or []
+        incident = Incident(
+            category=category, root=root, start_us=int(start), detect_us=int(detect),
+            end_us=int(end if end is not None else start),
+            candidates=[(r["category"], r["entity"], float(r["score"])) for r in ranked],
+            affected={root})
+        out.append(StoredIncident(incident, incident_id, frozenset(evidence or ()),
+                                  root_nodes(root, topo)))
+    return out
+
+
+def _fault_of(con: duckdb.DuckDBPyConnection, incidents: Sequence[StoredIncident],
+              topo: Topology) -> dict[str, TruthFault]:
+    """incident id -> the truth fault evaluation pairs it with."""
+    faults = load_truth(con)
+    if not faults or not incidents:
+        return {}
+    bounds = con.execute("SELECT epoch_us(min(ts)), epoch_us(max(ts)) FROM job_events").fetchone()
+    since, until = (int(bounds[0]), int(bounds[1]) + 1) if bounds and bounds[0] else (0, 2**62)
+    interval = infer_interval_us(con, since, until)
+    by_object = {id(s.incident): s.incident_id for s in incidents}
+    matches, _fa, _dup = match([s.incident for s in incidents], faults, topo, interval, until)
+    return {by_object[id(m.incident)]: m.fault for m in matches if m.incident is not None}
+
+
+def _last_steps(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """job.failed event id -> the job's last step report before it."""
+    rows = con.execute(
+        "SELECT f.event_id, epoch_us(max(s.ts)) FROM job_events f JOIN job_events s "
+        "ON s.job = f.job AND s.type = 'job.step_reported' AND s.ts < f.ts "
+        "WHERE f.type = 'job.failed' GROUP BY f.event_id"
+    ).fetchall()
+    return {str(e): int(t) for e, t in rows if t is not None}
+
+
+def failure_record(
+    h: JobHistory, fail_us: int, event_id: str, *, explained: StoredIncident | None,
+    fault: TruthFault | None, last_step_us: int | None, precursors: Sequence[StoredIncident],
+) -> tuple[FailureRecord, str]:
+    """One failure as the replay sees it, and the category it was attributed to."""
+    category = fault.category if fault else explained.incident.category if explained else ""
+    implicit = category in IMPLICIT_CATEGORIES
+    at_us = fail_us
+    if implicit and last_step_us is not None and h.first_us <= last_step_us < fail_us:
+        at_us = last_step_us
+    detected: float | None = None
+    if explained is not None:
+        began = fault.start_us if fault is not None else at_us
+        detected = max(0.0, (explained.incident.detect_us - began) / US)
+    nodes = set(h.nodes_at(fail_us - 1))
+    warned = 0.0
+    for p in precursors:
+        inc = p.incident
+        if p.nodes & nodes and h.first_us <= inc.detect_us < at_us \
+                and inc.end_us >= at_us - STILL_OPEN_US:
+            warned = max(warned, (at_us - inc.detect_us) / US)
+    record = FailureRecord(at_s=(at_us - h.first_us) / US, implicit=implicit,
+                           detected_after_s=detected, warned_before_s=warned)
+    return record, category or "unexplained"
+
+
+def load_records(con: duckdb.DuckDBPyConnection) -> tuple[list[JobRecord], dict[str, Any]]:
+    """The replay's inputs from one store, plus counts describing them."""
+    jobs = load_jobs(con)
+    topo = load_topology(con)
+    incidents = load_incidents(con, topo)
+    faults = _fault_of(con, incidents, topo)
+    by_evidence: dict[str, StoredIncident] = {}
+    for s in incidents:  # the latest-starting incident claiming a failure wins, as in diagnosis
+        for event_id in s.evidence:
+            by_evidence[event_id] = s
+    precursors = [s for s in incidents if s.incident.category in PRECURSOR_CATEGORIES]
+    last_steps = _last_steps(con)
+    records: list[JobRecord] = []
+    categories: dict[str, int] = {}
+    stats = {"failures": 0, "implicit": 0, "detected": 0, "warned": 0, "matched_to_truth": 0}
+    for job, h in sorted(jobs.items()):
+        if h.wall_s <= 0 or h.gpus <= 0:
+            continue
+        failures = []
+        for fail_us, event_id in h.failures:
+            explained = by_evidence.get(event_id)
+            fault = faults.get(explained.incident_id) if explained else None
+            record, category = failure_record(
+                h, fail_us, event_id, explained=explained, fault=fault,
+                last_step_us=last_steps.get(event_id), precursors=precursors)
+            failures.append(record)
+            categories[category] = categories.get(category, 0) + 1
+            stats["failures"] += 1
+            stats["implicit"] += record.implicit
+            stats["detected"] += record.detected_after_s is not None
+            stats["warned"] += record.warned_before_s > 0
+            stats["matched_to_truth"] += fault is not None
+        records.append(JobRecord(job=job, gpus=h.gpus, wall_s=h.wall_s,
+                                 checkpoint_s=h.checkpoint_s, restart_s=h.restart_s,
+                                 failures=tuple(failures)))
+    return records, {"jobs": len(records), **stats,
+                     "failure_categories": dict(sorted(categories.items())),
+                     "incidents": len(incidents)}
+
+
+def whatif(paths: Sequence[str | Path], policies: Sequence[str] = POLICIES, *,
+           watchdog_s: float = 1800.0) -> dict[str, Any]:
+    """`fleetlog whatif`: replay the store's jobs under each policy; ETTR and lost GPU-hours."""
+    from ingest.store import open_union, store_files
+
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        raise ValueError(f"unknown policy {unknown[0]!r}: use one of {', '.join(POLICIES)}")
+    con = open_union(store_files(paths))
+    try:
+        records, inputs = load_records(con)
+    finally:
+        con.close()
+    if inputs["incidents"] == 0 and inputs["failures"]:
+        inputs["warning"] = "no stored incidents: run `fleetlog analyze` on the store first"
+    wanted = list(dict.fromkeys([*policies, "oracle"]))
+    results = {r.policy: r for r in evaluate(records, wanted, watchdog_s=watchdog_s)}
+    oracle = results["oracle"].ettr
+    rows = []
+    for policy in dict.fromkeys(policies):
+        summary: dict[str, Any] = dict(results[policy].summary())
+        summary["ettr_vs_oracle"] = round(results[policy].ettr / oracle, 4) if oracle else None
+        rows.append(summary)
+    mtbf = measured_mtbf_s(records)
+    inputs["node_mtbf_h"] = round(mtbf / 3600, 1) if mtbf != float("inf") else None
+    inputs["watchdog_s"] = watchdog_s
+    return {"policies": rows, "inputs": inputs}
