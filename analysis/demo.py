@@ -70,8 +70,7 @@ def run_demo(
                                              "job_failures") if k in sim}
     say("analyze: detect, diagnose, store incidents")
     analysis = run_analysis([db])
-    incidents = analysis.get("incidents", [])
-    stages["analyze"] = {"incidents": incidents if isinstance(incidents, int) else len(incidents)}
+    stages["analyze"] = {"incidents": analysis["incidents"]}
     say("recommend: component and job actions per incident")
     stages["recommend"] = {"recommendations": len(recommend([db]))}
     say("evaluate: incidents against the injected faults (ground truth)")

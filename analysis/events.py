@@ -13,6 +13,7 @@ from typing import Final
 import duckdb
 
 from ingest import contract as c
+from ingest.store import decode_stored
 
 INVENTORY_TYPES: Final = ("rack.registered", "node.registered", "switch.registered",
                           "link.registered")
@@ -51,20 +52,4 @@ def load_events(
         "SELECT DISTINCT ON (event_id) * FROM event_log WHERE " + " AND ".join(where) +
         ") ORDER BY ts, event_id", params,
     ).fetchall()
-    events: list[c.Envelope] = []
-    for event_id, kind, version, ts_us, source, key, payload in rows:
-        wire = (
-            '{"id":' + _json_str(event_id) + ',"type":' + _json_str(kind) + f',"v":{version}'
-            f',"time_us":{ts_us},"source":' + _json_str(source) + ',"key":' + _json_str(key)
-            + ',"payload":' + (payload or "{}") + "}"
-        )
-        event = c.decode(wire.encode())
-        if isinstance(event, c.Envelope):
-            events.append(event)
-    return events
-
-
-def _json_str(text: str) -> str:
-    import json
-
-    return json.dumps(text)
+    return [event for row in rows if (event := decode_stored(*row)) is not None]

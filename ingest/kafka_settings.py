@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -199,10 +199,6 @@ def resolve(
         origin=origin,
     )
     return settings
-
-
-def with_client_id(settings: KafkaSettings, client_id: str) -> KafkaSettings:
-    return replace(settings, client_id=client_id)
 
 
 def settings_for(

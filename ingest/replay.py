@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import msgspec
 import numpy as np
 
 from ingest import contract as c
-from ingest.store import open_union
+from ingest.store import decode_stored, open_union
 
 
 class ReplayError(Exception):
@@ -147,12 +146,7 @@ def _rebuild(
         )
         return c.Envelope(id=event_id, type=kind, v=version, time_us=ts_us, source=source,
                           key=key, payload=body)
-    # Through the contract's decoder, so old schema versions are upcast like any input.
-    wire = msgspec.json.encode({"id": event_id, "type": kind, "v": version, "time_us": ts_us,
-                                "source": source, "key": key,
-                                "payload": msgspec.Raw((payload or "{}").encode())})
-    decoded = c.decode(wire)
-    return decoded if isinstance(decoded, c.Envelope) else None
+    return decode_stored(event_id, kind, version, ts_us, source, key, payload)
 
 
 def replay(

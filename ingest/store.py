@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Final
 
 import duckdb
+import msgspec
 
+from ingest import contract
 from ingest.contract import GPU_SIGNALS, PORT_SIGNALS, Signal
 
 _SQL_TYPES: Final = {"<f4": "FLOAT", "<f8": "DOUBLE"}
@@ -364,3 +366,17 @@ def describe_store(path: str | Path) -> dict[str, object]:
         }
     finally:
         con.close()
+
+
+def decode_stored(
+    event_id: str, kind: str, version: int, ts_us: int, source: str, key: str,
+    payload: str | None,
+) -> contract.Envelope | None:
+    """An ``event_log`` row (non-sample event) back into its event, through the contract's
+    decoder so old schema versions are upcast exactly as on the wire; None if it no longer
+    decodes."""
+    wire = msgspec.json.encode({"id": event_id, "type": kind, "v": version, "time_us": ts_us,
+                                "source": source, "key": key,
+                                "payload": msgspec.Raw((payload or "{}").encode())})
+    decoded = contract.decode(wire)
+    return decoded if isinstance(decoded, contract.Envelope) else None
