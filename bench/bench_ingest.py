@@ -1,13 +1,16 @@
 """End-to-end ingestion rate through a real broker, against the raw consume rate of the clients.
 
-Produces N realistic ``gpu.sampled`` messages (one rack per message: 4 nodes x 8 GPUs, all 14
-signals, values shaped like a busy training fleet) to a fresh topic, then reads that same topic:
+Produces N ``gpu.sampled`` messages to a fresh topic — by default the generator's own (a simulated
+2,048-node llama3 fleet, one message per rack scrape: 4 nodes x 8 GPUs, 14 signals; ``--source
+synthetic`` builds messages of the same shape without the simulator) — then reads that same topic:
 
 1. kafka-python alone (no decode, no DuckDB), with fleetlog's fetch settings;
 2. confluent-kafka alone (``pip install '.[bench]'``), when installed;
 3. ``fleetlog ingest`` in a subprocess (fresh store, its own group) until idle: events/s and GPU
    samples/s from its first record to its last commit, its peak RSS, and writer timings;
-4. optionally (``--profile``) the same ingest under cProfile, printing the top functions.
+4. optionally (``--profile``) the same ingest under cProfile, printing the top functions;
+5. optionally (``--stages``) the writer's steps one by one, without Kafka, at 4,096 events per
+   transaction and at the default: CPU us per event per step and bytes on disk per GPU sample.
 
 Not a test: it prints one JSON document. Run it once or twice on a quiet machine:
 
@@ -37,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from ingest import contract as c  # noqa: E402
 from ingest.consumer import ConsumerTuning  # noqa: E402
 from ingest.kafka_settings import resolve  # noqa: E402
+from ingest.pipeline import DEFAULT_BATCH_EVENTS  # noqa: E402
 from ingest.publish import Publisher  # noqa: E402
 
 RACKS = 256
@@ -77,6 +81,20 @@ def rack_scrapes(n: int, seed: int = 0) -> list[bytes]:
     return out
 
 
+def generator_scrapes(n: int, nodes: int = 2048, seed: int = 1) -> list[bytes]:
+    """The first ``n`` gpu.sampled messages of a simulated llama3 fleet, encoded as published."""
+    from generators.config import SimConfig
+    from generators.simulator import Simulator
+
+    hours = n / (nodes // 4) * 10 / 3600 + 0.01  # one rack message per 10 s scrape
+    out: list[bytes] = []
+    for chunk in Simulator(SimConfig(nodes=nodes, hours=hours, seed=seed)).chunks():
+        out += [c.encode(e) for e in chunk if e.type == c.GpuSampled.TYPE]
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
 def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int) -> float:
     from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -91,7 +109,7 @@ def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int) ->
     return time.perf_counter() - started
 
 
-def raw_kafka_python(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
+def raw_kafka_python(bootstrap: str, topic: str, n: int, per_message: float) -> dict[str, Any]:
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","),
@@ -107,15 +125,16 @@ def raw_kafka_python(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
     elapsed = time.perf_counter() - (first or time.perf_counter())
     cpu = time.process_time() - cpu
     consumer.close(autocommit=False)
-    return {**_rates(got, elapsed), "cpu_us_per_message": round(cpu / got * 1e6, 1)}
+    return {**_rates(got, elapsed, per_message), "cpu_us_per_message": round(cpu / got * 1e6, 1)}
 
 
-def _rates(got: int, elapsed: float) -> dict[str, Any]:
+def _rates(got: int, elapsed: float, per_message: float) -> dict[str, Any]:
     return {"messages": got, "seconds": round(elapsed, 3), "messages_per_s": round(got / elapsed),
-            "gpu_samples_per_s": round(got * GPUS / elapsed)}
+            "gpu_samples_per_s": round(got * per_message / elapsed)}
 
 
-def raw_confluent(bootstrap: str, topic: str, n: int) -> dict[str, Any] | None:
+def raw_confluent(bootstrap: str, topic: str, n: int, per_message: float
+                  ) -> dict[str, Any] | None:
     try:
         from confluent_kafka import Consumer
     except ImportError:
@@ -134,7 +153,7 @@ def raw_confluent(bootstrap: str, topic: str, n: int) -> dict[str, Any] | None:
     elapsed = time.perf_counter() - (first or time.perf_counter())
     cpu = time.process_time() - cpu
     consumer.close()
-    return {**_rates(got, elapsed), "cpu_us_per_message": round(cpu / got * 1e6, 1)}
+    return {**_rates(got, elapsed, per_message), "cpu_us_per_message": round(cpu / got * 1e6, 1)}
 
 
 def fleetlog_ingest(bootstrap: str, prefix: str, db: Path, batch_events: int,
@@ -160,7 +179,8 @@ def fleetlog_ingest(bootstrap: str, prefix: str, db: Path, batch_events: int,
 
 
 def worker_stages(values: list[bytes], db: Path, batch: int) -> dict[str, float]:
-    """CPU µs per event of each step of the writer process, run here in one thread."""
+    """CPU µs per event of each step of the writer process, run here in one thread; the file's
+    bytes per GPU sample."""
     from ingest import tables
     from ingest.writer import StoreWriter, open_writer
 
@@ -199,7 +219,12 @@ def worker_stages(values: list[bytes], db: Path, batch: int) -> dict[str, float]
         tables.event_tables = event_tables
     inner = spent["dedup"] + spent["arrow_tables"] + spent["duckdb_insert"]
     spent["transaction_rest"] -= inner
-    return {k: round(v / len(values) * 1e6, 1) for k, v in spent.items()}
+    out = {k: round(v / len(values) * 1e6, 1) for k, v in spent.items()}
+    out["total"] = round(sum(out.values()), 1)
+    samples = sum(len(e.payload.gpu) for e in map(c.decode, values)  # type: ignore[union-attr]
+                  if isinstance(e, c.Envelope))
+    out["bytes_per_gpu_sample"] = round(db.stat().st_size / samples, 1)
+    return out
 
 
 def top_functions(profile: Path, limit: int = 25) -> list[str]:
@@ -221,21 +246,37 @@ def main() -> None:
                                                               "127.0.0.1:9092"))
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--batch-events", type=int, default=4096)
+    parser.add_argument("--batch-events", type=int, default=DEFAULT_BATCH_EVENTS)
+    parser.add_argument("--source", choices=("generator", "synthetic"), default="generator",
+                        help="whose gpu.sampled messages to use")
     parser.add_argument("--profile", action="store_true", help="also run ingest under cProfile")
+    parser.add_argument("--stages", action="store_true",
+                        help="also time the writer's steps at 4,096 events and the default")
     args = parser.parse_args()
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     topic = c.topic_name("gpu", prefix)
-    values = rack_scrapes(args.events)
+    values = (generator_scrapes if args.source == "generator" else rack_scrapes)(args.events)
+    samples = sum(e.payload.rows for e in map(c.decode, values)  # type: ignore[union-attr]
+                  if isinstance(e, c.Envelope))
+    per_message = samples / len(values)
     report: dict[str, Any] = {
-        "events": args.events, "gpu_samples": args.events * GPUS,
+        "events": args.events, "gpu_samples": samples,
         "message_bytes": int(np.mean([len(v) for v in values])), "topic": topic,
-        "partitions": args.partitions, "cpus": os.cpu_count(),
+        "partitions": args.partitions, "cpus": os.cpu_count(), "source": args.source,
+        "batch_events": args.batch_events, "load_average_at_start": os.getloadavg(),
     }
+    if args.stages:
+        with tempfile.TemporaryDirectory() as tmp:
+            report["writer_stages_cpu_us_per_event"] = {
+                str(batch): worker_stages(values, Path(tmp) / f"stages{batch}.duckdb", batch)
+                for batch in sorted({4096, args.batch_events})
+            }
     report["produce_s"] = round(produce(args.bootstrap, topic, values, args.partitions), 2)
-    report["kafka_python_raw"] = raw_kafka_python(args.bootstrap, topic, args.events)
-    report["confluent_kafka_raw"] = raw_confluent(args.bootstrap, topic, args.events)
+    report["kafka_python_raw"] = raw_kafka_python(args.bootstrap, topic, args.events,
+                                                  per_message)
+    report["confluent_kafka_raw"] = raw_confluent(args.bootstrap, topic, args.events,
+                                                 per_message)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "a").mkdir()
         (Path(tmp) / "b").mkdir()
@@ -248,8 +289,6 @@ def main() -> None:
             args.bootstrap, prefix, Path(tmp) / "c" / "bench.duckdb", args.batch_events, None,
             "--in-process")
         if args.profile:
-            report["writer_cpu_us_per_event"] = worker_stages(
-                values[:32_768], Path(tmp) / "stages.duckdb", args.batch_events)
             profile = Path(tmp) / "ingest.prof"
             profiled = fleetlog_ingest(args.bootstrap, prefix, Path(tmp) / "b" / "profiled.duckdb",
                                        args.batch_events, profile)

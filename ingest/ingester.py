@@ -29,7 +29,14 @@ import duckdb
 from ingest import contract as c
 from ingest.consumer import ConsumerTuning, KafkaSource
 from ingest.kafka_settings import KafkaSettings
-from ingest.pipeline import BackgroundWriter, Batch, IngestStats, Pending, stop_on_signals
+from ingest.pipeline import (
+    DEFAULT_BATCH_EVENTS,
+    BackgroundWriter,
+    Batch,
+    IngestStats,
+    Pending,
+    stop_on_signals,
+)
 from ingest.shards import RECENT_IDS, handover, write_sidecar
 from ingest.store import StoreLocked, open_store
 from ingest.worker import ProcessWriter, RawBatch, RawPending
@@ -54,7 +61,7 @@ class KafkaIngest:
     topics: Sequence[str]
     group: str
     until_idle_s: float | None = None  # None: follow until stopped
-    batch_events: int = 4096
+    batch_events: int = DEFAULT_BATCH_EVENTS
     linger_s: float = 0.5
     broker_timeout_s: float = 60.0
     tuning: ConsumerTuning = field(default_factory=ConsumerTuning)

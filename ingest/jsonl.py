@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ingest.errors import SourceMissing
 from ingest.ingester import Progress, open_store_waiting
-from ingest.pipeline import IngestStats, Pending, stop_on_signals
+from ingest.pipeline import DEFAULT_BATCH_EVENTS, IngestStats, Pending, stop_on_signals
 from ingest.writer import StoreWriter
 
 
@@ -44,8 +44,8 @@ def _lines(path: Path, skip: int) -> Iterator[tuple[int, bytes]]:
 
 
 def ingest_jsonl(
-    folder: Path, db: Path, *, batch_events: int = 4096, progress: Progress | None = None,
-    stop: threading.Event | None = None,
+    folder: Path, db: Path, *, batch_events: int = DEFAULT_BATCH_EVENTS,
+    progress: Progress | None = None, stop: threading.Event | None = None,
 ) -> IngestStats:
     """Land every ``*.jsonl`` file of ``folder`` in ``db``, resuming after stored lines."""
     stop = stop or threading.Event()

@@ -120,7 +120,8 @@ def test_sigkill_in_the_middle_of_batches_loses_and_duplicates_nothing(
                      "--session-timeout", "6")  # its writer process must die with it
     rng = random.Random(7)
     kills = 0
-    with Feed(kafka_settings, prefix, events=5000, per_s=400) as feed:
+    # 20 s of feed: time for at least 3 kill-and-restart rounds even on a busy machine.
+    with Feed(kafka_settings, prefix, events=5000, per_s=250) as feed:
         while feed.thread.is_alive() and kills < 5:
             process = start([*cmd, "--follow"], log)
             before = group_landed(db)
