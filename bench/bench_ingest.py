@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from ingest import contract as c  # noqa: E402
 from ingest.consumer import ConsumerTuning  # noqa: E402
 from ingest.kafka_settings import resolve  # noqa: E402
-from ingest.pipeline import DEFAULT_BATCH_EVENTS  # noqa: E402
+from ingest.pipeline import DEFAULT_BATCH_EVENTS, fewer_gc_passes  # noqa: E402
 from ingest.publish import Publisher  # noqa: E402
 
 RACKS = 256
@@ -204,6 +204,8 @@ def worker_stages(values: list[bytes], db: Path, batch: int) -> dict[str, float]
     tables.event_tables = timed("arrow_tables", event_tables)
     try:
         writer = open_writer(db)
+        relaxed = fewer_gc_passes()  # as in the writer process
+        relaxed.__enter__()
         for start in range(0, len(values), batch):
             started = cpu()
             events = [c.decode(v) for v in values[start:start + batch]]
@@ -215,6 +217,7 @@ def worker_stages(values: list[bytes], db: Path, batch: int) -> dict[str, float]
         writer.close()  # DuckDB checkpoints on close
         spent["checkpoint_on_close"] = cpu() - started
     finally:
+        relaxed.__exit__(None, None, None)
         StoreWriter._new_events, StoreWriter._append = new_events, append  # type: ignore[method-assign]
         tables.event_tables = event_tables
     inner = spent["dedup"] + spent["arrow_tables"] + spent["duckdb_insert"]

@@ -35,6 +35,7 @@ from ingest.pipeline import (
     Batch,
     IngestStats,
     Pending,
+    fewer_gc_passes,
     stop_on_signals,
 )
 from ingest.shards import RECENT_IDS, handover, write_sidecar
@@ -120,6 +121,7 @@ def ingest_kafka(
             return dict(stored)
 
     with contextlib.ExitStack() as cleanup:
+        cleanup.enter_context(fewer_gc_passes())
         sink: _Sink
         pending: Pending | RawPending
         if job.worker_process:

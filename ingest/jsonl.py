@@ -16,7 +16,13 @@ from pathlib import Path
 
 from ingest.errors import SourceMissing
 from ingest.ingester import Progress, open_store_waiting
-from ingest.pipeline import DEFAULT_BATCH_EVENTS, IngestStats, Pending, stop_on_signals
+from ingest.pipeline import (
+    DEFAULT_BATCH_EVENTS,
+    IngestStats,
+    Pending,
+    fewer_gc_passes,
+    stop_on_signals,
+)
 from ingest.writer import StoreWriter
 
 
@@ -63,7 +69,7 @@ def ingest_jsonl(
             progress(stats)
 
     try:
-        with stop_on_signals(stop):
+        with stop_on_signals(stop), fewer_gc_passes():
             stored = writer.stored_offsets()
             for path in files:
                 key = file_key(path)

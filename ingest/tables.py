@@ -70,20 +70,20 @@ def sample_table(
     }
     maps: list[dict[str, bytes]] = [getattr(p, "columns") for p in payloads]  # noqa: B009
     names_in_order = [s.column for s in signals]
-    try:  # the common case, every signal reported: one C-level lookup per event, then transpose
-        by_signal: list[tuple[bytes | None, ...]] = list(
-            zip(*map(operator.itemgetter(*names_in_order), maps), strict=True))
+    try:  # the common case, every signal reported: one C-level pass over the events per signal
+        by_signal: list[list[bytes | None]] = [
+            list(map(operator.itemgetter(name), maps)) for name in names_in_order]
     except KeyError:
-        by_signal = [tuple(m.get(name) for m in maps) for name in names_in_order]
+        by_signal = [[m.get(name) for m in maps] for name in names_in_order]
     for signal, found in zip(signals, by_signal, strict=True):
         name = signal.column
         parts = found
         if None in parts:  # a source that does not report this signal: NaN rows, hence NULL
-            parts = tuple(
+            parts = [
                 part if part is not None
                 else np.full(int(rows), np.nan, dtype=signal.dtype).tobytes()
                 for part, rows in zip(parts, rows_per_event, strict=True)
-            )
+            ]
         values = np.frombuffer(b"".join(parts), dtype=signal.dtype)  # type: ignore[arg-type]
         # from_pandas=True turns NaN into NULL: "not reported" stays distinct from zero.
         columns[name] = pa.array(values, from_pandas=True)

@@ -270,7 +270,7 @@ def _worker_main(conn: Connection, db: str, group: str, snapshot: str = "",
     if os.getppid() == 1:  # the parent died before the death signal was armed
         return
     from ingest.ingester import open_store_waiting
-    from ingest.pipeline import Pending, peak_rss_mb
+    from ingest.pipeline import Pending, fewer_gc_passes, peak_rss_mb
     from ingest.shards import RECENT_IDS, write_sidecar
     from ingest.writer import Snapshotter, StoreWriter
 
@@ -286,6 +286,8 @@ def _worker_main(conn: Connection, db: str, group: str, snapshot: str = "",
         conn.send(("error", exc))
         return
     conn.send(("ready", stored))
+    # The worker's whole life is ingestion: decoded batches are big and acyclic.
+    fewer_gc_passes().__enter__()
     decoded: queue.Queue[Any] = queue.Queue(maxsize=1)
 
     def write_loop() -> None:
