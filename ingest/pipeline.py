@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ingest import contract as c
@@ -251,6 +252,18 @@ class IngestStats:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory, in MB.
+
+    Linux keeps ``ru_maxrss`` across exec, so a process started by a big parent (a benchmark
+    holding its messages) would report the parent's peak; the kernel's ``VmHWM`` is this
+    program's own.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
