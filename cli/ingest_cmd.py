@@ -11,7 +11,14 @@ from cli.output import output_options, render
 from cli.params import Duration, bootstrap_option, topic_prefix_option
 from ingest import contract as c
 from ingest.consumer import ConsumerTuning
-from ingest.ingester import KafkaIngest, default_group, default_topics, ingest_kafka
+from ingest.ingester import (
+    INGEST_MEMORY_LIMIT,
+    KafkaIngest,
+    default_group,
+    default_topics,
+    ingest_kafka,
+    valid_memory_limit,
+)
 from ingest.jsonl import ingest_jsonl
 from ingest.kafka_settings import settings_for
 from ingest.pipeline import DEFAULT_BATCH_EVENTS
@@ -22,6 +29,12 @@ def _topics(values: tuple[str, ...], prefix: str) -> list[str]:
     if not names:
         return default_topics(prefix)
     return [c.topic_name(n, prefix) if n in c.TOPIC_FAMILIES else n for n in names]
+
+
+def _check_size(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not valid_memory_limit(value):
+        raise click.BadParameter(f"{value!r} is not a size like 512MB or 2GB")
+    return value.strip()
 
 
 @click.command("ingest")
@@ -58,12 +71,16 @@ def _topics(values: tuple[str, ...], prefix: str) -> list[str]:
               "(a running ingester's own file cannot be opened by anyone else).")
 @click.option("--snapshot-every", "snapshot_every", type=Duration(), default="5m",
               show_default=True, help="How often to refresh --snapshot (after a commit).")
+@click.option("--memory-limit", default=INGEST_MEMORY_LIMIT, show_default=True, metavar="SIZE",
+              callback=_check_size,
+              help="Cap on DuckDB's buffer pool in the writer (it would otherwise keep what it "
+              "wrote, up to 80% of RAM).")
 @output_options
 def ingest_command(
     bootstrap: str | None, topic_prefix: str | None, db: Path, topics: tuple[str, ...],
     group: str | None, mode: str, until_idle: float | None, source: str | None,
     batch_events: int, broker_timeout: float, session_timeout: float, in_process: bool,
-    snapshot: Path | None, snapshot_every: float, fmt: str | None,
+    snapshot: Path | None, snapshot_every: float, memory_limit: str, fmt: str | None,
 ) -> None:
     """Land the fleetlog topics in a DuckDB store: no loss, no duplicates, through crashes.
 
@@ -85,7 +102,7 @@ def ingest_command(
             if kind != "jsonl" or not folder:
                 raise click.BadParameter("expected jsonl:DIR", param_hint="--from")
             stats = ingest_jsonl(Path(folder), db, batch_events=batch_events,
-                                 progress=live.update)
+                                 progress=live.update, memory_limit=memory_limit)
         else:
             settings = settings_for(bootstrap, topic_prefix=topic_prefix)
             prefix = settings.topic_prefix
@@ -96,6 +113,7 @@ def ingest_command(
                 tuning=ConsumerTuning(session_timeout_ms=int(session_timeout * 1000)),
                 worker_process=not in_process,
                 snapshot=snapshot, snapshot_every_s=snapshot_every,
+                memory_limit=memory_limit,
             )
             stats = ingest_kafka(job, settings, progress=live.update)
     render(stats.to_json(detail=fmt in ("json", "nl")), fmt or "table")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ingest.errors import SourceMissing
-from ingest.ingester import Progress, open_store_waiting
+from ingest.ingester import INGEST_MEMORY_LIMIT, Progress, open_store_waiting
 from ingest.pipeline import (
     DEFAULT_BATCH_EVENTS,
     IngestStats,
@@ -52,12 +52,13 @@ def _lines(path: Path, skip: int) -> Iterator[tuple[int, bytes]]:
 def ingest_jsonl(
     folder: Path, db: Path, *, batch_events: int = DEFAULT_BATCH_EVENTS,
     progress: Progress | None = None, stop: threading.Event | None = None,
+    memory_limit: str | None = INGEST_MEMORY_LIMIT,
 ) -> IngestStats:
     """Land every ``*.jsonl`` file of ``folder`` in ``db``, resuming after stored lines."""
     stop = stop or threading.Event()
     files = jsonl_files(folder)
     stats = IngestStats(db=str(db.resolve()), source=f"jsonl:{folder}")
-    writer = StoreWriter(open_store_waiting(db))
+    writer = StoreWriter(open_store_waiting(db, memory_limit=memory_limit))
 
     def write(key: tuple[str, int], path: Path, chunk: list[tuple[int, bytes | None]],
               last: int) -> None:

@@ -114,13 +114,14 @@ class ProcessWriter:
 
     def __init__(self, db: Path, group: str, on_commit: Callable[[RawBatch, BatchResult], None],
                  *, depth: int = 2, start_timeout_s: float = 60.0,
-                 snapshot: Path | None = None, snapshot_every_s: float = 300.0) -> None:
+                 snapshot: Path | None = None, snapshot_every_s: float = 300.0,
+                 memory_limit: str = "") -> None:
         # A plain child interpreter (not multiprocessing's spawn, which re-imports __main__ and
         # fails in scripts without a main guard; not fork, which copies a process with threads).
         mine, theirs = socket.socketpair()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "ingest.worker", str(theirs.fileno()), str(db), group,
-             str(snapshot or ""), str(snapshot_every_s)],
+             str(snapshot or ""), str(snapshot_every_s), memory_limit],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
         )
         theirs.close()
@@ -261,7 +262,7 @@ def _decode(pending_type: Any, header: Any, blob: bytes) -> Any:
 
 
 def _worker_main(conn: Connection, db: str, group: str, snapshot: str = "",
-                 snapshot_every_s: float = 300.0) -> None:
+                 snapshot_every_s: float = 300.0, memory_limit: str = "") -> None:
     """The worker: open the store; decode each batch, and write it on a thread meanwhile."""
     import os
     import queue
@@ -278,7 +279,7 @@ def _worker_main(conn: Connection, db: str, group: str, snapshot: str = "",
 
     try:
         writer = StoreWriter(
-            open_store_waiting(Path(db)),
+            open_store_waiting(Path(db), memory_limit=memory_limit or None),
             snapshot=Snapshotter(snapshot, snapshot_every_s) if snapshot else None,
         )
         stored = writer.stored_offsets()
@@ -337,4 +338,5 @@ def _worker_main(conn: Connection, db: str, group: str, snapshot: str = "",
 if __name__ == "__main__":
     _worker_main(Connection(int(sys.argv[1])), sys.argv[2], sys.argv[3],
                  sys.argv[4] if len(sys.argv) > 4 else "",
-                 float(sys.argv[5]) if len(sys.argv) > 5 else 300.0)
+                 float(sys.argv[5]) if len(sys.argv) > 5 else 300.0,
+                 sys.argv[6] if len(sys.argv) > 6 else "")

@@ -1,0 +1,45 @@
+"""The ingester's DuckDB buffer pool is capped, so its memory does not grow with its file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from ingest_support import rack_event
+
+from cli.main import cli
+from ingest.ingester import open_store_waiting
+from ingest.store import StoreError
+from ingest.writer import StoreWriter
+
+
+def _buffer_pool_mb(writer: StoreWriter) -> float:
+    row = writer.con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()
+    return (row[0] if row else 0) / 2**20
+
+
+def test_the_buffer_pool_stays_under_the_cap_while_the_file_grows(tmp_path: Path):
+    db = tmp_path / "fleet.duckdb"
+    writer = StoreWriter(open_store_waiting(db, memory_limit="16MB"))
+    rng = np.random.default_rng(0)
+    pool = []
+    try:
+        for batch in range(6):  # random values barely compress: ~10 MB of file per batch
+            events = [rack_event(batch * 3840 + i, rng) for i in range(3840)]
+            writer.write_batch(events)
+            pool.append(_buffer_pool_mb(writer))
+    finally:
+        writer.close()
+    assert db.stat().st_size > 40 * 2**20  # the file outgrew the cap...
+    assert max(pool) <= 16  # ...and DuckDB kept no more than the cap in memory
+
+
+def test_a_size_that_is_not_a_size_is_refused(tmp_path: Path):
+    with pytest.raises(StoreError, match="not a size"):
+        open_store_waiting(tmp_path / "x.duckdb", memory_limit="lots")
+    result = CliRunner().invoke(cli, ["ingest", "--from", f"jsonl:{tmp_path}", "--db",
+                                      str(tmp_path / "x.duckdb"), "--memory-limit", "lots"])
+    assert result.exit_code == 2
+    assert "is not a size like 512MB" in result.output
