@@ -336,8 +336,7 @@ class Telemetry:
 
         def make(i: int, columns: dict[str, bytes]) -> c.Payload:
             r, a, b = racks[i]
-            return c.GpuSampled(nodes=nodes[r], gpu_count=counts[r], gpu=index[a:b],
-                                columns=columns)
+            return c.gpu_payload(nodes[r], counts[r], index[a:b], columns)
 
         batches = BatchSet(c.GpuSampled.TYPE, _GPU_COLUMNS, _GPU_WIDTHS,
                            [self._rack_keys[r] for r, _, _ in racks],
@@ -355,8 +354,7 @@ class Telemetry:
 
         def make(s: int, columns: dict[str, bytes]) -> c.Payload:
             a, b = spans[s]
-            return c.PortSampled(switches=[names[s]], port_count=[b - a], port=ports[2 * a:2 * b],
-                                 columns=columns)
+            return c.port_payload([names[s]], [b - a], ports[2 * a:2 * b], columns)
 
         return BatchSet(c.PortSampled.TYPE, _PORT_COLUMNS, _PORT_WIDTHS,
                         [c.switch_entity(name) for name in names], spans, make)

@@ -17,6 +17,7 @@ payload mapping; history is never rewritten.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -166,6 +167,7 @@ PORT_SIGNALS: Final = (
 
 GPU_SIGNAL_BY_COLUMN: Final = {s.column: s for s in GPU_SIGNALS}
 PORT_SIGNAL_BY_COLUMN: Final = {s.column: s for s in PORT_SIGNALS}
+SIGNAL_DTYPES: Final = {s.column: s.dtype for s in (*GPU_SIGNALS, *PORT_SIGNALS)}
 # Byte width per column, computed once: batch validation runs for every sample message.
 _WIDTHS: Final = {s.column: np.dtype(s.dtype).itemsize for s in (*GPU_SIGNALS, *PORT_SIGNALS)}
 
@@ -203,31 +205,29 @@ class Payload(msgspec.Struct, frozen=True, kw_only=True):
         raise NotImplementedError
 
 
-def _check_columns(
-    name: str, rows: int, columns: Mapping[str, bytes], signals: Mapping[str, Signal]
+def _check_values(
+    name: str, rows: int, signals: list[str], values: bytes, known: Mapping[str, Signal]
 ) -> None:
-    # Every sample message is validated: the expected byte lengths of a (row count, column
-    # set) are computed once, then one C-level map compares them (bench/bench_ingest.py).
-    key = (name, rows, *columns)
+    # Every sample message is validated: the byte length a (row count, signal list) needs is
+    # computed once per shape, then checked with one comparison (bench/bench_ingest.py).
+    key = (name, rows, *signals)
     expected = _EXPECTED_LENGTHS.get(key)
     if expected is None:
-        for column in columns:
-            if column not in signals:
-                raise ValueError(f"{name}: unknown column {column!r}")
-        expected = [rows * _WIDTHS[column] for column in columns]
+        for signal in signals:
+            if signal not in known:
+                raise ValueError(f"{name}: unknown column {signal!r}")
+        if len(set(signals)) != len(signals):
+            raise ValueError(f"{name}: a column is listed twice in {signals!r}")
+        expected = rows * sum(_WIDTHS[signal] for signal in signals)
         if len(_EXPECTED_LENGTHS) >= 4096:  # a hostile stream of odd shapes stays bounded
             _EXPECTED_LENGTHS.clear()
         _EXPECTED_LENGTHS[key] = expected
-    if list(map(len, columns.values())) != expected:
-        for column, data in columns.items():
-            width = _WIDTHS[column]
-            if len(data) != rows * width:
-                raise ValueError(
-                    f"{name}: column {column!r} has {len(data)} bytes, expected {rows} x {width}"
-                )
+    if len(values) != expected:
+        raise ValueError(f"{name}: values has {len(values)} bytes, expected {expected} "
+                         f"({rows} rows of {len(signals)} columns)")
 
 
-_EXPECTED_LENGTHS: dict[tuple[Any, ...], list[int]] = {}
+_EXPECTED_LENGTHS: dict[tuple[Any, ...], int] = {}
 
 
 def _check_groups(
@@ -243,47 +243,102 @@ def _check_groups(
     return rows
 
 
+def _split_values(signals: list[str], values: bytes, rows: int) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    offset = 0
+    for signal in signals:
+        size = rows * _WIDTHS[signal]
+        out[signal] = values[offset:offset + size]
+        offset += size
+    return out
+
+
+def _join_columns(columns: Mapping[str, bytes], known: Mapping[str, Signal]
+                  ) -> tuple[list[str], bytes]:
+    """(signals in the contract's order, their bytes one after another)."""
+    for column in columns:
+        if column not in known:
+            raise ValueError(f"unknown column {column!r}")
+    signals = [name for name in known if name in columns]
+    return signals, b"".join(columns[name] for name in signals)
+
+
+def _upcast_columns_v1(mapping: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 carried ``columns`` as a map of byte strings (base64 text in JSON); version 2
+    carries ``signals`` and one ``values`` buffer, so a batch decodes into one bytes object."""
+    columns = mapping.pop("columns", None) or {}
+    if not isinstance(columns, dict):
+        raise msgspec.ValidationError("columns is not a mapping")
+    parts = {k: base64.b64decode(v, validate=True) if isinstance(v, str) else v
+             for k, v in columns.items()}
+    if not all(isinstance(v, bytes) for v in parts.values()):
+        raise msgspec.ValidationError("a column is not bytes")
+    mapping["signals"] = list(parts)
+    mapping["values"] = b"".join(parts.values())
+    return mapping
+
+
 class GpuSampled(Payload, frozen=True, kw_only=True):
-    """One scrape of one or more nodes: ``gpu_count[i]`` rows for ``nodes[i]``, in order."""
+    """One scrape of one or more nodes: ``gpu_count[i]`` rows for ``nodes[i]``, in order.
+
+    ``values`` holds the arrays of the columns named in ``signals``, one after another (each
+    ``rows`` little-endian values of its signal's dtype; NaN = not reported). One buffer per
+    message: decoding creates one bytes object, and a batch of same-shaped messages becomes
+    columns by one reshape (ingest/tables.py).
+    """
 
     TYPE: ClassVar[str] = "gpu.sampled"
+    VERSION: ClassVar[int] = 2
     TOPIC: ClassVar[str] = "gpu"
 
     nodes: list[str]
     gpu_count: list[int]
     gpu: bytes  # uint8 GPU index per row
-    columns: dict[str, bytes]  # GPU_SIGNALS column -> little-endian array; NaN = not reported
+    signals: list[str]  # GPU_SIGNALS columns present, in the order of their arrays in values
+    values: bytes
 
     def __post_init__(self) -> None:
         rows = _check_groups(self.TYPE, self.nodes, self.gpu_count, self.gpu, 1)
-        _check_columns(self.TYPE, rows, self.columns, GPU_SIGNAL_BY_COLUMN)
+        _check_values(self.TYPE, rows, self.signals, self.values, GPU_SIGNAL_BY_COLUMN)
 
     @property
     def rows(self) -> int:
         return len(self.gpu)
+
+    @property
+    def columns(self) -> dict[str, bytes]:
+        """Column name -> its little-endian array (a copy, cut from ``values``)."""
+        return _split_values(self.signals, self.values, self.rows)
 
     def default_key(self) -> str:
         return node_entity(self.nodes[0]) if len(self.nodes) == 1 else f"batch:{self.nodes[0]}"
 
 
 class PortSampled(Payload, frozen=True, kw_only=True):
-    """One scrape of the ports of one or more switches (or host HCAs, named ``<node>/<hca>``)."""
+    """One scrape of the ports of one or more switches (or host HCAs, named ``<node>/<hca>``);
+    ``signals`` and ``values`` as in ``GpuSampled``."""
 
     TYPE: ClassVar[str] = "port.sampled"
+    VERSION: ClassVar[int] = 2
     TOPIC: ClassVar[str] = "net"
 
     switches: list[str]
     port_count: list[int]
     port: bytes  # uint16 port number per row
-    columns: dict[str, bytes]
+    signals: list[str]
+    values: bytes
 
     def __post_init__(self) -> None:
         rows = _check_groups(self.TYPE, self.switches, self.port_count, self.port, 2)
-        _check_columns(self.TYPE, rows, self.columns, PORT_SIGNAL_BY_COLUMN)
+        _check_values(self.TYPE, rows, self.signals, self.values, PORT_SIGNAL_BY_COLUMN)
 
     @property
     def rows(self) -> int:
         return len(self.port) // 2
+
+    @property
+    def columns(self) -> dict[str, bytes]:
+        return _split_values(self.signals, self.values, self.rows)
 
     def default_key(self) -> str:
         if len(self.switches) == 1:
@@ -615,13 +670,27 @@ def to_us(t: datetime) -> int:
     return int(t.timestamp()) * 1_000_000 + t.microsecond
 
 
+def _identity(payload: Payload) -> Any:
+    """What a content-hash id is computed from. Sample batches hash their version-1 layout (a
+    map of columns), so an id does not change when a new version lays the same fact out
+    differently on the wire: a file imported again after an upgrade lands nothing new."""
+    if isinstance(payload, GpuSampled):
+        return {"nodes": payload.nodes, "gpu_count": payload.gpu_count, "gpu": payload.gpu,
+                "columns": payload.columns}
+    if isinstance(payload, PortSampled):
+        return {"switches": payload.switches, "port_count": payload.port_count,
+                "port": payload.port, "columns": payload.columns}
+    return payload
+
+
 def make_event(
     payload: Payload, *, time_us: int, source: str, id: str | None = None, key: str | None = None
 ) -> Envelope:
     """Wrap a payload. Without ``id``, a content hash makes the same fact get the same id."""
     if id is None:
         digest = hashlib.blake2b(
-            msgspec.msgpack.encode(payload) + f"|{payload.TYPE}|{time_us}|{source}".encode(),
+            msgspec.msgpack.encode(_identity(payload))
+            + f"|{payload.TYPE}|{time_us}|{source}".encode(),
             digest_size=12,
         )
         id = digest.hexdigest()
@@ -662,6 +731,8 @@ class DecodeFailure(msgspec.Struct, frozen=True, kw_only=True):
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 # (type, version) -> function turning that version's payload mapping into version + 1.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+UPCASTERS[(GpuSampled.TYPE, 1)] = _upcast_columns_v1
+UPCASTERS[(PortSampled.TYPE, 1)] = _upcast_columns_v1
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _json_encoder = msgspec.json.Encoder()
@@ -771,21 +842,27 @@ def gpu_batch(
     columns: Mapping[str, np.ndarray[Any, Any] | list[float]],
 ) -> GpuSampled:
     """Build a ``gpu.sampled`` payload from arrays (missing values as NaN)."""
-    return GpuSampled(
-        nodes=nodes,
-        gpu_count=gpu_count,
-        gpu=np.asarray(gpu, dtype="u1").tobytes(),
-        columns={c: pack_column(v, GPU_SIGNAL_BY_COLUMN[c]) for c, v in columns.items()},
-    )
+    return gpu_payload(nodes, gpu_count, np.asarray(gpu, dtype="u1").tobytes(), {
+        c: pack_column(v, GPU_SIGNAL_BY_COLUMN[c]) for c, v in columns.items()})
 
 
 def port_batch(
     switches: list[str], port_count: list[int], port: np.ndarray[Any, Any] | list[int],
     columns: Mapping[str, np.ndarray[Any, Any] | list[float]],
 ) -> PortSampled:
-    return PortSampled(
-        switches=switches,
-        port_count=port_count,
-        port=np.asarray(port, dtype="<u2").tobytes(),
-        columns={c: pack_column(v, PORT_SIGNAL_BY_COLUMN[c]) for c, v in columns.items()},
-    )
+    return port_payload(switches, port_count, np.asarray(port, dtype="<u2").tobytes(), {
+        c: pack_column(v, PORT_SIGNAL_BY_COLUMN[c]) for c, v in columns.items()})
+
+
+def gpu_payload(nodes: list[str], gpu_count: list[int], gpu: bytes,
+                columns: Mapping[str, bytes]) -> GpuSampled:
+    """A ``gpu.sampled`` payload from packed column bytes (signals in the contract's order)."""
+    signals, values = _join_columns(columns, GPU_SIGNAL_BY_COLUMN)
+    return GpuSampled(nodes=nodes, gpu_count=gpu_count, gpu=gpu, signals=signals, values=values)
+
+
+def port_payload(switches: list[str], port_count: list[int], port: bytes,
+                 columns: Mapping[str, bytes]) -> PortSampled:
+    signals, values = _join_columns(columns, PORT_SIGNAL_BY_COLUMN)
+    return PortSampled(switches=switches, port_count=port_count, port=port, signals=signals,
+                       values=values)

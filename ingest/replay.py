@@ -129,22 +129,16 @@ def _rebuild(
     event_id: str, kind: str, version: int, ts_us: int, source: str, key: str,
     payload: str | None, gpu: dict[str, Any], port: dict[str, Any],
 ) -> c.Envelope | None:
+    # Samples are stored column-wise, not as their message: rebuilt in the current shape.
     if kind == c.GpuSampled.TYPE:
         found = gpu.get(event_id)
-        body: Any = (
-            c.GpuSampled(nodes=found[0], gpu_count=found[1], gpu=found[2], columns=found[3])
-            if found else c.GpuSampled(nodes=[], gpu_count=[], gpu=b"", columns={})
-        )
-        return c.Envelope(id=event_id, type=kind, v=version, time_us=ts_us, source=source,
+        body: Any = c.gpu_payload(*found) if found else c.gpu_payload([], [], b"", {})
+        return c.Envelope(id=event_id, type=kind, v=body.VERSION, time_us=ts_us, source=source,
                           key=key, payload=body)
     if kind == c.PortSampled.TYPE:
         found = port.get(event_id)
-        body = (
-            c.PortSampled(switches=found[0], port_count=found[1], port=found[2],
-                          columns=found[3])
-            if found else c.PortSampled(switches=[], port_count=[], port=b"", columns={})
-        )
-        return c.Envelope(id=event_id, type=kind, v=version, time_us=ts_us, source=source,
+        body = c.port_payload(*found) if found else c.port_payload([], [], b"", {})
+        return c.Envelope(id=event_id, type=kind, v=body.VERSION, time_us=ts_us, source=source,
                           key=key, payload=body)
     return decode_stored(event_id, kind, version, ts_us, source, key, payload)
 

@@ -9,7 +9,6 @@ not zero). Everything here is pure: no DuckDB, so it runs (and is tested) withou
 
 from __future__ import annotations
 
-import operator
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -43,51 +42,81 @@ def sample_table(
     events: Sequence[c.Envelope], signals: Sequence[c.Signal], entity_field: str,
     count_field: str, index_field: str, index_dtype: str, entity_col: str, index_col: str,
 ) -> pa.Table | None:
-    """One Arrow table for all sample rows of ``events`` (each column is ONE buffer)."""
+    """One Arrow table for all sample rows of ``events``.
+
+    Messages of one shape (row count and signal list: every rack of a healthy fleet) are cut
+    into columns together: their ``values`` buffers are joined once, viewed as a matrix of one
+    row per message, and each signal is one strided copy out of it. Signals a message does not
+    carry are NULL ("not reported" is not zero), as are NaN values.
+    """
     if not events:
         return None
-    payloads = [e.payload for e in events]
-    index_bytes: list[bytes] = [getattr(p, index_field) for p in payloads]
-    width = np.dtype(index_dtype).itemsize
-    rows_per_event = np.fromiter((len(b) for b in index_bytes), np.int64, len(events)) // width
-    total = int(rows_per_event.sum())
-    if total == 0:
+    shapes: dict[tuple[int, tuple[str, ...]], list[c.Envelope]] = {}
+    for event in events:
+        payload = event.payload
+        key = (len(getattr(payload, index_field)), tuple(getattr(payload, "signals")))  # noqa: B009
+        group = shapes.get(key)
+        if group is None:
+            shapes[key] = [event]
+        else:
+            group.append(event)
+    parts = [_shape_table(group, signals, entity_field, count_field, index_field, index_dtype,
+                          entity_col, index_col, list(names))
+             for (_, names), group in shapes.items()]
+    parts = [part for part in parts if part.num_rows]
+    if not parts:
         return None
+    return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+
+def _shape_table(
+    events: list[c.Envelope], signals: Sequence[c.Signal], entity_field: str,
+    count_field: str, index_field: str, index_dtype: str, entity_col: str, index_col: str,
+    present: list[str],
+) -> pa.Table:
+    """The rows of same-shaped messages (same index length, same signal list)."""
+    payloads = [e.payload for e in events]
+    count = len(events)
+    index = np.frombuffer(b"".join([getattr(p, index_field) for p in payloads]),
+                          dtype=index_dtype)
+    rows = len(index) // count  # rows per message
+    if rows == 0:
+        return pa.table({})  # scrapes that found nothing: no rows
     names: list[str] = []
     counts: list[int] = []
     for p in payloads:
         names.extend(getattr(p, entity_field))
         counts.extend(getattr(p, count_field))
+    rows_per_event = np.full(count, rows, dtype=np.int64)
     columns: dict[str, pa.Array] = {
         "event_id": _dict_array([e.id for e in events], rows_per_event),
-        "ts": pa.array(
-            np.repeat(np.fromiter((e.time_us for e in events), np.int64, len(events)),
-                      rows_per_event),
-            TS,
-        ),
+        "ts": pa.array(np.repeat(np.fromiter((e.time_us for e in events), np.int64, count),
+                                 rows), TS),
         entity_col: _dict_array(names, np.asarray(counts, dtype=np.int64)),
-        index_col: pa.array(np.frombuffer(b"".join(index_bytes), dtype=index_dtype)),
+        index_col: pa.array(index),
     }
-    maps: list[dict[str, bytes]] = [getattr(p, "columns") for p in payloads]  # noqa: B009
-    names_in_order = [s.column for s in signals]
-    try:  # the common case, every signal reported: one C-level pass over the events per signal
-        by_signal: list[list[bytes | None]] = [
-            list(map(operator.itemgetter(name), maps)) for name in names_in_order]
-    except KeyError:
-        by_signal = [[m.get(name) for m in maps] for name in names_in_order]
-    for signal, found in zip(signals, by_signal, strict=True):
-        name = signal.column
-        parts = found
-        if None in parts:  # a source that does not report this signal: NaN rows, hence NULL
-            parts = [
-                part if part is not None
-                else np.full(int(rows), np.nan, dtype=signal.dtype).tobytes()
-                for part, rows in zip(parts, rows_per_event, strict=True)
-            ]
-        values = np.frombuffer(b"".join(parts), dtype=signal.dtype)  # type: ignore[arg-type]
+    values = np.frombuffer(b"".join([getattr(p, "values") for p in payloads]),  # noqa: B009
+                           dtype=np.uint8)
+    matrix = values.reshape(count, -1) if count else values.reshape(0, 0)
+    offsets: dict[str, tuple[int, int]] = {}
+    offset = 0
+    for name in present:
+        size = rows * np.dtype(c.SIGNAL_DTYPES[name]).itemsize
+        offsets[name] = (offset, offset + size)
+        offset += size
+    total = count * rows
+    for signal in signals:
+        span = offsets.get(signal.column)
+        if span is None:
+            columns[signal.column] = pa.nulls(total, _ARROW_TYPES[signal.dtype])
+            continue
+        data = np.ascontiguousarray(matrix[:, span[0]:span[1]]).view(signal.dtype).ravel()
         # from_pandas=True turns NaN into NULL: "not reported" stays distinct from zero.
-        columns[name] = pa.array(values, from_pandas=True)
+        columns[signal.column] = pa.array(data, from_pandas=True)
     return pa.table(columns)
+
+
+_ARROW_TYPES: Final = {"<f4": pa.float32(), "<f8": pa.float64()}
 
 
 def _sample_rows(payload: c.Payload) -> int:

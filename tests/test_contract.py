@@ -233,3 +233,62 @@ def test_out_of_range_numbers_are_refused_with_the_event_named() -> None:
     result = c.decode(msgspec.msgpack.encode(wire))
     assert isinstance(result, c.DecodeFailure)
     assert "outside 1970..2200" in result.reason
+
+
+def _v1_sample_message(columns: dict[str, bytes], *, as_json: bool) -> bytes:
+    """A gpu.sampled message as version 1 wrote it: ``columns`` as a map of byte strings."""
+    payload = {"nodes": ["n1"], "gpu_count": [2], "gpu": b"\x00\x01", "columns": columns}
+    envelope = {"id": "old-1", "type": "gpu.sampled", "v": 1, "time_us": 7, "source": "t",
+                "key": "node:n1", "payload": payload}
+    return (msgspec.json if as_json else msgspec.msgpack).encode(envelope)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_version_1_sample_batches_are_upcast_to_one_values_buffer(as_json: bool) -> None:
+    power = np.array([650.5, np.nan], dtype="<f4").tobytes()
+    sbe = np.array([3.0, 4.0], dtype="<f8").tobytes()
+    decoded = c.decode(_v1_sample_message({"power_w": power, "ecc_sbe_vol_total": sbe},
+                                          as_json=as_json))
+    assert isinstance(decoded, c.Envelope) and decoded.v == c.GpuSampled.VERSION == 2
+    payload = decoded.payload
+    assert isinstance(payload, c.GpuSampled)
+    assert payload.signals == ["power_w", "ecc_sbe_vol_total"]
+    assert payload.values == power + sbe
+    assert payload.columns == {"power_w": power, "ecc_sbe_vol_total": sbe}
+
+
+def test_a_version_1_column_of_the_wrong_size_is_refused_with_the_reason() -> None:
+    short = np.array([1.0], dtype="<f4").tobytes()  # 1 value for 2 rows
+    failure = c.decode(_v1_sample_message({"power_w": short}, as_json=False))
+    assert isinstance(failure, c.DecodeFailure) and failure.stage == "payload"
+    assert "values has 4 bytes, expected 8" in failure.reason
+
+
+@pytest.mark.parametrize(("signals", "values", "reason"), [
+    (["power_w"], b"\x00" * 7, "values has 7 bytes, expected 8"),
+    (["watts"], b"\x00" * 8, "unknown column 'watts'"),
+    (["power_w", "power_w"], b"\x00" * 16, "listed twice"),
+])
+def test_sample_values_must_match_their_signals(signals: list[str], values: bytes,
+                                                reason: str) -> None:
+    payload = {"nodes": ["n1"], "gpu_count": [2], "gpu": b"\x00\x01", "signals": signals,
+               "values": values}
+    raw = msgspec.msgpack.encode({"id": "x", "type": "gpu.sampled", "v": 2, "time_us": 1,
+                                  "source": "t", "key": "node:n1", "payload": payload})
+    failure = c.decode(raw)
+    assert isinstance(failure, c.DecodeFailure) and reason in failure.reason
+
+
+def test_content_hash_ids_of_sample_batches_do_not_depend_on_the_wire_version() -> None:
+    """Imported files get content-hash ids; re-importing after the version 2 layout must land
+    nothing new, so the id is computed from the version 1 form (a map of columns)."""
+    import hashlib
+
+    payload = c.gpu_batch(["n1"], [2], [0, 1], {"power_w": [600.0, 610.0],
+                                                 "gpu_temp_c": [60.0, 61.0]})
+    v1_form = {"nodes": ["n1"], "gpu_count": [2], "gpu": b"\x00\x01",
+               "columns": {"gpu_temp_c": np.array([60, 61], "<f4").tobytes(),
+                           "power_w": np.array([600, 610], "<f4").tobytes()}}
+    expected = hashlib.blake2b(msgspec.msgpack.encode(v1_form) + b"|gpu.sampled|5|import",
+                               digest_size=12).hexdigest()
+    assert c.make_event(payload, time_us=5, source="import").id == expected
