@@ -20,6 +20,7 @@ import collections
 import contextlib
 import ctypes
 import dataclasses
+import os
 import signal
 import socket
 import subprocess
@@ -126,6 +127,9 @@ class ProcessWriter:
         )
         theirs.close()
         self._conn = Connection(mine.detach())
+        # Batch bytes go straight onto the socket after their header (Connection.recv_bytes
+        # would assemble tens of MB in a BytesIO and copy them twice more on the other side).
+        self._raw = socket.socket(fileno=os.dup(self._conn.fileno()))
         self._on_commit = on_commit
         self.depth = depth
         if not self._conn.poll(start_timeout_s):
@@ -154,8 +158,8 @@ class ProcessWriter:
             self._inflight.append(dataclasses.replace(batch, blob=b""))
         try:
             self._conn.send((batch.keys, batch.part_index, batch.offsets, batch.lengths,
-                             batch.next_offsets))
-            self._conn.send_bytes(batch.blob)
+                             batch.next_offsets, len(batch.blob)))
+            self._raw.sendall(batch.blob)
         except OSError as exc:
             self._fail(StoreError(f"the ingester's writer process is gone ({exc}); nothing of "
                                   "its batch was kept: run again"))
@@ -235,6 +239,7 @@ class ProcessWriter:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait(5)
+        self._raw.close()
         self._conn.close()
 
 
@@ -244,17 +249,33 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _decode(pending_type: Any, header: Any, blob: bytes) -> Any:
-    keys, part_index, offsets, lengths, next_offsets = header
+def _read_exactly(fd: int, size: int) -> bytearray:
+    """The ``size`` bytes the consumer wrote after a batch header, read into one buffer."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        count = os.readv(fd, [view[got:]])
+        if count == 0:
+            raise EOFError("the consumer closed the pipe mid-batch")
+        got += count
+    return buffer
+
+
+def _decode(pending_type: Any, header: Any, blob: bytes | bytearray) -> Any:
+    keys, part_index, offsets, lengths, next_offsets, _size = header
     pending = pending_type()
     sizes = np.where(lengths < 0, 0, lengths)
     ends = np.cumsum(sizes)
     starts = ends - sizes
-    view = memoryview(blob)
+    # Python ints once per batch: indexing numpy arrays per message costs ~1 us each.
+    view, start_at, end_at, offset_at = memoryview(blob), starts.tolist(), ends.tolist(), \
+        offsets.tolist()
+    null = (lengths < 0).tolist()
     for index, key in enumerate(keys):
-        rows = np.flatnonzero(part_index == index)
+        rows = np.flatnonzero(part_index == index).tolist()
         values: list[tuple[int, bytes | None]] = [
-            (int(offsets[i]), None if lengths[i] < 0 else bytes(view[starts[i]:ends[i]]))
+            (offset_at[i], None if null[i] else bytes(view[start_at[i]:end_at[i]]))
             for i in rows
         ]
         pending.add_values(key, key[0], values, next_offsets[key])
@@ -264,7 +285,6 @@ def _decode(pending_type: Any, header: Any, blob: bytes) -> Any:
 def _worker_main(conn: Connection, db: str, group: str, snapshot: str = "",
                  snapshot_every_s: float = 300.0, memory_limit: str = "") -> None:
     """The worker: open the store; decode each batch, and write it on a thread meanwhile."""
-    import os
     import queue
 
     _die_with_parent()
@@ -319,7 +339,7 @@ def _worker_main(conn: Connection, db: str, group: str, snapshot: str = "",
             if header[0] == "exclude":  # before any batch read after the hand-over
                 writer.exclude(header[1])
                 continue
-            blob = conn.recv_bytes()
+            blob = _read_exactly(conn.fileno(), header[5])
             started = time.perf_counter()
             batch = _decode(Pending, header, blob)
             decoded.put((batch, time.perf_counter() - started))
