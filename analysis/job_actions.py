@@ -7,11 +7,22 @@ For each incident that affects jobs:
   (nccl_hang, gpu_thermal, sdc, cooling, storage — a crash is seen at exit by any scheduler):
   ``gpus × max(0, watchdog − detection delay) / 3600`` GPU-hours, the detection delay being the
   incident's detection time minus its first symptom.
+- ``migrate_job`` instead of the restart when the job's virtual cluster lacks healthy capacity
+  (fewer healthy idle nodes than the restart needs) and another virtual cluster has room for the
+  whole job (``analysis.capacity``: how capacity is read from events, and the estimate of the
+  wait). Estimated saving: ``gpus × max(0, expected wait for the local pool − MIGRATE_S) / 3600``,
+  plus the restart's own saving above.
 - ``checkpoint_now`` for every job running on the incident's nodes when a precursor incident
   (gpu_hbm, gpu_sram, gpu_thermal, network — rising ECC or link symbol errors) is detected, if the
   job has not failed since the incident began. Estimated saving, assuming the precursor ends in a
   failure (so an upper bound): ``gpus × max(0, time since the job's last checkpoint − δ) / 3600``,
   the work at risk at detection minus the cost δ of the extra checkpoint.
+- ``swap_node`` right after that checkpoint: restart from it leaving the suspect node out, when the
+  precursor sits on one node and the job's pool has a healthy idle node (``analysis.precursors``:
+  swap the node before the failure reaches the job). Estimated saving, again assuming the
+  precursor ends in a failure: ``gpus × max(0, median measured warning lead − δ) / 3600`` — the
+  work the job would do between the checkpoint and the failure — with the lead measured in the
+  store (detection of a precursor to the failure it warned; 0 when none was measured).
 - ``set_checkpoint_interval`` once per affected job: Daly's interval (``analysis.checkpoint``) for
   its δ and its MTBF (the fleet's measured node MTBF ÷ the job's nodes), when it differs from the
   job's submitted interval by more than 10%. Estimated saving:
@@ -22,13 +33,16 @@ No truth is read: only jobs, topology and the stored incidents.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Final
 
 import duckdb
 
+from analysis.capacity import MIGRATE_S, Capacity, MigrationCheck, load_capacity
 from analysis.checkpoint import daly_interval, expected_loss_fraction
 from analysis.job_history import US, JobHistory, load_jobs, node_mtbf_s
+from analysis.precursors import can_swap, warnings_for
 from analysis.whatif_data import (
     IMPLICIT_CATEGORIES,
     PRECURSOR_CATEGORIES,
@@ -51,24 +65,35 @@ class JobAction:
     gpu_hours_saved: float
 
 
-def _restart(s: StoredIncident, h: JobHistory, fail_us: int, spares: int,
+def _restart(s: StoredIncident, h: JobHistory, fail_us: int, check: MigrationCheck,
              watchdog_s: float) -> JobAction:
     inc = s.incident
     suspects = sorted(s.nodes & set(h.nodes_at(fail_us - 1)))
+    pool = f"{check.local_idle} healthy idle node(s) in {check.vcluster or 'its cluster'}"
     if suspects:
-        where = (f"on spare nodes ({spares} in the fleet), leaving out suspect node(s) "
-                 f"{', '.join(suspects)}")
+        where = f"on spare nodes ({pool}), leaving out suspect node(s) {', '.join(suspects)}"
     else:
         where = "on its nodes: no node is suspect"
     saved = 0.0
     if inc.category in IMPLICIT_CATEGORIES:
         delay_s = max(0.0, (inc.detect_us - inc.start_us) / US)
         saved = h.gpus * max(0.0, watchdog_s - delay_s) / 3600
-    return JobAction(
-        max(fail_us, inc.detect_us), s.incident_id, c.job_entity(h.job),
-        "restart_from_checkpoint",
-        f"job {h.job} failed ({inc.category} on {inc.root}): restart from its last checkpoint "
-        f"{where}", round(saved, 3))
+    what = f"job {h.job} failed ({inc.category} on {inc.root})"
+    ts_us = max(fail_us, inc.detect_us)
+    if check.migrate:
+        saved += h.gpus * max(0.0, check.wait_s - MIGRATE_S) / 3600
+        return JobAction(
+            ts_us, s.incident_id, c.job_entity(h.job), "migrate_job",
+            f"{what}: migrate it to {check.target} ({check.target_idle} healthy idle nodes for "
+            f"its {len(h.nodes_at(fail_us - 1))}) and resume from its last checkpoint; "
+            f"{check.vcluster} has {check.local_idle} healthy idle node(s) for the "
+            f"{check.need} it needs, expected wait {check.wait_s / 3600:.1f} h vs "
+            f"{MIGRATE_S / 60:.0f} min to move", round(saved, 3))
+    if check.short:
+        where += (f"; it needs {check.need}: expect to wait {check.wait_s / 3600:.1f} h for "
+                  "repairs (no other virtual cluster has room for it)")
+    return JobAction(ts_us, s.incident_id, c.job_entity(h.job), "restart_from_checkpoint",
+                     f"{what}: restart from its last checkpoint {where}", round(saved, 3))
 
 
 def _checkpoint_now(s: StoredIncident, h: JobHistory) -> JobAction:
@@ -79,6 +104,33 @@ def _checkpoint_now(s: StoredIncident, h: JobHistory) -> JobAction:
         inc.detect_us, s.incident_id, c.job_entity(h.job), "checkpoint_now",
         f"precursor {inc.category} on {inc.root} (a node job {h.job} runs on): checkpoint now, "
         f"{at_risk_s / 60:.0f} min of work since its last checkpoint is at risk", round(saved, 3))
+
+
+def _swap(s: StoredIncident, h: JobHistory, lead_s: float) -> JobAction:
+    inc = s.incident
+    saved = h.gpus * max(0.0, lead_s - h.checkpoint_s) / 3600
+    node = ", ".join(sorted(s.nodes))
+    return JobAction(
+        inc.detect_us + round(h.checkpoint_s * US), s.incident_id, c.job_entity(h.job),
+        "swap_node",
+        f"precursor {inc.category} on {inc.root}: once the checkpoint-now completes, restart "
+        f"job {h.job} from it on a spare node, leaving out suspect node(s) {node}, before the "
+        f"failure reaches it (warnings led failures by {_duration(lead_s)}, median)",
+        round(saved, 3))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _median_lead_s(jobs: dict[str, JobHistory], precursors: list[StoredIncident]) -> float:
+    """Median time from a precursor's detection to the failure it warned (0: none seen)."""
+    leads = []
+    for h in jobs.values():
+        for fail_us, _event in h.failures:
+            for p in warnings_for(h, fail_us, set(h.nodes_at(fail_us - 1)), precursors):
+                leads.append((fail_us - p.incident.detect_us) / US)
+    return statistics.median(leads) if leads else 0.0
 
 
 def _interval(s: StoredIncident, h: JobHistory, node_mtbf: float, ts_us: int) -> JobAction | None:
@@ -100,12 +152,23 @@ def _interval(s: StoredIncident, h: JobHistory, node_mtbf: float, ts_us: int) ->
         round(saved, 3))
 
 
+def _check(capacity: Capacity, s: StoredIncident, h: JobHistory, fail_us: int) -> MigrationCheck:
+    """The pools when the failure is known; a recommended move reserves its target nodes."""
+    ts_us = max(fail_us, s.incident.detect_us)
+    check = capacity.check(h, ts_us, sorted(s.nodes & set(h.nodes_at(fail_us - 1))))
+    if check.migrate and check.target is not None:
+        capacity.reserve(check.target, len(h.nodes_at(fail_us - 1)))
+    return check
+
+
 def job_actions(con: duckdb.DuckDBPyConnection, *, watchdog_s: float = 1800.0) -> list[JobAction]:
     """Job-level actions for every stored incident that affects jobs, in time order."""
     jobs = load_jobs(con)
     topo = load_topology(con)
     incidents = load_incidents(con, topo)
-    spares = sum(1 for info in topo.nodes.values() if info.spare)
+    capacity = load_capacity(con, topo, jobs, incidents)
+    precursors = [s for s in incidents if s.incident.category in PRECURSOR_CATEGORIES]
+    lead_s = _median_lead_s(jobs, precursors)
     failed = {event_id: (h, t) for h in jobs.values() for t, event_id in h.failures}
     node_mtbf = node_mtbf_s(jobs)
     tuned: set[str] = set()
@@ -116,13 +179,16 @@ def job_actions(con: duckdb.DuckDBPyConnection, *, watchdog_s: float = 1800.0) -
         for event_id in sorted(s.evidence):
             if event_id in failed:
                 h, fail_us = failed[event_id]
-                actions.append(_restart(s, h, fail_us, spares, watchdog_s))
+                actions.append(_restart(s, h, fail_us, _check(capacity, s, h, fail_us),
+                                        watchdog_s))
                 touched.append((h, max(fail_us, inc.detect_us)))
         if inc.category in PRECURSOR_CATEGORIES and s.nodes:
             for h in jobs.values():
                 if (h.running_at(inc.detect_us) and s.nodes & set(h.nodes_at(inc.detect_us))
                         and not h.failed_between(inc.start_us, inc.detect_us)):
                     actions.append(_checkpoint_now(s, h))
+                    if can_swap(capacity, h, s):
+                        actions.append(_swap(s, h, lead_s))
                     touched.append((h, inc.detect_us))
         for h, ts_us in touched:
             if h.job in tuned:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import json
 import statistics
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -33,6 +34,11 @@ class JobHistory:
     failures: list[tuple[int, str]] = field(default_factory=list)  # (time, event id)
     checkpoints: list[int] = field(default_factory=list)  # completion times
     ended_us: int | None = None  # job.completed / job.cancelled
+    # Where it ran: job.submitted/placed name a virtual cluster, job.migrated moves it.
+    vclusters: list[tuple[int, str]] = field(default_factory=list)
+    # failure event id -> overhead_s of the job.restarted that followed it (includes any wait
+    # for healthy nodes: the scheduler restarts only when it has them)
+    restart_after: dict[str, float] = field(default_factory=dict)
 
     @property
     def wall_s(self) -> float:
@@ -53,6 +59,13 @@ class JobHistory:
         since = self.checkpoints[i - 1] if i else self.first_us
         starts = [t for t, _nodes in self.placements if t < ts_us]
         return max([since, *starts])
+
+    def vcluster_at(self, ts_us: int) -> str | None:
+        here: str | None = None
+        for start, vcluster in self.vclusters:
+            if start <= ts_us:
+                here = vcluster
+        return here
 
     def failed_between(self, since_us: int, until_us: int) -> bool:
         return any(since_us <= t <= until_us for t, _e in self.failures)
@@ -76,14 +89,19 @@ def load_jobs(con: duckdb.DuckDBPyConnection) -> dict[str, JobHistory]:
         "'job.checkpoint_completed', 'job.completed', 'job.cancelled') "
         "ORDER BY job, ts, event_id"
     ).fetchall()
+    pending: dict[str, str] = {}  # job -> its last failure not yet followed by a restart
     for job, kind, ts_us, event_id, payload in rows:
         h = jobs[job]
         body = json.loads(payload) if isinstance(payload, str) else dict(payload or {})
+        where = body.get("to_vcluster") or body.get("vcluster")
+        if kind in ("job.submitted", "job.placed", "job.migrated") and where:
+            h.vclusters.append((int(ts_us), str(where)))
         if kind == "job.submitted":
             h.gpus = int(body.get("gpus", 0))
             h.interval_s = float(body.get("checkpoint_interval_s", 3600.0))
         elif kind == "job.failed":
             h.failures.append((int(ts_us), str(event_id)))
+            pending[job] = str(event_id)
         elif kind == "job.checkpoint_completed":
             h.checkpoints.append(int(ts_us))
             durations.setdefault(job, []).append(float(body.get("duration_s", 0.0)))
@@ -93,6 +111,8 @@ def load_jobs(con: duckdb.DuckDBPyConnection) -> dict[str, JobHistory]:
             h.placements.append((int(ts_us), tuple(body["nodes"])))
         if kind == "job.restarted" and body.get("overhead_s"):
             overheads.setdefault(job, []).append(float(body["overhead_s"]))
+            if job in pending:
+                h.restart_after[pending.pop(job)] = float(body["overhead_s"])
     every = [d for ds in durations.values() for d in ds if d > 0]
     fleet_delta = statistics.median(every) if every else DEFAULT_CHECKPOINT_S
     for job, h in jobs.items():
@@ -110,3 +130,13 @@ def node_mtbf_s(jobs: dict[str, JobHistory]) -> float:
     node_seconds = sum(h.wall_s * max(1, h.gpus // 8) for h in jobs.values())
     failures = sum(len(h.failures) for h in jobs.values())
     return node_seconds / failures if failures else float("inf")
+
+
+def fleet_restart_s(jobs: dict[str, JobHistory], exclude: Collection[str] = ()) -> float:
+    """The fleet's normal restart overhead: the median recorded ``overhead_s`` of the restarts
+    after the failures not in ``exclude`` (pass those that found their pool short of nodes: their
+    overhead includes the wait)."""
+    every = [o for h in jobs.values() for e, o in h.restart_after.items() if e not in exclude]
+    if not every:
+        every = [o for h in jobs.values() for o in h.restart_after.values()]
+    return statistics.median(every) if every else DEFAULT_RESTART_S

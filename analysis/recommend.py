@@ -6,9 +6,10 @@ recurrence and capped by the circuit breaker. The result is stored as ``recommen
 events (deterministic ids: a re-run adds nothing) and shown in the ``recommendations`` view.
 
 Job-level actions (target ``job:<id>``: restart from the last checkpoint on spares leaving the
-suspect nodes out, checkpoint now on a precursor, Daly's checkpoint interval) come from
-``analysis.job_actions``, with its documented estimate of the GPU-hours saved. Component actions
-store 0 GPU-hours saved (not estimated). Not done: migrate to another virtual cluster.
+suspect nodes out, or migrate to another virtual cluster when the job's own lacks healthy nodes,
+checkpoint now on a precursor, Daly's checkpoint interval) come from ``analysis.job_actions``,
+with its documented estimate of the GPU-hours saved. Component actions store 0 GPU-hours saved
+(not estimated).
 """
 
 from __future__ import annotations

@@ -10,10 +10,19 @@ Policies (DESIGN.md section 7, issue #7):
 - ``baseline``: hourly checkpoints; a crash is noticed when the job exits, a hang only when the
   watchdog times out.
 - ``daly``: Daly's interval for the job's size and measured MTBF; detection as baseline.
-- ``fleetlog``: Daly's interval, detection at the time fleetlog's incidents actually fired, and a
-  checkpoint-now when an incident warned early enough to finish a checkpoint first.
+- ``fleetlog``: Daly's interval, detection at the time fleetlog's incidents actually fired, a
+  checkpoint-now when an incident warned early enough to finish a checkpoint first (then, when
+  the warning sat on one node and a healthy spare was idle, a restart from that checkpoint
+  without the suspect node: the failure never reaches the job), one checkpoint (and the swap's
+  restart) for every false alarm, and a migration (``MIGRATE_S`` on top of the restart) instead
+  of the recorded wait for healthy nodes when fleetlog saw the job's virtual cluster short of
+  them and another one with room.
 - ``oracle``: perfect foresight: a checkpoint completes right before each failure, which is
-  noticed at once; only the restart overhead remains.
+  noticed at once; the restart overhead remains, and the shorter of the recorded wait for nodes
+  and a migration (when another virtual cluster had room).
+
+The recorded wait for nodes (``FailureRecord.wait_s``) is what the store's scheduler actually
+waited: baseline and daly wait the same (the recorded scheduler never migrates on its own).
 """
 
 from __future__ import annotations
@@ -21,7 +30,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from analysis.capacity import MIGRATE_S
 from analysis.checkpoint import daly_interval
+from analysis.precursors import Alarm
 
 POLICIES = ("baseline", "daly", "fleetlog", "oracle")
 BASELINE_INTERVAL_S = 3600.0
@@ -33,6 +44,10 @@ class FailureRecord:
     implicit: bool = False  # a hang or slowdown: nothing exits, a timeout must notice it
     detected_after_s: float | None = None  # fleetlog's detection delay (None: not detected)
     warned_before_s: float = 0.0  # lead time of a precursor incident before the failure
+    wait_s: float = 0.0  # recorded wait for healthy nodes beyond the job's normal restart
+    migrate: bool = False  # fleetlog saw its pool short with room elsewhere: it migrates
+    movable: bool = False  # another virtual cluster had room for the whole job then
+    swap: bool = False  # the warning sat on one node with a healthy spare at hand
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,7 @@ class JobRecord:
     checkpoint_s: float  # time to write one checkpoint (δ)
     restart_s: float  # restart overhead after a failure
     failures: tuple[FailureRecord, ...] = ()
+    alarms: tuple[Alarm, ...] = ()  # precursors that no failure followed (false alarms)
 
 
 @dataclass
@@ -53,6 +69,11 @@ class PolicyResult:
     lost_gpu_h: float = 0.0
     restarts: int = 0
     checkpoint_gpu_h: float = 0.0
+    # lost_gpu_h split: rework since the last checkpoint, time until noticed, restarts and waits
+    rework_gpu_h: float = 0.0
+    notice_gpu_h: float = 0.0
+    restart_gpu_h: float = 0.0
+    swaps: int = 0
     per_job: list[dict[str, float | str]] = field(default_factory=list)
 
     @property
@@ -66,7 +87,11 @@ class PolicyResult:
             "policy": self.policy, "jobs": self.jobs, "ettr": round(self.ettr, 4),
             "lost_gpu_hours": round(self.lost_gpu_h, 1),
             "checkpoint_gpu_hours": round(self.checkpoint_gpu_h, 1),
-            "restarts": self.restarts, "wall_gpu_hours": round(self.wall_gpu_h, 1),
+            "rework_gpu_hours": round(self.rework_gpu_h, 1),
+            "notice_gpu_hours": round(self.notice_gpu_h, 1),
+            "restart_gpu_hours": round(self.restart_gpu_h, 1),
+            "restarts": self.restarts, "swaps": self.swaps,
+            "wall_gpu_hours": round(self.wall_gpu_h, 1),
         }
 
 
@@ -76,27 +101,56 @@ def interval_for(policy: str, job: JobRecord, mtbf_s: float) -> float:
     return daly_interval(job.checkpoint_s, mtbf_s)
 
 
-def replay_job(job: JobRecord, policy: str, *, mtbf_s: float,
-               watchdog_s: float = 1800.0) -> tuple[float, float, int]:
-    """(lost seconds, checkpoint seconds, restarts) for one job under one policy."""
+def restart_wait_s(policy: str, failure: FailureRecord, migrate_s: float = MIGRATE_S) -> float:
+    """What a restart adds to the normal overhead: the wait for nodes, or the move instead."""
+    if policy == "fleetlog" and failure.migrate:
+        return migrate_s
+    if policy == "oracle" and failure.swap:
+        return 0.0  # foresight swaps the node out before, onto the spare that was idle then
+    if policy == "oracle" and failure.movable:
+        return min(failure.wait_s, migrate_s)
+    return failure.wait_s
+
+
+@dataclass
+class Losses:
+    """Where one job's time went under one policy, in seconds."""
+
+    rework_s: float = 0.0  # work since the last checkpoint, done again
+    notice_s: float = 0.0  # a hang or slowdown running until noticed
+    restart_s: float = 0.0  # restart overhead, waits for nodes, migrations
+    checkpoint_s: float = 0.0  # time spent writing checkpoints
+    restarts: int = 0
+    swaps: int = 0  # suspect nodes swapped out on a warning (planned restarts)
+
+    @property
+    def lost_s(self) -> float:
+        return self.rework_s + self.notice_s + self.restart_s
+
+
+def replay_losses(job: JobRecord, policy: str, *, mtbf_s: float,
+                  watchdog_s: float = 1800.0) -> Losses:
+    """Replay one job's failures under one policy."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
     interval = interval_for(policy, job, mtbf_s)
-    lost = checkpointing = 0.0
+    out = Losses()
     clock = 0.0  # productive progress resumes here after each restart
-    restarts = 0
     for failure in sorted(job.failures, key=lambda f: f.at_s):
         if failure.at_s < clock:
             continue  # hit while already restarting: same interruption
-        segment = failure.at_s - clock
+        swap = policy == "fleetlog" and foreseen(job, failure)
+        # A swap stops the job at the warning, checkpoint first; the failure comes too late.
+        stop = max(clock, failure.at_s - failure.warned_before_s) if swap else failure.at_s
+        segment = stop - clock
         period = interval + job.checkpoint_s
         # Perfect foresight needs no periodic checkpoints: one, just before each failure.
         done = 0 if policy == "oracle" else int(segment // period)
-        checkpointing += done * job.checkpoint_s
+        out.checkpoint_s += done * job.checkpoint_s
         since_checkpoint = segment - done * period
-        if policy == "oracle":
+        if policy == "oracle" or swap:
             since_checkpoint, notice = 0.0, 0.0
-            checkpointing += job.checkpoint_s
+            out.checkpoint_s += job.checkpoint_s
         else:
             notice = watchdog_s if failure.implicit else 0.0
             if policy == "fleetlog":
@@ -106,14 +160,37 @@ def replay_job(job: JobRecord, policy: str, *, mtbf_s: float,
                     # Checkpoint-now on the warning: only the work after it is lost.
                     since_checkpoint = min(since_checkpoint,
                                            failure.warned_before_s - job.checkpoint_s)
-                    checkpointing += job.checkpoint_s
-        lost += since_checkpoint + notice + job.restart_s
-        restarts += 1
-        clock = failure.at_s + notice + job.restart_s
+                    out.checkpoint_s += job.checkpoint_s
+        # A swap restarts on the spare it found idle: no wait for nodes.
+        restart = job.restart_s + (0.0 if swap else restart_wait_s(policy, failure))
+        out.rework_s += since_checkpoint
+        out.notice_s += notice
+        out.restart_s += restart
+        out.restarts += 1
+        out.swaps += swap
+        clock = stop + (job.checkpoint_s if swap else notice) + restart
+    if policy == "fleetlog":
+        for alarm in job.alarms:  # acted on, for nothing
+            out.checkpoint_s += job.checkpoint_s
+            out.restart_s += job.restart_s if alarm.swap else 0.0
+            out.swaps += alarm.swap
     if job.wall_s > clock and policy != "oracle":
-        checkpointing += int((job.wall_s - clock) // (interval + job.checkpoint_s)) \
+        out.checkpoint_s += int((job.wall_s - clock) // (interval + job.checkpoint_s)) \
             * job.checkpoint_s
-    return lost, checkpointing, restarts
+    return out
+
+
+def replay_job(job: JobRecord, policy: str, *, mtbf_s: float,
+               watchdog_s: float = 1800.0) -> tuple[float, float, int]:
+    """(lost seconds, checkpoint seconds, restarts) for one job under one policy."""
+    out = replay_losses(job, policy, mtbf_s=mtbf_s, watchdog_s=watchdog_s)
+    return out.lost_s, out.checkpoint_s, out.restarts
+
+
+def foreseen(job: JobRecord, failure: FailureRecord) -> bool:
+    """fleetlog swaps the suspect node out before this failure: a warning on one node, early
+    enough for a checkpoint, and a healthy spare idle."""
+    return failure.swap and failure.warned_before_s > job.checkpoint_s
 
 
 def measured_mtbf_s(jobs: Sequence[JobRecord]) -> float:
@@ -132,14 +209,21 @@ def evaluate(jobs: Sequence[JobRecord], policies: Sequence[str] = POLICIES,
         for job in jobs:
             nodes = max(1, job.gpus // 8)
             mtbf = node_mtbf / nodes if node_mtbf != float("inf") else 30 * 86400.0
-            lost, ckpt, restarts = replay_job(job, policy, mtbf_s=mtbf, watchdog_s=watchdog_s)
-            lost = min(lost, job.wall_s)
+            out = replay_losses(job, policy, mtbf_s=mtbf, watchdog_s=watchdog_s)
+            # A job cannot lose more than its wall time (a failure storm at its very end).
+            scale = min(1.0, job.wall_s / out.lost_s) if out.lost_s > 0 else 1.0
+            gpu_h = job.gpus / 3600
+            lost = out.lost_s * scale
             result.jobs += 1
-            result.wall_gpu_h += job.wall_s * job.gpus / 3600
-            result.lost_gpu_h += lost * job.gpus / 3600
-            result.checkpoint_gpu_h += ckpt * job.gpus / 3600
-            result.restarts += restarts
-            result.per_job.append({"job": job.job, "lost_gpu_hours": lost * job.gpus / 3600,
+            result.wall_gpu_h += job.wall_s * gpu_h
+            result.lost_gpu_h += lost * gpu_h
+            result.rework_gpu_h += out.rework_s * scale * gpu_h
+            result.notice_gpu_h += out.notice_s * scale * gpu_h
+            result.restart_gpu_h += out.restart_s * scale * gpu_h
+            result.checkpoint_gpu_h += out.checkpoint_s * gpu_h
+            result.restarts += out.restarts
+            result.swaps += out.swaps
+            result.per_job.append({"job": job.job, "lost_gpu_hours": lost * gpu_h,
                                    "interval_s": interval_for(policy, job, mtbf)})
         results.append(result)
     return results

@@ -22,33 +22,45 @@ The model and its assumptions:
 - ``warned_before_s``: the longest lead, before ``at_s``, of the *detection* of a precursor
   incident (gpu_hbm, gpu_sram, gpu_thermal, network) on a node the job held, that was still
   open (its last symptom no more than 10 minutes before the failure). Detection, not the first
-  symptom: nothing can act on a warning before it is raised.
-- The policies themselves (intervals, watchdog, oracle) are ``analysis.whatif``'s. The replay
-  restarts a failed job at once on healthy nodes (no queueing for spares) and treats failures
-  as independent of the checkpoint schedule.
+  symptom: nothing can act on a warning before it is raised. ``swap``: that precursor sat on one
+  node and the job's pool had a healthy idle node then (``analysis.precursors``).
+- ``alarms`` (per job): precursors on the job's nodes that no failure of the job followed
+  (false alarms); fleetlog's policy pays for acting on them.
+- ``wait_s``: the recorded ``job.restarted.overhead_s`` after the failure minus the job's normal
+  restart overhead (its median, capped by the fleet's median over the restarts whose pool was not
+  short of nodes); the scheduler restarts only when it has healthy nodes, so the rest is the wait
+  for them.
+- ``migrate`` / ``movable``: ``analysis.capacity`` at the failure (when the explaining incident
+  was detected, if later): the job's virtual cluster had fewer healthy idle nodes than the
+  restart needed and another had room for the whole job / another had room. Checked in time
+  order; a migration reserves its target's nodes.
+- The policies themselves (intervals, watchdog, migration cost, oracle) are
+  ``analysis.whatif``'s. Failures are independent of the checkpoint schedule, and a migrated job
+  is not followed to its new cluster (its later failures are the recorded ones).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
 import duckdb
 
+from analysis.capacity import Capacity, MigrationCheck, load_capacity
 from analysis.context import infer_interval_us
 from analysis.diagnosis import Incident
 from analysis.evaluate import TruthFault, load_truth, match
 from analysis.events import INVENTORY_TYPES, load_events
-from analysis.job_history import US, JobHistory, load_jobs
+from analysis.job_history import US, JobHistory, fleet_restart_s, load_jobs
+from analysis.precursors import can_swap, false_alarms, warnings_for
 from analysis.projections import Topology, fold_topology
 from analysis.whatif import POLICIES, FailureRecord, JobRecord, evaluate, measured_mtbf_s
 
 IMPLICIT_CATEGORIES: Final = frozenset({"nccl_hang", "gpu_thermal", "sdc", "cooling", "storage"})
 PRECURSOR_CATEGORIES: Final = frozenset({"gpu_hbm", "gpu_sram", "gpu_thermal", "network"})
-STILL_OPEN_US: Final = 600 * US
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,7 @@ def _last_steps(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 def failure_record(
     h: JobHistory, fail_us: int, event_id: str, *, explained: StoredIncident | None,
     fault: TruthFault | None, last_step_us: int | None, precursors: Sequence[StoredIncident],
+    capacity: Capacity | None = None,
 ) -> tuple[FailureRecord, str]:
     """One failure as the replay sees it, and the category it was attributed to."""
     category = fault.category if fault else explained.incident.category if explained else ""
@@ -140,16 +153,33 @@ def failure_record(
     if explained is not None:
         began = fault.start_us if fault is not None else at_us
         detected = max(0.0, (explained.incident.detect_us - began) / US)
-    nodes = set(h.nodes_at(fail_us - 1))
-    warned = 0.0
-    for p in precursors:
-        inc = p.incident
-        if p.nodes & nodes and h.first_us <= inc.detect_us < at_us \
-                and inc.end_us >= at_us - STILL_OPEN_US:
-            warned = max(warned, (at_us - inc.detect_us) / US)
+    warnings = warnings_for(h, at_us, set(h.nodes_at(fail_us - 1)), precursors)
+    first = min(warnings, key=lambda p: (p.incident.detect_us, p.incident_id), default=None)
+    warned = (at_us - first.incident.detect_us) / US if first else 0.0
+    swap = first is not None and capacity is not None and can_swap(capacity, h, first)
     record = FailureRecord(at_s=(at_us - h.first_us) / US, implicit=implicit,
-                           detected_after_s=detected, warned_before_s=warned)
+                           detected_after_s=detected, warned_before_s=warned, swap=swap)
     return record, category or "unexplained"
+
+
+def migration_checks(capacity: Capacity, jobs: dict[str, JobHistory],
+                     by_evidence: dict[str, StoredIncident]) -> dict[str, MigrationCheck]:
+    """failure event id -> the capacity check when it was known, in time order (a move
+    reserves its target's nodes for the checks after it)."""
+    known = []
+    for h in jobs.values():
+        for fail_us, event_id in h.failures:
+            s = by_evidence.get(event_id)
+            at = max(fail_us, s.incident.detect_us) if s else fail_us
+            known.append((at, event_id, h, fail_us, s))
+    out: dict[str, MigrationCheck] = {}
+    for at, event_id, h, fail_us, s in sorted(known, key=lambda k: (k[0], k[1])):
+        held = h.nodes_at(fail_us - 1)
+        check = capacity.check(h, at, sorted(s.nodes & set(held)) if s else ())
+        if check.migrate and check.target is not None:
+            capacity.reserve(check.target, len(held))
+        out[event_id] = check
+    return out
 
 
 def load_records(con: duckdb.DuckDBPyConnection) -> tuple[list[JobRecord], dict[str, Any]]:
@@ -162,32 +192,52 @@ def load_records(con: duckdb.DuckDBPyConnection) -> tuple[list[JobRecord], dict[
     for s in incidents:  # the latest-starting incident claiming a failure wins, as in diagnosis
         for event_id in s.evidence:
             by_evidence[event_id] = s
+    capacity = load_capacity(con, topo, jobs, incidents)
+    checks = migration_checks(capacity, jobs, by_evidence)
+    normal_restart = fleet_restart_s(jobs, {e for e, check in checks.items() if check.short})
     precursors = [s for s in incidents if s.incident.category in PRECURSOR_CATEGORIES]
     last_steps = _last_steps(con)
     records: list[JobRecord] = []
     categories: dict[str, int] = {}
-    stats = {"failures": 0, "implicit": 0, "detected": 0, "warned": 0, "matched_to_truth": 0}
+    stats = {"failures": 0, "implicit": 0, "detected": 0, "warned": 0, "matched_to_truth": 0,
+             "waited_for_nodes": 0, "short_of_nodes": 0, "migrations": 0, "swapped": 0,
+             "false_alarms": 0}
+    waited_s = 0.0
     for job, h in sorted(jobs.items()):
         if h.wall_s <= 0 or h.gpus <= 0:
             continue
+        restart_s = min(h.restart_s, normal_restart)
         failures = []
         for fail_us, event_id in h.failures:
             explained = by_evidence.get(event_id)
             fault = faults.get(explained.incident_id) if explained else None
             record, category = failure_record(
                 h, fail_us, event_id, explained=explained, fault=fault,
-                last_step_us=last_steps.get(event_id), precursors=precursors)
+                last_step_us=last_steps.get(event_id), precursors=precursors,
+                capacity=capacity)
+            check = checks[event_id]
+            wait = max(0.0, h.restart_after.get(event_id, restart_s) - restart_s)
+            record = replace(record, wait_s=wait, migrate=check.migrate,
+                             movable=check.target is not None)
             failures.append(record)
+            stats["waited_for_nodes"] += wait > 0
+            stats["short_of_nodes"] += check.short
+            stats["migrations"] += check.migrate
+            waited_s += wait * h.gpus
             categories[category] = categories.get(category, 0) + 1
             stats["failures"] += 1
             stats["implicit"] += record.implicit
             stats["detected"] += record.detected_after_s is not None
             stats["warned"] += record.warned_before_s > 0
+            stats["swapped"] += record.swap and record.warned_before_s > h.checkpoint_s
             stats["matched_to_truth"] += fault is not None
+        alarms = false_alarms(h, precursors, capacity)
+        stats["false_alarms"] += len(alarms)
         records.append(JobRecord(job=job, gpus=h.gpus, wall_s=h.wall_s,
-                                 checkpoint_s=h.checkpoint_s, restart_s=h.restart_s,
-                                 failures=tuple(failures)))
+                                 checkpoint_s=h.checkpoint_s, restart_s=restart_s,
+                                 failures=tuple(failures), alarms=alarms))
     return records, {"jobs": len(records), **stats,
+                     "waited_gpu_hours": round(waited_s / 3600, 1),
                      "failure_categories": dict(sorted(categories.items())),
                      "incidents": len(incidents)}
 

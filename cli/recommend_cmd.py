@@ -22,7 +22,9 @@ from cli.params import db_option
 def recommend_command(db: tuple[Path, ...], config_path: Path | None, write: bool,
                       fmt: str | None) -> None:
     """What to do about each incident: NVIDIA's catalog action, escalated on recurrence, and
-    for the jobs it hit: restart on spares, checkpoint now, Daly's checkpoint interval.
+    for the jobs it hit: restart on spares (or migrate to another virtual cluster when the
+    job's own lacks healthy nodes), checkpoint now (then swap a suspect node for a spare),
+    Daly's checkpoint interval.
 
     Example: fleetlog recommend --db fleet.duckdb --table
     """

@@ -36,7 +36,9 @@ def whatif_command(db: tuple[Path, ...], policies: tuple[str, ...], watchdog: fl
         inputs = result["inputs"]
         render(result["policies"], fmt, columns=_COLUMNS, title=(
             f"{inputs['jobs']} jobs, {inputs['failures']} failures ({inputs['implicit']} "
-            f"implicit, {inputs['warned']} warned), node MTBF {inputs['node_mtbf_h']} h"))
+            f"implicit, {inputs['warned']} warned, {inputs['swapped']} swapped, "
+            f"{inputs['waited_for_nodes']} waited for nodes, {inputs['migrations']} migrated), "
+            f"{inputs['false_alarms']} false alarms, node MTBF {inputs['node_mtbf_h']} h"))
     else:
         render(result, fmt)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.whatif import FailureRecord, JobRecord, evaluate, replay_job
+from analysis.whatif import FailureRecord, JobRecord, evaluate, replay_job, replay_losses
 
 HOUR = 3600.0
 
@@ -54,3 +54,10 @@ def test_oracle_bounds_every_policy() -> None:
 def test_unknown_policy() -> None:
     with pytest.raises(ValueError, match="unknown policy"):
         replay_job(_job(()), "yolo", mtbf_s=HOUR)
+
+
+def test_losses_split_into_rework_notice_and_restart() -> None:
+    hang = FailureRecord(at_s=600, implicit=True, detected_after_s=20, wait_s=900)
+    base = replay_losses(_job((hang,)), "baseline", mtbf_s=10 * HOUR, watchdog_s=1800)
+    assert (base.rework_s, base.notice_s, base.restart_s) == (600, 1800, 600 + 900)
+    assert base.lost_s == 600 + 1800 + 1500

@@ -60,8 +60,15 @@ def test_job_recommendations_target_jobs_and_rerun_adds_nothing(store: Path) -> 
     assert {"restart_from_checkpoint", "checkpoint_now", "set_checkpoint_interval"} <= actions
     failed = {f"job:{job}" for (job,) in run_query(
         [store], "SELECT DISTINCT job FROM job_events WHERE type = 'job.failed'").rows}
-    restarts = [r for r in jobs if r["action"] == "restart_from_checkpoint"]
+    restarts = [r for r in jobs if r["action"] in ("restart_from_checkpoint", "migrate_job")
+                and " failed (" in r["reason"]]
     assert {r["target"] for r in restarts} <= failed
+    # A swap (restart right after a checkpoint-now, without the suspect node) needs no failure.
+    assert not [r for r in jobs if r["action"] == "restart_from_checkpoint" and r not in restarts]
+    swaps = [r for r in jobs if r["action"] == "swap_node"]
+    checkpointed = {r["target"] for r in jobs if r["action"] == "checkpoint_now"}
+    assert all("once the checkpoint-now completes" in r["reason"] for r in swaps)
+    assert {r["target"] for r in swaps} <= checkpointed
     assert any("leaving out suspect node(s) n" in r["reason"] for r in restarts)
     assert all(r["gpu_hours_saved"] >= 0 for r in jobs)
     assert any(r["gpu_hours_saved"] > 0 for r in jobs if r["action"] == "checkpoint_now")
