@@ -6,7 +6,8 @@ synthetic`` builds messages of the same shape without the simulator) — then re
 
 1. kafka-python alone (no decode, no DuckDB), with fleetlog's fetch settings;
 2. confluent-kafka alone (``pip install '.[bench]'``), when installed;
-3. ``fleetlog ingest`` in a subprocess (fresh store, its own group) until idle: events/s and GPU
+3. ``fleetlog ingest`` in a subprocess (fresh store, its own group) until idle, as it runs by
+   default (a writer thread) and with ``--writer-process``: events/s and GPU
    samples/s from its first record to its last commit, its peak RSS, and writer timings;
 4. optionally (``--profile``) the same ingest under cProfile, printing the top functions;
 5. optionally (``--stages``) the writer's steps one by one, without Kafka, at 4,096 events per
@@ -179,7 +180,7 @@ def fleetlog_ingest(bootstrap: str, prefix: str, db: Path, batch_events: int,
 
 
 def worker_stages(values: list[bytes], db: Path, batch: int) -> dict[str, float]:
-    """CPU µs per event of each step of the writer process, run here in one thread; the file's
+    """CPU µs per event of each step of the writer, run here in one thread; the file's
     bytes per GPU sample."""
     from ingest import tables
     from ingest.writer import StoreWriter, open_writer
@@ -204,7 +205,7 @@ def worker_stages(values: list[bytes], db: Path, batch: int) -> dict[str, float]
     tables.event_tables = timed("arrow_tables", event_tables)
     try:
         writer = open_writer(db)
-        relaxed = fewer_gc_passes()  # as in the writer process
+        relaxed = fewer_gc_passes()  # as while ingesting
         relaxed.__enter__()
         for start in range(0, len(values), batch):
             started = cpu()
@@ -288,9 +289,9 @@ def main() -> None:
         report["fleetlog_ingest"] = ingest
         report["db_mb"] = round((Path(tmp) / "a" / "bench.duckdb").stat().st_size / 1e6, 1)
         (Path(tmp) / "c").mkdir()
-        report["fleetlog_ingest_in_process"] = fleetlog_ingest(
+        report["fleetlog_ingest_writer_process"] = fleetlog_ingest(
             args.bootstrap, prefix, Path(tmp) / "c" / "bench.duckdb", args.batch_events, None,
-            "--in-process")
+            "--writer-process")
         if args.profile:
             profile = Path(tmp) / "ingest.prof"
             profiled = fleetlog_ingest(args.bootstrap, prefix, Path(tmp) / "b" / "profiled.duckdb",

@@ -63,9 +63,9 @@ def _check_size(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--session-timeout", type=click.FloatRange(min=6), default=10.0,
               show_default=True, metavar="SECONDS",
               help="How soon a dead ingester's partitions move to the others.")
-@click.option("--in-process", is_flag=True,
-              help="Decode and write in this process (a writer thread) instead of a second "
-              "process: one process to run, ~5% less CPU per event, fewer events per second.")
+@click.option("--in-process/--writer-process", default=True, show_default=True,
+              help="Decode and write on a thread of this process, or in a second process with "
+              "its own GIL (more CPU per event for the hand-over; see the README).")
 @click.option("--snapshot", type=click.Path(path_type=Path), default=None,
               help="Keep a read-only copy of the store here for reports, SQL and analysis "
               "(a running ingester's own file cannot be opened by anyone else).")

@@ -75,10 +75,12 @@ class KafkaIngest:
     linger_s: float = 0.5
     broker_timeout_s: float = 60.0
     tuning: ConsumerTuning = field(default_factory=ConsumerTuning)
-    # Decode + write in a second process (its own GIL; see ingest.worker). On the 2-core dev box:
-    # +25% events/s when the box had CPU to spare, about even when others kept it busy; ~5% more
-    # CPU per event. False: a writer thread in this process.
-    worker_process: bool = True
+    # Decode + write in a second process (its own GIL; see ingest.worker) instead of a writer
+    # thread. Once the writer got cheap (15,360-event transactions, one values buffer per message)
+    # the hand-over cost more than the second GIL gained: on the 2-core dev box, idle, the thread
+    # landed 0.93 M GPU-samples/s at 48 us of CPU per event, the process 0.86 M at 65 us, and the
+    # thread was ahead under load too (bench/bench_ingest.py). More cores may favour the process.
+    worker_process: bool = False
     # A read-only copy of the store for readers (DuckDB lets no one else open a writer's file).
     snapshot: Path | None = None
     snapshot_every_s: float = 300.0

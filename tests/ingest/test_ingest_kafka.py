@@ -117,7 +117,7 @@ def test_sigkill_in_the_middle_of_batches_loses_and_duplicates_nothing(
     prefix, group, db = unique_name("kill"), unique_name("g"), tmp_path / "fleet.duckdb"
     log = tmp_path / "ingest.log"
     cmd = ingest_cmd(kafka_bootstrap, prefix, db, "--group", group, "--batch-events", "200",
-                     "--session-timeout", "6")  # its writer process must die with it
+                     "--session-timeout", "6", "--writer-process")  # which must die with it
     rng = random.Random(7)
     kills = 0
     # 20 s of feed: time for at least 3 kill-and-restart rounds even on a busy machine.
