@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# `make bench BENCH_ARGS=--quick` for the ~3-minute smoke run.
+BENCH_ARGS ?=
 # The test broker gets its own ports and folder so it never meets a developer's broker.
 TEST_KAFKA_DIR  := .fleetlog/test-kafka
 TEST_KAFKA_PORT ?= 19092
@@ -45,6 +48,13 @@ test: $(STAMP) browser ## set up, lint, start a local Kafka broker, run every te
 	$(BIN)/fleetlog kafka up --data-dir $(TEST_KAFKA_DIR) --port $(TEST_KAFKA_PORT) --json
 	FLEETLOG_KAFKA_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) $(BIN)/pytest; \
 	  status=$$?; $(BIN)/fleetlog kafka down --data-dir $(TEST_KAFKA_DIR) --json; exit $$status
+
+$(BENCH_STAMP): $(STAMP)
+	@$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@rm -f $(VENV)/.bench-installed-* && touch $@
+
+bench: $(BENCH_STAMP) ## every benchmark on a private local broker -> BENCHMARKS.md (~20 min; BENCH_ARGS=--quick: ~3)
+	$(BIN)/python bench/suite.py $(BENCH_ARGS)
 
 kafka-up: $(STAMP) ## start the local broker on 127.0.0.1:9092
 	$(BIN)/fleetlog kafka up
