@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ if str(ROOT) not in sys.path:
 from generators.config import SimConfig  # noqa: E402
 from generators.run import simulate  # noqa: E402
 from generators.sinks import KafkaSink, Sink  # noqa: E402
+from ingest.pipeline import peak_rss_mb  # noqa: E402
 
 
 def measure(mode: str, nodes: int, hours: float, bootstrap: str) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def measure(mode: str, nodes: int, hours: float, bootstrap: str) -> dict[str, An
         "gpu_samples": summary["gpu_samples"],
         "gpu_samples_per_s_wall": round(summary["gpu_samples"] / wall),
         "gpu_samples_per_s_cpu": round(summary["gpu_samples"] / cpu),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "faults": summary["faults"],
     }
     if db_mb is not None:

@@ -179,7 +179,7 @@ def fleetlog_ingest(bootstrap: str, prefix: str, db: Path, batch_events: int,
     return stats
 
 
-def worker_stages(values: list[bytes], db: Path, batch: int) -> dict[str, float]:
+def worker_stages(values: list[bytes], db: Path, batch: int, samples: int) -> dict[str, float]:
     """CPU µs per event of each step of the writer, run here in one thread; the file's
     bytes per GPU sample."""
     from ingest import tables
@@ -225,8 +225,6 @@ def worker_stages(values: list[bytes], db: Path, batch: int) -> dict[str, float]
     spent["transaction_rest"] -= inner
     out = {k: round(v / len(values) * 1e6, 1) for k, v in spent.items()}
     out["total"] = round(sum(out.values()), 1)
-    samples = sum(len(e.payload.gpu) for e in map(c.decode, values)  # type: ignore[union-attr]
-                  if isinstance(e, c.Envelope))
     out["bytes_per_gpu_sample"] = round(db.stat().st_size / samples, 1)
     return out
 
@@ -273,7 +271,8 @@ def main() -> None:
     if args.stages:
         with tempfile.TemporaryDirectory() as tmp:
             report["writer_stages_cpu_us_per_event"] = {
-                str(batch): worker_stages(values, Path(tmp) / f"stages{batch}.duckdb", batch)
+                str(batch): worker_stages(values, Path(tmp) / f"stages{batch}.duckdb", batch,
+                                           samples)
                 for batch in sorted({4096, args.batch_events})
             }
     report["produce_s"] = round(produce(args.bootstrap, topic, values, args.partitions), 2)

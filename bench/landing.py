@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ingest import contract as c  # noqa: E402
+from ingest.pipeline import peak_rss_mb  # noqa: E402
 from ingest.store import open_store  # noqa: E402
 
 try:  # the same batch as fleetlog ingest's default --batch-events
@@ -101,7 +101,7 @@ def _result(name: str, messages: int, rows: int, first: float | None, last: floa
         "client": name, "messages": messages, "gpu_samples": rows,
         "active_s": round(seconds, 3), "gpu_samples_per_s": round(rows / seconds),
         "messages_per_s": round(messages / seconds), "cpu_s": round(cpu, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
     }
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -47,6 +46,7 @@ from analysis.detectors.network import (  # noqa: E402
 from analysis.detectors.thermal import THERMAL_BITS  # noqa: E402
 from analysis.detectors.xid import BENIGN_XIDS, XID_HINTS  # noqa: E402
 from ingest import contract as c  # noqa: E402
+from ingest.pipeline import peak_rss_mb  # noqa: E402
 
 US = 1_000_000
 KINDS = ("xid", "dbe", "row_remap_pending", "row_remap_failure", "sbe_rising", "sram_rising",
@@ -281,7 +281,7 @@ def main() -> None:
         if not args.detections:
             out["by_kind"] = {k: sum(1 for d in out["detections"] if d[0] == k) for k in KINDS}
             del out["detections"]
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     print(json.dumps(out))
 
 

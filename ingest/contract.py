@@ -167,9 +167,9 @@ PORT_SIGNALS: Final = (
 
 GPU_SIGNAL_BY_COLUMN: Final = {s.column: s for s in GPU_SIGNALS}
 PORT_SIGNAL_BY_COLUMN: Final = {s.column: s for s in PORT_SIGNALS}
-SIGNAL_DTYPES: Final = {s.column: s.dtype for s in (*GPU_SIGNALS, *PORT_SIGNALS)}
 # Byte width per column, computed once: batch validation runs for every sample message.
-_WIDTHS: Final = {s.column: np.dtype(s.dtype).itemsize for s in (*GPU_SIGNALS, *PORT_SIGNALS)}
+SIGNAL_WIDTHS: Final = {s.column: np.dtype(s.dtype).itemsize
+                         for s in (*GPU_SIGNALS, *PORT_SIGNALS)}
 
 # Throttle-reason bits (DCGM_FI_DEV_CLOCK_THROTTLE_REASONS).
 THROTTLE_POWER_CAP: Final = 0x4
@@ -218,7 +218,7 @@ def _check_values(
                 raise ValueError(f"{name}: unknown column {signal!r}")
         if len(set(signals)) != len(signals):
             raise ValueError(f"{name}: a column is listed twice in {signals!r}")
-        expected = rows * sum(_WIDTHS[signal] for signal in signals)
+        expected = rows * sum(SIGNAL_WIDTHS[signal] for signal in signals)
         if len(_EXPECTED_LENGTHS) >= 4096:  # a hostile stream of odd shapes stays bounded
             _EXPECTED_LENGTHS.clear()
         _EXPECTED_LENGTHS[key] = expected
@@ -247,7 +247,7 @@ def _split_values(signals: list[str], values: bytes, rows: int) -> dict[str, byt
     out: dict[str, bytes] = {}
     offset = 0
     for signal in signals:
-        size = rows * _WIDTHS[signal]
+        size = rows * SIGNAL_WIDTHS[signal]
         out[signal] = values[offset:offset + size]
         offset += size
     return out

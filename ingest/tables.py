@@ -101,7 +101,7 @@ def _shape_table(
     offsets: dict[str, tuple[int, int]] = {}
     offset = 0
     for name in present:
-        size = rows * np.dtype(c.SIGNAL_DTYPES[name]).itemsize
+        size = rows * c.SIGNAL_WIDTHS[name]
         offsets[name] = (offset, offset + size)
         offset += size
     total = count * rows
