@@ -11,7 +11,9 @@ synthetic`` builds messages of the same shape without the simulator) — then re
    samples/s from its first record to its last commit, its peak RSS, and writer timings;
 4. optionally (``--profile``) the same ingest under cProfile, printing the top functions;
 5. optionally (``--stages``) the writer's steps one by one, without Kafka, at 4,096 events per
-   transaction and at the default: CPU us per event per step and bytes on disk per GPU sample.
+   transaction and at the default: CPU us per event per step and bytes on disk per GPU sample;
+6. optionally (``--group-of N``) N ingesters in one consumer group sharing the topic's
+   partitions, started together: their aggregate rate, rebalances included.
 
 Not a test: it prints one JSON document. Run it once or twice on a quiet machine:
 
@@ -179,6 +181,40 @@ def fleetlog_ingest(bootstrap: str, prefix: str, db: Path, batch_events: int,
     return stats
 
 
+def fleetlog_group(bootstrap: str, prefix: str, folder: Path, batch_events: int, members: int,
+                   *extra: str) -> dict[str, Any]:
+    """``members`` ingesters in one consumer group (own file each) on the produced topic, all
+    started at once: the aggregate rate from the group's first record to its last commit, the
+    rebalances as members join included. A member's last commit is its sidecar's last rewrite;
+    its first record that less its ``active_s``."""
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    dbs = [folder / f"shard-{i}.duckdb" for i in range(members)]
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "ingest", "--bootstrap", bootstrap, "--topic-prefix",
+         prefix, "--topics", "gpu", "--db", str(db), "--until-idle", "5", "--batch-events",
+         str(batch_events), "--group", group, "--json", *extra],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for db in dbs]
+    outputs = [p.communicate() for p in procs]
+    shards = []
+    for db, p, (out, err) in zip(dbs, procs, outputs, strict=True):
+        if p.returncode != 0:
+            raise SystemExit(f"an ingester of the group failed: {err[-500:]}")
+        stats = json.loads(out)
+        end = db.with_name(db.name + ".offsets.json").stat().st_mtime
+        shards.append({"gpu_samples": stats["gpu_samples"], "events": stats["events"],
+                       "start": end - stats["active_s"], "end": end,
+                       "peak_rss_mb": stats["peak_rss_mb"]})
+    span = max(s["end"] for s in shards) - min(s["start"] for s in shards)
+    samples = sum(s["gpu_samples"] for s in shards)
+    return {"members": members, "events": sum(s["events"] for s in shards),
+            "gpu_samples": samples, "seconds": round(span, 3),
+            "gpu_samples_per_s": round(samples / span),
+            "per_member_gpu_samples": [s["gpu_samples"] for s in shards],
+            "peak_rss_mb": [s["peak_rss_mb"] for s in shards]}
+
+
 def worker_stages(values: list[bytes], db: Path, batch: int, samples: int) -> dict[str, float]:
     """CPU µs per event of each step of the writer, run here in one thread; the file's
     bytes per GPU sample."""
@@ -252,6 +288,12 @@ def main() -> None:
     parser.add_argument("--source", choices=("generator", "synthetic"), default="generator",
                         help="whose gpu.sampled messages to use")
     parser.add_argument("--profile", action="store_true", help="also run ingest under cProfile")
+    parser.add_argument("--group-of", type=int, default=0, metavar="N",
+                        help="also run N ingesters in one consumer group on the topic "
+                        "(use --partitions 8)")
+    parser.add_argument("--ingest-arg", action="append", default=[], metavar="ARG",
+                        help="pass ARG to every fleetlog ingest run (repeatable), e.g. "
+                        "--ingest-arg=--memory-limit=128MB")
     parser.add_argument("--stages", action="store_true",
                         help="also time the writer's steps at 4,096 events and the default")
     args = parser.parse_args()
@@ -267,6 +309,7 @@ def main() -> None:
         "message_bytes": int(np.mean([len(v) for v in values])), "topic": topic,
         "partitions": args.partitions, "cpus": os.cpu_count(), "source": args.source,
         "batch_events": args.batch_events, "load_average_at_start": os.getloadavg(),
+        "ingest_args": args.ingest_arg,
     }
     if args.stages:
         with tempfile.TemporaryDirectory() as tmp:
@@ -284,17 +327,22 @@ def main() -> None:
         (Path(tmp) / "a").mkdir()
         (Path(tmp) / "b").mkdir()
         ingest = fleetlog_ingest(args.bootstrap, prefix, Path(tmp) / "a" / "bench.duckdb",
-                                 args.batch_events, None)
+                                 args.batch_events, None, *args.ingest_arg)
         report["fleetlog_ingest"] = ingest
         report["db_mb"] = round((Path(tmp) / "a" / "bench.duckdb").stat().st_size / 1e6, 1)
         (Path(tmp) / "c").mkdir()
         report["fleetlog_ingest_writer_process"] = fleetlog_ingest(
             args.bootstrap, prefix, Path(tmp) / "c" / "bench.duckdb", args.batch_events, None,
-            "--writer-process")
+            "--writer-process", *args.ingest_arg)
+        if args.group_of:
+            (Path(tmp) / "g").mkdir()
+            report["fleetlog_ingest_group"] = fleetlog_group(
+                args.bootstrap, prefix, Path(tmp) / "g", args.batch_events, args.group_of,
+                *args.ingest_arg)
         if args.profile:
             profile = Path(tmp) / "ingest.prof"
             profiled = fleetlog_ingest(args.bootstrap, prefix, Path(tmp) / "b" / "profiled.duckdb",
-                                       args.batch_events, profile)
+                                       args.batch_events, profile, *args.ingest_arg)
             report["profiled_ingest_events_per_s"] = profiled["events_per_s"]
             report["profile_consumer_process_top"] = top_functions(profile)
     raw = report["kafka_python_raw"]["messages_per_s"]

@@ -36,6 +36,7 @@ from ingest.pipeline import (
     Batch,
     IngestStats,
     Pending,
+    YoungGarbage,
     fewer_gc_passes,
     stop_on_signals,
 )
@@ -147,7 +148,7 @@ def ingest_kafka(
             return dict(stored)
 
     with contextlib.ExitStack() as cleanup:
-        cleanup.enter_context(fewer_gc_passes())
+        garbage = cleanup.enter_context(fewer_gc_passes())
         sink: _Sink
         pending: Pending | RawPending
         if job.worker_process:
@@ -177,7 +178,8 @@ def ingest_kafka(
             sink, pending = BackgroundWriter(writer, on_commit), Pending()
         try:
             with stop_on_signals(stop):
-                _run(job, db, settings, sink, pending, stored, lock, stats, progress, stop)
+                _run(job, db, settings, sink, pending, stored, lock, stats, progress, stop,
+                     garbage)
         finally:
             stats.elapsed_s = time.monotonic() - stats.started
             stats.write_s, stats.wait_s = sink.write_s, sink.wait_s
@@ -192,6 +194,7 @@ def _run(
     job: KafkaIngest, db: Path, settings: KafkaSettings, sink: _Sink,
     pending: Pending | RawPending, stored: dict[TP, int], lock: threading.Lock,
     stats: IngestStats, progress: Progress | None, stop: threading.Event,
+    garbage: YoungGarbage,
 ) -> None:
     def positions(assigned: set[TP]) -> dict[TP, int]:
         with lock:
@@ -233,6 +236,7 @@ def _run(
                     pending.add_values(key, key[0], [(r.offset, r.value) for r in records],
                                        records[-1].offset + 1)
             finish(sink.collect())  # a batch done meanwhile: count it, tell Kafka
+            garbage.tick()
             now = time.monotonic()
             if polled.count or polled.assigned:
                 last_records = now

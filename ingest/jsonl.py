@@ -70,7 +70,7 @@ def ingest_jsonl(
             progress(stats)
 
     try:
-        with stop_on_signals(stop), fewer_gc_passes():
+        with stop_on_signals(stop), fewer_gc_passes() as garbage:
             stored = writer.stored_offsets()
             for path in files:
                 key = file_key(path)
@@ -87,6 +87,7 @@ def ingest_jsonl(
                     if len(chunk) >= batch_events:
                         write(key, path, chunk, last)
                         chunk = []
+                        garbage.tick()
                 if last > first:
                     write(key, path, chunk, last)  # the rest, committed whole even when stopped
                 if stop.is_set():

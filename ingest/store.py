@@ -11,8 +11,10 @@ inside a transaction and recorded in ``schema_migrations``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import os
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -333,7 +335,7 @@ def open_union(paths: Sequence[str | Path]) -> duckdb.DuckDBPyConnection:
             con.execute(f"ATTACH '{_quote(str(path))}' AS shard{index} (READ_ONLY)")
         except duckdb.Error as exc:
             raise _translate(exc, path) from exc
-    _find_cross_shard_duplicates(con, len(files))
+    _cross_shard_duplicates(con, files)
     # The raw tables are read as their union, then the public views are built on that union
     # exactly as in one file: "latest per entity" views (nodes, incidents) see every shard.
     for name in (*_EVENT_TABLES, "dead_letters_raw", "ingest_offsets"):
@@ -350,6 +352,46 @@ def open_union(paths: Sequence[str | Path]) -> duckdb.DuckDBPyConnection:
 _EVENT_TABLES: Final = (
     "event_log", "gpu_samples_raw", "port_samples_raw", "xid_raw", "host_events_raw",
     "job_events_raw", "inventory_raw", "truth_raw", "incidents_raw", "recommendations_raw")
+
+
+def _cross_shard_duplicates(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> None:
+    """``fleetlog_duplicates`` for these shards: found once per state of the files, then read.
+
+    Finding them reads every event id of every shard (seconds per 10 M events), and every
+    analysis, SQL or report command opens the store again; the shards of a finished hour do not
+    change. The result is kept beside the shards (``.fleetlog/``), keyed by each file's path,
+    size and modification time: a shard written since is a different key. Where the folder is
+    not writable, it is found on every open, as before.
+    """
+    cache = files[0].parent / ".fleetlog" / f"duplicates-{_shards_key(files)}.parquet"
+    if cache.exists():
+        try:
+            con.execute("CREATE TEMP TABLE fleetlog_duplicates AS "
+                        f"SELECT * FROM read_parquet('{_quote(str(cache))}')")
+            return
+        except duckdb.Error:
+            pass  # unreadable (a crash mid-write, a newer format): find them again
+    _find_cross_shard_duplicates(con, len(files))
+    with contextlib.suppress(OSError, duckdb.Error):
+        cache.parent.mkdir(exist_ok=True)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
+        con.execute(f"COPY fleetlog_duplicates TO '{_quote(str(partial))}' (FORMAT parquet)")
+        partial.replace(cache)  # atomic: another reader sees all of it or none
+        for stale in sorted(cache.parent.glob("duplicates-*.parquet"),
+                            key=lambda f: f.stat().st_mtime)[:-_KEEP_UNION_CACHES]:
+            stale.unlink(missing_ok=True)
+
+
+_KEEP_UNION_CACHES: Final = 16  # shard sets read from one folder (hours, subsets)
+_UNION_CACHE_FORMAT: Final = 1  # bump when the duplicates table changes meaning
+
+
+def _shards_key(files: Sequence[Path]) -> str:
+    parts = [str(_UNION_CACHE_FORMAT)]
+    for path in files:
+        stat = path.stat()
+        parts.append(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
 def _find_cross_shard_duplicates(con: duckdb.DuckDBPyConnection, shards: int) -> None:

@@ -310,7 +310,7 @@ def _worker_main(conn: Connection, db: str, group: str, snapshot: str = "",
         return
     conn.send(("ready", stored))
     # The worker's whole life is ingestion: decoded batches are big and acyclic.
-    fewer_gc_passes().__enter__()
+    garbage = fewer_gc_passes().__enter__()
     decoded: queue.Queue[Any] = queue.Queue(maxsize=1)
 
     def write_loop() -> None:
@@ -343,6 +343,7 @@ def _worker_main(conn: Connection, db: str, group: str, snapshot: str = "",
             started = time.perf_counter()
             batch = _decode(Pending, header, blob)
             decoded.put((batch, time.perf_counter() - started))
+            garbage.tick()
     except (EOFError, OSError):
         pass  # the consumer is gone: finish what is queued, then stop
     finally:

@@ -43,3 +43,52 @@ def test_a_size_that_is_not_a_size_is_refused(tmp_path: Path):
                                       str(tmp_path / "x.duckdb"), "--memory-limit", "lots"])
     assert result.exit_code == 2
     assert "is not a size like 512MB" in result.output
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.me = self  # a reference cycle: only the cycle collector frees it
+
+
+def test_cyclic_garbage_is_collected_on_the_clock_while_the_threshold_is_raised():
+    import gc
+    import weakref
+
+    from ingest.pipeline import YoungGarbage, fewer_gc_passes
+
+    before = gc.get_threshold()
+    with fewer_gc_passes() as garbage:
+        assert gc.get_threshold()[0] == 100_000
+        assert isinstance(garbage, YoungGarbage)
+        gc.collect()  # generation 0 starts empty: no pass of its own before the clock's
+        node = _Node()
+        alive = weakref.ref(node)
+        del node
+        garbage.tick()  # the clock has not run out: nothing collected yet
+        assert alive() is not None
+        garbage.every_s = 0.0
+        garbage._next = 0.0  # the second is up
+        garbage.tick()
+        assert alive() is None
+    assert gc.get_threshold() == before
+
+
+def test_the_writer_sheds_the_blocks_duckdb_cached_and_keeps_its_limit(tmp_path: Path):
+    writer = StoreWriter(open_store_waiting(tmp_path / "fleet.duckdb", memory_limit="512MB"),
+                         shed_every_s=3600)
+    rng = np.random.default_rng(1)
+    limit = "SELECT current_setting('memory_limit')"
+    try:
+        before = writer.con.execute(limit).fetchone()
+        for batch in range(3):
+            writer.write_batch([rack_event(batch * 3840 + i, rng) for i in range(3840)])
+        cached = _buffer_pool_mb(writer)
+        writer.shed_cache()
+        assert _buffer_pool_mb(writer) < cached / 2
+        once = writer.con.execute(limit).fetchone()
+        writer.shed_cache()  # the limit is restored to the same value every time
+        assert writer.con.execute(limit).fetchone() == once
+        assert once is not None and before is not None
+        assert abs(float(once[0].split()[0]) - float(before[0].split()[0])) <= 0.1  # MiB
+    finally:
+        writer.close()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pytest
 from ingest_support import rack_event
 
 from ingest.shards import group_offsets, handover, read_sidecar, write_sidecar
@@ -108,3 +110,37 @@ def test_an_event_landed_by_two_shards_is_read_once(tmp_path: Path):
     # The newest state of incident 1 is in shard b only: the union's view sees it.
     assert union.execute("SELECT incident_id, confidence FROM incidents").fetchall() \
         == [("inc-1", 0.9)]
+
+
+def test_the_cross_shard_duplicates_are_found_once_per_state_of_the_shards(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every command opens the store again: the duplicate scan is kept beside the shards and
+    reused while they are unchanged; a shard written since is scanned afresh."""
+    from ingest import store
+    from ingest.writer import land
+
+    shared = [rack_event(1), rack_event(2)]
+    land(tmp_path / "a.duckdb", [*shared, rack_event(3)])
+    land(tmp_path / "b.duckdb", [*shared, rack_event(4)])
+    scans = []
+    real_scan = store._find_cross_shard_duplicates
+
+    def counted(con: Any, shards: int) -> None:
+        scans.append(shards)
+        real_scan(con, shards)
+
+    def events(con: Any) -> tuple[int, int]:
+        try:
+            return con.execute("SELECT count(*), count(DISTINCT event_id) FROM event_log"
+                               ).fetchone()
+        finally:
+            con.close()
+
+    monkeypatch.setattr(store, "_find_cross_shard_duplicates", counted)
+    assert events(store.open_union([tmp_path])) == (4, 4)
+    assert events(store.open_union([tmp_path])) == (4, 4)  # from the kept result
+    assert scans == [2]
+    assert len(list((tmp_path / ".fleetlog").glob("duplicates-*.parquet"))) == 1
+    land(tmp_path / "b.duckdb", [rack_event(3)])  # b now shares event 3 with a as well
+    assert events(store.open_union([tmp_path])) == (4, 4)
+    assert scans == [2, 2]
