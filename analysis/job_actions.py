@@ -63,6 +63,7 @@ class JobAction:
     action: str
     reason: str
     gpu_hours_saved: float
+    after: str | None = None  # the action on the same job and incident to carry out first
 
 
 def _restart(s: StoredIncident, h: JobHistory, fail_us: int, check: MigrationCheck,
@@ -116,7 +117,7 @@ def _swap(s: StoredIncident, h: JobHistory, lead_s: float) -> JobAction:
         f"precursor {inc.category} on {inc.root}: once the checkpoint-now completes, restart "
         f"job {h.job} from it on a spare node, leaving out suspect node(s) {node}, before the "
         f"failure reaches it (warnings led failures by {_duration(lead_s)}, median)",
-        round(saved, 3))
+        round(saved, 3), after="checkpoint_now")
 
 
 def _duration(seconds: float) -> str:

@@ -76,23 +76,29 @@ def recommend(
             payload = c.RecommendationIssued(
                 incident_id=incident_id, target=action.target, action=action.action,
                 reason=action.reason, gpu_hours_saved=0.0)
-            events.append(c.make_event(payload, time_us=int(action.ts * 1e6),
-                                       source="fleetlog-recommend"))
-            rows.append({"incident_id": incident_id, "ts_us": int(action.ts * 1e6),
-                         "target": action.target, "action": action.action,
-                         "catalog_action": action.catalog_action, "reason": action.reason,
-                         "gpu_hours_saved": 0.0})
+            event = c.make_event(payload, time_us=int(action.ts * 1e6),
+                                 source="fleetlog-recommend")
+            events.append(event)
+            rows.append({"id": event.id, "incident_id": incident_id,
+                         "ts_us": int(action.ts * 1e6), "target": action.target,
+                         "action": action.action, "catalog_action": action.catalog_action,
+                         "reason": action.reason, "gpu_hours_saved": 0.0, "after": None})
+        issued: dict[tuple[str, str, str], str] = {}  # (incident, target, action) -> event id
         for job_action in job_actions(con, watchdog_s=watchdog_s):
             ts_us = job_action.ts_us
-            events.append(c.make_event(c.RecommendationIssued(
+            after = None if job_action.after is None else issued.get(
+                (job_action.incident_id, job_action.target, job_action.after))
+            event = c.make_event(c.RecommendationIssued(
                 incident_id=job_action.incident_id, target=job_action.target,
                 action=job_action.action, reason=job_action.reason,
-                gpu_hours_saved=job_action.gpu_hours_saved), time_us=ts_us,
-                source="fleetlog-recommend"))
-            rows.append({"incident_id": job_action.incident_id, "ts_us": ts_us,
+                gpu_hours_saved=job_action.gpu_hours_saved, after=after), time_us=ts_us,
+                source="fleetlog-recommend")
+            issued[(job_action.incident_id, job_action.target, job_action.action)] = event.id
+            events.append(event)
+            rows.append({"id": event.id, "incident_id": job_action.incident_id, "ts_us": ts_us,
                          "target": job_action.target, "action": job_action.action,
                          "catalog_action": None, "reason": job_action.reason,
-                         "gpu_hours_saved": job_action.gpu_hours_saved})
+                         "gpu_hours_saved": job_action.gpu_hours_saved, "after": after})
         if write and events:
             StoreWriter(con).write_batch(events)
         return rows

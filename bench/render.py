@@ -252,6 +252,8 @@ def goals(data: dict[str, Any]) -> list[str]:
 
 
 def _main_point(data: dict[str, Any]) -> dict[str, Any] | None:
+    if data.get("main"):  # a point of its own (a longer window than the size curve's)
+        return dict(data["main"])
     main_nodes = data.get("settings", {}).get("main_nodes")
     for p in (data.get("scaling") or {}).get("size", []):
         if p["nodes"] == main_nodes:
@@ -278,7 +280,7 @@ def environment(data: dict[str, Any]) -> list[str]:
         ["scaling: time windows", f"{', '.join(str(x) for x in s.get('windows', []))} h at "
                                   f"{s.get('window_nodes')} nodes"],
         ["main point (producing, landing, scale-out)",
-         f"{num(s.get('main_nodes'))} nodes x {s.get('size_hours')} h"],
+         f"{num(s.get('main_nodes'))} nodes x {s.get('main_hours') or s.get('size_hours')} h"],
         ["topics", f"{s.get('partitions')} partitions each, replication 1, one local broker"],
         ["generator", f"`fleetlog simulate`, {s.get('scenario', 'llama3')} scenario, seed 1, "
                       "fault rate "
@@ -288,7 +290,7 @@ def environment(data: dict[str, Any]) -> list[str]:
                       "acks=all; perf test: linger.ms=20, batch.size=1 MiB, Java defaults "
                       "otherwise"],
         ["fleetlog ingest", f"defaults ({num(s.get('batch_messages'))} events per DuckDB "
-                            "transaction, decode+write in a second process), `--until-idle 2`, "
+                            "transaction, decode+write on a writer thread), `--until-idle 2`, "
                             "fresh store and group per run; the hand-written consumers insert "
                             "the same number of messages per transaction"],
         ["day store", f"{num(s.get('day_nodes'))} nodes x {s.get('day_hours')} h, fault rate "

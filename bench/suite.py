@@ -73,6 +73,10 @@ class Plan:
     big_samples: int  # above this many GPU samples a point's ingest and polars run once (time)
     polars_max_rows: int  # above this, not at all (it would not fit beside the others)
     scenario: str = "mixed"  # of the scaling points: every kind of fault, on top of llama3's
+    # The main point's window (producing, landing, scale-out), when not size_hours: long enough
+    # that a fleetlog ingest run is ~9 batches, not three (at three, filling and draining the
+    # decode/write pipeline weighs on the rate), and short enough for three runs (< big_samples).
+    main_hours: float | None = None
 
 
 FULL = Plan(
@@ -80,7 +84,7 @@ FULL = Plan(
     window_nodes=256, windows=(0.25, 1.0, 4.0), day_nodes=2048, day_hours=24.0,
     day_fault_rate=4.0, ingesters=(1, 2, 4), partitions=8, soak_s=600.0, soak_every_s=5.0,
     soak_nodes=2048, soak_speed=6.0, fault_rate=20.0, big_samples=5_000_000,
-    polars_max_rows=60_000_000,
+    polars_max_rows=60_000_000, main_hours=0.75,
 )
 QUICK = Plan(
     mode="quick", runs=1, main_nodes=128, sizes=(32, 128, 512), size_hours=0.1,
@@ -352,11 +356,16 @@ def run(plan: Plan, work: Path, out_json: Path, doc: Path, keep: bool,
             scenario=plan.scenario))
         # 1. The main point and the smaller sizes; producing, landing, scale-out on the main.
         main: dict[str, Any] | None = None
+        main_hours = plan.main_hours or plan.size_hours
         for nodes in [n for n in plan.sizes if n <= plan.main_nodes]:
-            p = add_point(nodes, plan.size_hours, "main" if nodes == plan.main_nodes else "size")
+            is_main = nodes == plan.main_nodes and main_hours == plan.size_hours
+            p = add_point(nodes, plan.size_hours, "main" if is_main else "size")
             if p:
                 size_points.append(p)
-                main = p if nodes == plan.main_nodes else main
+                main = p if is_main else main
+        if main_hours != plan.size_hours:
+            main = add_point(plan.main_nodes, main_hours, "main")
+            data["main"] = main
         if main is not None:
             data["produce"] = {
                 "nodes": main["nodes"], "hours": main["hours"],

@@ -24,7 +24,8 @@ def recommend_command(db: tuple[Path, ...], config_path: Path | None, write: boo
     """What to do about each incident: NVIDIA's catalog action, escalated on recurrence, and
     for the jobs it hit: restart on spares (or migrate to another virtual cluster when the
     job's own lacks healthy nodes), checkpoint now (then swap a suspect node for a spare),
-    Daly's checkpoint interval.
+    Daly's checkpoint interval. With --json each recommendation carries its event id and
+    `after`: the id of the one to carry out first (a swap follows its checkpoint).
 
     Example: fleetlog recommend --db fleet.duckdb --table
     """

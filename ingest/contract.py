@@ -625,6 +625,10 @@ class RecommendationIssued(Payload, frozen=True, kw_only=True):
     action: str
     reason: str
     gpu_hours_saved: float = 0.0
+    # The id of the recommendation to carry out first (a swap_node follows its checkpoint_now):
+    # automation orders them by this, not by time. Added after version 1 with a default, so
+    # older messages read as "no predecessor".
+    after: str | None = None
 
     def default_key(self) -> str:
         return self.target
@@ -680,7 +684,14 @@ def _identity(payload: Payload) -> Any:
     if isinstance(payload, PortSampled):
         return {"switches": payload.switches, "port_count": payload.port_count,
                 "port": payload.port, "columns": payload.columns}
+    if isinstance(payload, RecommendationIssued) and payload.after is None:
+        # The layout before ``after`` existed: a recommendation without one keeps its id.
+        return {name: getattr(payload, name) for name in _RECOMMENDATION_V1_FIELDS}
     return payload
+
+
+_RECOMMENDATION_V1_FIELDS: Final = ("incident_id", "target", "action", "reason",
+                                    "gpu_hours_saved")
 
 
 def make_event(

@@ -209,8 +209,12 @@ PUBLIC_VIEWS: Final = {
     "incidents": """SELECT incident_id, start_ts, end_ts, category, root_entity, confidence,
         candidates, evidence FROM incidents_raw
     QUALIFY row_number() OVER (PARTITION BY incident_id ORDER BY ts DESC, event_id DESC) = 1""",
-    "recommendations": """SELECT incident_id, ts, target, action, reason, gpu_hours_saved
-    FROM recommendations_raw""",
+    # ``after`` (the recommendation to carry out first) lives in the event's payload: read from
+    # the event log, so stores written before it existed need no migration.
+    "recommendations": """SELECT r.incident_id, r.ts, r.target, r.action, r.reason,
+        r.gpu_hours_saved, r.event_id, l.payload->>'after' AS after
+    FROM recommendations_raw r LEFT JOIN (SELECT event_id, payload FROM event_log
+        WHERE type = 'recommendation.issued') l USING (event_id)""",
     "dead_letters": """SELECT received_at, origin, partition, "offset", stage, error, event_type,
         event_id, raw FROM dead_letters_raw""",
 }

@@ -51,6 +51,63 @@ def test_a_one_node_precursor_with_a_spare_recommends_the_swap(tmp_path: Path) -
     assert swap.gpu_hours_saved == pytest.approx(32 * 1140 / 3600, abs=1e-3)
 
 
+def test_the_swap_names_the_checkpoint_it_follows_in_the_store_and_on_the_wire(
+        tmp_path: Path) -> None:
+    """Automation orders the two by ``after`` (the checkpoint's event id), not by time."""
+    from analysis.recommend import recommend
+
+    db = _warned_fleet(spare_idle=True).store(tmp_path)
+    rows = [r for r in recommend([db]) if r["incident_id"] == "hbm-n2"]
+    by_action = {r["action"]: r for r in rows}
+    checkpoint, swap = by_action["checkpoint_now"], by_action["swap_node"]
+    assert swap["after"] == checkpoint["id"] and checkpoint["after"] is None
+    con = open_store(db, read_only=True)
+    try:
+        stored = dict(con.execute(
+            "SELECT action, after FROM recommendations WHERE incident_id = 'hbm-n2' "
+            "AND action IN ('checkpoint_now', 'swap_node')").fetchall())
+        [[payload]] = con.execute("SELECT payload FROM event_log WHERE event_id = ?",
+                                  [swap["id"]]).fetchall()
+    finally:
+        con.close()
+    assert stored == {"checkpoint_now": None, "swap_node": checkpoint["id"]}
+    decoded = c.decode(c.encode(c.make_event(
+        c.RecommendationIssued(incident_id="i", target="job:big", action="swap_node",
+                               reason="r", after=checkpoint["id"]),
+        time_us=WARN, source="t")))
+    assert isinstance(decoded, c.Envelope)
+    assert getattr(decoded.payload, "after") == checkpoint["id"]  # noqa: B009
+    assert checkpoint["id"] in payload
+
+    def stored_count() -> int:
+        con = open_store(db, read_only=True)
+        try:
+            return int(con.execute("SELECT count(*) FROM recommendations").fetchone()[0])
+        finally:
+            con.close()
+
+    before = stored_count()
+    recommend([db])
+    assert stored_count() == before  # same ids again: a re-run adds nothing
+
+
+def test_a_recommendation_without_a_predecessor_keeps_the_id_it_had_before_after_existed(
+        ) -> None:
+    payload = c.RecommendationIssued(incident_id="inc-1", target="node:n00001",
+                                     action="reset_gpu", reason="XID 48", gpu_hours_saved=0.0)
+    event = c.make_event(payload, time_us=T0, source="fleetlog-recommend")
+    # The id computed by the code before ``after`` was added (blake2b of the five fields).
+    import hashlib
+
+    import msgspec
+    old = hashlib.blake2b(
+        msgspec.msgpack.encode({"incident_id": "inc-1", "target": "node:n00001",
+                                "action": "reset_gpu", "reason": "XID 48",
+                                "gpu_hours_saved": 0.0})
+        + f"|recommendation.issued|{T0}|fleetlog-recommend".encode(), digest_size=12)
+    assert event.id == old.hexdigest()
+
+
 def test_no_idle_spare_means_checkpoint_now_only(tmp_path: Path) -> None:
     con = open_store(_warned_fleet(spare_idle=False).store(tmp_path), read_only=True)
     try:
