@@ -24,7 +24,9 @@ For each incident that affects jobs:
   work the job would do between the checkpoint and the failure — with the lead measured in the
   store (detection of a precursor to the failure it warned; 0 when none was measured).
 - ``set_checkpoint_interval`` once per affected job: Daly's interval (``analysis.checkpoint``) for
-  its δ and its MTBF (the fleet's measured node MTBF ÷ the job's nodes), when it differs from the
+  its δ and its MTBF (the fleet's measured node MTBF ÷ the job's nodes; failures a precursor
+  warned early enough for a checkpoint-now are not counted: they cost that checkpoint, not
+  periodic rework), when it differs from the
   job's submitted interval by more than 10%. Estimated saving:
   ``gpus × wall hours × (loss(current interval) − loss(Daly))`` with ``expected_loss_fraction``.
 
@@ -41,7 +43,7 @@ import duckdb
 
 from analysis.capacity import MIGRATE_S, Capacity, MigrationCheck, load_capacity
 from analysis.checkpoint import daly_interval, expected_loss_fraction
-from analysis.job_history import US, JobHistory, load_jobs, node_mtbf_s
+from analysis.job_history import US, JobHistory, load_jobs
 from analysis.precursors import can_swap, warnings_for
 from analysis.whatif_data import (
     IMPLICIT_CATEGORIES,
@@ -149,7 +151,8 @@ def _interval(s: StoredIncident, h: JobHistory, node_mtbf: float, ts_us: int) ->
         ts_us, s.incident_id, c.job_entity(h.job), "set_checkpoint_interval",
         f"Daly's interval for {h.gpus} GPUs: checkpoint every {best / 60:.0f} min instead of "
         f"{h.interval_s / 60:.0f} min (checkpoint {h.checkpoint_s:.0f} s, job MTBF "
-        f"{mtbf / 3600:.1f} h from the measured node MTBF {node_mtbf / 3600:.0f} h)",
+        f"{mtbf / 3600:.1f} h from the measured node MTBF {node_mtbf / 3600:.0f} h, failures "
+        "that a precursor warned in time not counted)",
         round(saved, 3))
 
 
@@ -162,6 +165,20 @@ def _check(capacity: Capacity, s: StoredIncident, h: JobHistory, fail_us: int) -
     return check
 
 
+def _unwarned_node_mtbf_s(jobs: dict[str, JobHistory],
+                          precursors: list[StoredIncident]) -> float:
+    """The node MTBF counting only the failures no precursor warned in time for a checkpoint
+    to complete first: the failures periodic checkpoints are for (``analysis.whatif``)."""
+    node_seconds = sum(h.wall_s * max(1, h.gpus // 8) for h in jobs.values())
+    unwarned = 0
+    for h in jobs.values():
+        for fail_us, _event in h.failures:
+            leads = [(fail_us - p.incident.detect_us) / US
+                     for p in warnings_for(h, fail_us, set(h.nodes_at(fail_us - 1)), precursors)]
+            unwarned += max(leads, default=0.0) <= h.checkpoint_s
+    return node_seconds / unwarned if unwarned else float("inf")
+
+
 def job_actions(con: duckdb.DuckDBPyConnection, *, watchdog_s: float = 1800.0) -> list[JobAction]:
     """Job-level actions for every stored incident that affects jobs, in time order."""
     jobs = load_jobs(con)
@@ -171,7 +188,7 @@ def job_actions(con: duckdb.DuckDBPyConnection, *, watchdog_s: float = 1800.0) -
     precursors = [s for s in incidents if s.incident.category in PRECURSOR_CATEGORIES]
     lead_s = _median_lead_s(jobs, precursors)
     failed = {event_id: (h, t) for h in jobs.values() for t, event_id in h.failures}
-    node_mtbf = node_mtbf_s(jobs)
+    node_mtbf = _unwarned_node_mtbf_s(jobs, precursors)
     tuned: set[str] = set()
     actions: list[JobAction] = []
     for s in incidents:

@@ -125,13 +125,6 @@ def load_jobs(con: duckdb.DuckDBPyConnection) -> dict[str, JobHistory]:
     return jobs
 
 
-def node_mtbf_s(jobs: dict[str, JobHistory]) -> float:
-    """Measured MTBF of one node: node-seconds of job time ÷ job failures (inf without any)."""
-    node_seconds = sum(h.wall_s * max(1, h.gpus // 8) for h in jobs.values())
-    failures = sum(len(h.failures) for h in jobs.values())
-    return node_seconds / failures if failures else float("inf")
-
-
 def fleet_restart_s(jobs: dict[str, JobHistory], exclude: Collection[str] = ()) -> float:
     """The fleet's normal restart overhead: the median recorded ``overhead_s`` of the restarts
     after the failures not in ``exclude`` (pass those that found their pool short of nodes: their

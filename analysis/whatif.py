@@ -10,7 +10,8 @@ Policies (DESIGN.md section 7, issue #7):
 - ``baseline``: hourly checkpoints; a crash is noticed when the job exits, a hang only when the
   watchdog times out.
 - ``daly``: Daly's interval for the job's size and measured MTBF; detection as baseline.
-- ``fleetlog``: Daly's interval, detection at the time fleetlog's incidents actually fired, a
+- ``fleetlog``: Daly's interval for the MTBF of the failures no warning covered (the others cost
+  a checkpoint-now, not periodic rework), detection at the time fleetlog's incidents fired, a
   checkpoint-now when an incident warned early enough to finish a checkpoint first (then, when
   the warning sat on one node and a healthy spare was idle, a restart from that checkpoint
   without the suspect node: the failure never reaches the job), one checkpoint (and the swap's
@@ -156,7 +157,7 @@ def replay_losses(job: JobRecord, policy: str, *, mtbf_s: float,
             if policy == "fleetlog":
                 if failure.detected_after_s is not None:
                     notice = min(notice, failure.detected_after_s) if failure.implicit else 0.0
-                if failure.warned_before_s > job.checkpoint_s:
+                if warned_in_time(job, failure):
                     # Checkpoint-now on the warning: only the work after it is lost.
                     since_checkpoint = min(since_checkpoint,
                                            failure.warned_before_s - job.checkpoint_s)
@@ -190,25 +191,38 @@ def replay_job(job: JobRecord, policy: str, *, mtbf_s: float,
 def foreseen(job: JobRecord, failure: FailureRecord) -> bool:
     """fleetlog swaps the suspect node out before this failure: a warning on one node, early
     enough for a checkpoint, and a healthy spare idle."""
-    return failure.swap and failure.warned_before_s > job.checkpoint_s
+    return failure.swap and warned_in_time(job, failure)
 
 
-def measured_mtbf_s(jobs: Sequence[JobRecord]) -> float:
-    """Fleet-wide MTBF per node-second, scaled per job by its node count in ``evaluate``."""
+def measured_mtbf_s(jobs: Sequence[JobRecord], *, unwarned: bool = False) -> float:
+    """Fleet-wide MTBF per node-second, scaled per job by its node count in ``evaluate``.
+
+    ``unwarned``: count only the failures no warning covered (a precursor early enough for a
+    checkpoint to complete first). Those are the ones periodic checkpoints are for — a covered
+    failure costs a checkpoint-now, not the work since the last periodic one — so the fleetlog
+    policy sets Daly's interval from their MTBF (``analysis.job_actions`` recommends the same).
+    """
     node_seconds = sum(j.wall_s * max(1, j.gpus // 8) for j in jobs)
-    failures = sum(len(j.failures) for j in jobs)
+    failures = sum(1 for j in jobs for f in j.failures
+                   if not (unwarned and warned_in_time(j, f)))
     return node_seconds / failures if failures else float("inf")
+
+
+def warned_in_time(job: JobRecord, failure: FailureRecord) -> bool:
+    """A precursor warned early enough for a checkpoint-now to complete before the failure."""
+    return failure.warned_before_s > job.checkpoint_s
 
 
 def evaluate(jobs: Sequence[JobRecord], policies: Sequence[str] = POLICIES,
              *, watchdog_s: float = 1800.0) -> list[PolicyResult]:
-    node_mtbf = measured_mtbf_s(jobs)
+    node_mtbf = {False: measured_mtbf_s(jobs), True: measured_mtbf_s(jobs, unwarned=True)}
     results = []
     for policy in policies:
         result = PolicyResult(policy)
+        per_node = node_mtbf[policy == "fleetlog"]
         for job in jobs:
             nodes = max(1, job.gpus // 8)
-            mtbf = node_mtbf / nodes if node_mtbf != float("inf") else 30 * 86400.0
+            mtbf = per_node / nodes if per_node != float("inf") else 30 * 86400.0
             out = replay_losses(job, policy, mtbf_s=mtbf, watchdog_s=watchdog_s)
             # A job cannot lose more than its wall time (a failure storm at its very end).
             scale = min(1.0, job.wall_s / out.lost_s) if out.lost_s > 0 else 1.0

@@ -61,3 +61,25 @@ def test_losses_split_into_rework_notice_and_restart() -> None:
     base = replay_losses(_job((hang,)), "baseline", mtbf_s=10 * HOUR, watchdog_s=1800)
     assert (base.rework_s, base.notice_s, base.restart_s) == (600, 1800, 600 + 900)
     assert base.lost_s == 600 + 1800 + 1500
+
+
+def test_fleetlog_sets_its_interval_from_the_failures_no_warning_covered() -> None:
+    """Four failures in 48 h of a 128-node job; one was warned 15 min ahead (a checkpoint-now
+    covers it), so periodic checkpoints are sized for three: Daly's interval for a longer MTBF."""
+    from analysis.checkpoint import daly_interval
+
+    failures = (FailureRecord(at_s=5 * HOUR), FailureRecord(at_s=17 * HOUR),
+                FailureRecord(at_s=29 * HOUR, warned_before_s=900),
+                FailureRecord(at_s=41 * HOUR))
+    job = _job(failures)
+    results = {r.policy: r for r in evaluate([job], ("daly", "fleetlog"))}
+    node_seconds = 48 * HOUR * 128
+    assert results["daly"].per_job[0]["interval_s"] == pytest.approx(
+        daly_interval(120.0, node_seconds / 4 / 128))
+    assert results["fleetlog"].per_job[0]["interval_s"] == pytest.approx(
+        daly_interval(120.0, node_seconds / 3 / 128))
+    # A warning too short for the checkpoint to complete covers nothing.
+    late = (*failures[:2], FailureRecord(at_s=29 * HOUR, warned_before_s=60), failures[3])
+    [fleetlog] = evaluate([_job(late)], ("fleetlog",))
+    assert fleetlog.per_job[0]["interval_s"] == pytest.approx(
+        daly_interval(120.0, node_seconds / 4 / 128))
