@@ -577,12 +577,13 @@ def scaleout(data: dict[str, Any], folder: Path, doc: Path) -> list[str]:
     out += table(["ingesters", "GPU-samples/s (aggregate)", "vs 1", "span s", "copy s",
                   "group settled after s", "peak RSS per ingester MiB", "complete",
                   "load at start"], rows)
-    out += [f"This machine has {cores} cores and each ingester is two processes (Kafka reader, "
-            "decoder + DuckDB writer), so 2 ingesters already use every core and 4 ingesters "
-            "are 8 busy processes time-sharing 2 cores: beyond 1-2 ingesters this measures "
-            "the overhead of sharing, not the scaling one would get with a core per "
-            "process. Partitions, groups and shard files are what carry the scale-out to "
-            "more machines (see docs/scale.md).", "",
+    out += [f"This machine has {cores} cores; each ingester is one process with three busy "
+            "threads (kafka-python's I/O thread, the poll-and-decode loop, the DuckDB writer, "
+            "itself multi-threaded while it inserts), and the copy into the topic runs "
+            "during the measurement: beyond 1-2 ingesters this measures the cost of "
+            "sharing two cores, not the scaling one would get with a core per ingester. "
+            "Partitions, groups and shard files are what carry the scale-out to more "
+            "machines (see docs/scale.md).", "",
             f"![scale-out]({_rel(folder / png, doc)})", ""]
     return out
 
@@ -596,7 +597,7 @@ def soak(data: dict[str, Any], folder: Path, doc: Path) -> list[str]:
     out = ["## Memory while following a live stream", "",
            f"`fleetlog ingest` (follow mode, every topic) reading a live `fleetlog simulate "
            f"--speed {s.get('speed')}` stream of {num(s.get('nodes'))} nodes for "
-           f"{s.get('seconds', 0) / 60:.0f} min; RSS of the ingester's processes every "
+           f"{s.get('seconds', 0) / 60:.0f} min; RSS of the ingester (its process tree) every "
            f"{s.get('every_s')} s. The first {num(fit.get('warmup_s'))} s are warm-up (imports, "
            "first batches); the slope is a least-squares fit over the rest. It ran while the "
            "day store was being built (untimed) on the same machine. Load at start: "
