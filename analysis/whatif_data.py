@@ -265,7 +265,8 @@ def whatif(paths: Sequence[str | Path], policies: Sequence[str] = POLICIES, *,
         summary: dict[str, Any] = dict(results[policy].summary())
         summary["ettr_vs_oracle"] = round(results[policy].ettr / oracle, 4) if oracle else None
         rows.append(summary)
-    mtbf = measured_mtbf_s(records)
-    inputs["node_mtbf_h"] = round(mtbf / 3600, 1) if mtbf != float("inf") else None
+    for key, unwarned in (("node_mtbf_h", False), ("node_mtbf_unwarned_h", True)):
+        mtbf = measured_mtbf_s(records, unwarned=unwarned)  # the second sizes fleetlog's interval
+        inputs[key] = round(mtbf / 3600, 1) if mtbf != float("inf") else None
     inputs["watchdog_s"] = watchdog_s
     return {"policies": rows, "inputs": inputs}

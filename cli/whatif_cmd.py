@@ -38,7 +38,8 @@ def whatif_command(db: tuple[Path, ...], policies: tuple[str, ...], watchdog: fl
             f"{inputs['jobs']} jobs, {inputs['failures']} failures ({inputs['implicit']} "
             f"implicit, {inputs['warned']} warned, {inputs['swapped']} swapped, "
             f"{inputs['waited_for_nodes']} waited for nodes, {inputs['migrations']} migrated), "
-            f"{inputs['false_alarms']} false alarms, node MTBF {inputs['node_mtbf_h']} h"))
+            f"{inputs['false_alarms']} false alarms, node MTBF {inputs['node_mtbf_h']} h "
+            f"({inputs['node_mtbf_unwarned_h']} h counting the unwarned failures only)"))
     else:
         render(result, fmt)
 
