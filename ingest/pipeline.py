@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from ingest import contract as c
 from ingest.writer import BatchResult, DeadLetter, StoreWriter
 
@@ -294,9 +296,9 @@ class YoungGarbage:
     and kafka-python's poll leaves reference cycles behind (frames, tracebacks and futures that
     keep fetched records alive): a follower at 1,000 events/s grew by ~150 MB before each pass
     freed it. Collecting the young generations every second costs a few milliseconds; the
-    whole heap is walked once a minute, and then glibc is asked to hand its free pages back
-    (``malloc_trim``): several threads allocate here, and the arenas they leave half-empty
-    otherwise keep the resident size creeping up.
+    whole heap is walked once a minute, and then glibc and Arrow's allocator are asked to hand
+    their free pages back (``malloc_trim``, ``release_unused``): several threads allocate here,
+    and the arenas they leave half-empty otherwise keep the resident size creeping up.
     """
 
     def __init__(self, every_s: float = 1.0, full_every_s: float = 60.0) -> None:
@@ -318,6 +320,8 @@ class YoungGarbage:
 
 
 def _return_free_memory() -> None:
+    # Arrow's allocator (mimalloc here) keeps freed pages for reuse just as glibc does.
+    pa.default_memory_pool().release_unused()
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 
