@@ -599,9 +599,10 @@ def soak(data: dict[str, Any], folder: Path, doc: Path) -> list[str]:
            f"--speed {s.get('speed')}` stream of {num(s.get('nodes'))} nodes for "
            f"{s.get('seconds', 0) / 60:.0f} min; RSS of the ingester (its process tree) every "
            f"{s.get('every_s')} s. The first {num(fit.get('warmup_s'))} s are warm-up (imports, "
-           "first batches); the slope is a least-squares fit over the rest. It ran while the "
-           "day store was being built (untimed) on the same machine. Load at start: "
-           f"{load1(s)}.", ""]
+           "first batches); the slope is a least-squares fit over the rest. "
+           + ("Nothing else of the suite ran meanwhile. " if s.get("alone") else
+              "It ran while the day store was being built (untimed) on the same machine. ")
+           + f"Load at start: {load1(s)}.", ""]
     out += table(["slope MiB/min", "growth over the fit MiB", "first MiB", "last MiB",
                   "peak MiB", "events landed", "GPU samples landed", "lag at stop",
                   "store MB"], [[
