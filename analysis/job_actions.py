@@ -126,14 +126,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def _median_lead_s(jobs: dict[str, JobHistory], precursors: list[StoredIncident]) -> float:
+def _warning_leads(jobs: dict[str, JobHistory], precursors: list[StoredIncident]
+                   ) -> list[tuple[JobHistory, list[float]]]:
+    """Per job failure: the job, and how long before it each precursor that warned it was
+    detected (seconds; empty: no warning). One pass serves the median lead and the MTBF."""
+    return [(h, [(fail_us - p.incident.detect_us) / US
+                 for p in warnings_for(h, fail_us, set(h.nodes_at(fail_us - 1)), precursors)])
+            for h in jobs.values() for fail_us, _event in h.failures]
+
+
+def _median_lead_s(leads: list[tuple[JobHistory, list[float]]]) -> float:
     """Median time from a precursor's detection to the failure it warned (0: none seen)."""
-    leads = []
-    for h in jobs.values():
-        for fail_us, _event in h.failures:
-            for p in warnings_for(h, fail_us, set(h.nodes_at(fail_us - 1)), precursors):
-                leads.append((fail_us - p.incident.detect_us) / US)
-    return statistics.median(leads) if leads else 0.0
+    every = [lead for _h, per_failure in leads for lead in per_failure]
+    return statistics.median(every) if every else 0.0
 
 
 def _interval(s: StoredIncident, h: JobHistory, node_mtbf: float, ts_us: int) -> JobAction | None:
@@ -166,16 +171,11 @@ def _check(capacity: Capacity, s: StoredIncident, h: JobHistory, fail_us: int) -
 
 
 def _unwarned_node_mtbf_s(jobs: dict[str, JobHistory],
-                          precursors: list[StoredIncident]) -> float:
+                          leads: list[tuple[JobHistory, list[float]]]) -> float:
     """The node MTBF counting only the failures no precursor warned in time for a checkpoint
     to complete first: the failures periodic checkpoints are for (``analysis.whatif``)."""
     node_seconds = sum(h.wall_s * max(1, h.gpus // 8) for h in jobs.values())
-    unwarned = 0
-    for h in jobs.values():
-        for fail_us, _event in h.failures:
-            leads = [(fail_us - p.incident.detect_us) / US
-                     for p in warnings_for(h, fail_us, set(h.nodes_at(fail_us - 1)), precursors)]
-            unwarned += max(leads, default=0.0) <= h.checkpoint_s
+    unwarned = sum(max(per_failure, default=0.0) <= h.checkpoint_s for h, per_failure in leads)
     return node_seconds / unwarned if unwarned else float("inf")
 
 
@@ -186,9 +186,10 @@ def job_actions(con: duckdb.DuckDBPyConnection, *, watchdog_s: float = 1800.0) -
     incidents = load_incidents(con, topo)
     capacity = load_capacity(con, topo, jobs, incidents)
     precursors = [s for s in incidents if s.incident.category in PRECURSOR_CATEGORIES]
-    lead_s = _median_lead_s(jobs, precursors)
+    leads = _warning_leads(jobs, precursors)
+    lead_s = _median_lead_s(leads)
     failed = {event_id: (h, t) for h in jobs.values() for t, event_id in h.failures}
-    node_mtbf = _unwarned_node_mtbf_s(jobs, precursors)
+    node_mtbf = _unwarned_node_mtbf_s(jobs, leads)
     tuned: set[str] = set()
     actions: list[JobAction] = []
     for s in incidents:

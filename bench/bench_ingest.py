@@ -184,9 +184,9 @@ def fleetlog_ingest(bootstrap: str, prefix: str, db: Path, batch_events: int,
 def fleetlog_group(bootstrap: str, prefix: str, folder: Path, batch_events: int, members: int,
                    *extra: str) -> dict[str, Any]:
     """``members`` ingesters in one consumer group (own file each) on the produced topic, all
-    started at once: the aggregate rate from the group's first record to its last commit, the
-    rebalances as members join included. A member's last commit is its sidecar's last rewrite;
-    its first record that less its ``active_s``."""
+    started at once: the aggregate rate from the group's first record to its last commit
+    (``stages.shard_window``), the rebalances as members join included."""
+    from stages import shard_window  # bench/ is this script's folder
     group = f"bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     dbs = [folder / f"shard-{i}.duckdb" for i in range(members)]
@@ -202,9 +202,9 @@ def fleetlog_group(bootstrap: str, prefix: str, folder: Path, batch_events: int,
         if p.returncode != 0:
             raise SystemExit(f"an ingester of the group failed: {err[-500:]}")
         stats = json.loads(out)
-        end = db.with_name(db.name + ".offsets.json").stat().st_mtime
+        start, end = shard_window(db, stats["active_s"], time.time())
         shards.append({"gpu_samples": stats["gpu_samples"], "events": stats["events"],
-                       "start": end - stats["active_s"], "end": end,
+                       "start": start, "end": end,
                        "peak_rss_mb": stats["peak_rss_mb"]})
     span = max(s["end"] for s in shards) - min(s["start"] for s in shards)
     samples = sum(s["gpu_samples"] for s in shards)

@@ -390,9 +390,8 @@ def scaleout(bootstrap: str, messages: list[tuple[bytes | None, bytes]], folder:
         if p.returncode != 0:
             raise StepFailed(f"ingester {i} exited {p.returncode}: {outputs[i][1][-800:]}")
         out = json.loads(outputs[i][0])
-        sidecar = dbs[i].with_name(dbs[i].name + ".offsets.json")
         active = float(out.get("active_s") or 0.0)
-        end = sidecar.stat().st_mtime if sidecar.exists() else copy_started
+        _start, end = shard_window(dbs[i], active, copy_started)
         shards.append({"gpu_samples": out.get("gpu_samples", 0), "active_s": active,
                        "gpu_samples_per_s": out.get("gpu_samples_per_s"),
                        "start_s": round(end - active - copy_started, 3),
@@ -407,6 +406,14 @@ def scaleout(bootstrap: str, messages: list[tuple[bytes | None, bytes]], folder:
             "group_settle_s": round(settle_s, 2), "copy_s": round(copy_s, 3),
             "peak_rss_mb_per_ingester": round(max(s["peak_rss_mb"] for s in shards), 1),
             "shards": shards}
+
+
+def shard_window(db: Path, active_s: float, fallback_end: float) -> tuple[float, float]:
+    """(first record, last commit) of one ingester of a group, in wall-clock seconds: its last
+    commit is its sidecar's last rewrite, its first record that less its ``active_s``."""
+    sidecar = db.with_name(db.name + ".offsets.json")
+    end = sidecar.stat().st_mtime if sidecar.exists() else fallback_end
+    return end - active_s, end
 
 
 def soak(bootstrap: str, folder: Path, seconds: float, nodes: int, speed: float,

@@ -28,7 +28,6 @@ import json
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import traceback
 import uuid
@@ -298,23 +297,20 @@ def run(plan: Plan, work: Path, out_json: Path, doc: Path, keep: bool,
 
     data["settings"]["batch_messages"] = BATCH_MESSAGES
     suite = Suite(plan, work, data)
-    lock = threading.Lock()  # a step that runs on a thread of its own may save too
 
     def save() -> None:
-        with lock:
-            out_json.parent.mkdir(parents=True, exist_ok=True)
-            data["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-            data["duration_s"] = round(time.monotonic() - suite.started, 1)
-            out_json.write_text(json.dumps(data, indent=1, default=str) + "\n")
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        data["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        data["duration_s"] = round(time.monotonic() - suite.started, 1)
+        out_json.write_text(json.dumps(data, indent=1, default=str) + "\n")
 
     def guarded(name: str, step: Any) -> Any:
         try:
             return step()
         except Exception as exc:  # one failed benchmark must not lose the others
             suite.say(f"{name} FAILED: {exc}")
-            with lock:
-                data["errors"].append({"step": name, "error": str(exc)[-1500:],
-                                       "trace": traceback.format_exc()[-3000:]})
+            data["errors"].append({"step": name, "error": str(exc)[-1500:],
+                                   "trace": traceback.format_exc()[-3000:]})
             return None
         finally:
             save()
