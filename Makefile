@@ -53,7 +53,7 @@ $(BENCH_STAMP): $(STAMP)
 	@$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@rm -f $(VENV)/.bench-installed-* && touch $@
 
-bench: $(BENCH_STAMP) ## every benchmark on a private local broker -> BENCHMARKS.md (~20 min; BENCH_ARGS=--quick: ~3)
+bench: $(BENCH_STAMP) ## every benchmark on a private local broker -> BENCHMARKS.md (~30 min; BENCH_ARGS=--quick: ~3)
 	$(BIN)/python bench/suite.py $(BENCH_ARGS)
 
 kafka-up: $(STAMP) ## start the local broker on 127.0.0.1:9092

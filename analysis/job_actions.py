@@ -22,12 +22,13 @@ For each incident that affects jobs:
   swap the node before the failure reaches the job). Estimated saving, again assuming the
   precursor ends in a failure: ``gpus × max(0, median measured warning lead − δ) / 3600`` — the
   work the job would do between the checkpoint and the failure — with the lead measured in the
-  store (detection of a precursor to the failure it warned; 0 when none was measured).
+  store (from a failure's earliest warning to when the failure began — a hang at its last step —
+  over the failures that were warned; 0 when none was).
 - ``set_checkpoint_interval`` once per affected job: Daly's interval (``analysis.checkpoint``) for
   its δ and its MTBF (the fleet's measured node MTBF ÷ the job's nodes; failures a precursor
   warned early enough for a checkpoint-now are not counted: they cost that checkpoint, not
-  periodic rework), when it differs from the
-  job's submitted interval by more than 10%. Estimated saving:
+  periodic rework — ``precursors.lead_covers_checkpoint``, the rule the what-if replay applies),
+  when it differs from the job's submitted interval by more than 10%. Estimated saving:
   ``gpus × wall hours × (loss(current interval) − loss(Daly))`` with ``expected_loss_fraction``.
 
 No truth is read: only jobs, topology and the stored incidents.
@@ -44,11 +45,14 @@ import duckdb
 from analysis.capacity import MIGRATE_S, Capacity, MigrationCheck, load_capacity
 from analysis.checkpoint import daly_interval, expected_loss_fraction
 from analysis.job_history import US, JobHistory, load_jobs
-from analysis.precursors import can_swap, warnings_for
+from analysis.precursors import can_swap, earliest_warning, lead_covers_checkpoint
 from analysis.whatif_data import (
     IMPLICIT_CATEGORIES,
     PRECURSOR_CATEGORIES,
     StoredIncident,
+    explaining_incidents,
+    failure_start_us,
+    last_steps,
     load_incidents,
     load_topology,
 )
@@ -126,19 +130,29 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def _warning_leads(jobs: dict[str, JobHistory], precursors: list[StoredIncident]
-                   ) -> list[tuple[JobHistory, list[float]]]:
-    """Per job failure: the job, and how long before it each precursor that warned it was
-    detected (seconds; empty: no warning). One pass serves the median lead and the MTBF."""
-    return [(h, [(fail_us - p.incident.detect_us) / US
-                 for p in warnings_for(h, fail_us, set(h.nodes_at(fail_us - 1)), precursors)])
-            for h in jobs.values() for fail_us, _event in h.failures]
+def _failure_leads(con: duckdb.DuckDBPyConnection, jobs: dict[str, JobHistory],
+                   incidents: list[StoredIncident], precursors: list[StoredIncident]
+                   ) -> list[tuple[JobHistory, float]]:
+    """Per job failure: the job, and the lead of the earliest precursor that warned it (0: none)
+    up to when the failure began — as the replay measures it (``whatif_data.failure_record``),
+    with the category from the incident that explains the failure (no truth here)."""
+    explaining = explaining_incidents(incidents)
+    steps = last_steps(con)
+    out = []
+    for h in jobs.values():
+        for fail_us, event_id in h.failures:
+            s = explaining.get(event_id)
+            at_us = failure_start_us(h, fail_us, s.incident.category if s else "",
+                                     steps.get(event_id))
+            lead, _first = earliest_warning(h, at_us, set(h.nodes_at(fail_us - 1)), precursors)
+            out.append((h, lead))
+    return out
 
 
-def _median_lead_s(leads: list[tuple[JobHistory, list[float]]]) -> float:
-    """Median time from a precursor's detection to the failure it warned (0: none seen)."""
-    every = [lead for _h, per_failure in leads for lead in per_failure]
-    return statistics.median(every) if every else 0.0
+def _median_lead_s(leads: list[tuple[JobHistory, float]]) -> float:
+    """Median time from a failure's first warning to the failure (0: no failure was warned)."""
+    warned = [lead for _h, lead in leads if lead > 0]
+    return statistics.median(warned) if warned else 0.0
 
 
 def _interval(s: StoredIncident, h: JobHistory, node_mtbf: float, ts_us: int) -> JobAction | None:
@@ -171,11 +185,11 @@ def _check(capacity: Capacity, s: StoredIncident, h: JobHistory, fail_us: int) -
 
 
 def _unwarned_node_mtbf_s(jobs: dict[str, JobHistory],
-                          leads: list[tuple[JobHistory, list[float]]]) -> float:
+                          leads: list[tuple[JobHistory, float]]) -> float:
     """The node MTBF counting only the failures no precursor warned in time for a checkpoint
     to complete first: the failures periodic checkpoints are for (``analysis.whatif``)."""
     node_seconds = sum(h.wall_s * max(1, h.gpus // 8) for h in jobs.values())
-    unwarned = sum(max(per_failure, default=0.0) <= h.checkpoint_s for h, per_failure in leads)
+    unwarned = sum(not lead_covers_checkpoint(lead, h.checkpoint_s) for h, lead in leads)
     return node_seconds / unwarned if unwarned else float("inf")
 
 
@@ -186,7 +200,7 @@ def job_actions(con: duckdb.DuckDBPyConnection, *, watchdog_s: float = 1800.0) -
     incidents = load_incidents(con, topo)
     capacity = load_capacity(con, topo, jobs, incidents)
     precursors = [s for s in incidents if s.incident.category in PRECURSOR_CATEGORIES]
-    leads = _warning_leads(jobs, precursors)
+    leads = _failure_leads(con, jobs, incidents, precursors)
     lead_s = _median_lead_s(leads)
     failed = {event_id: (h, t) for h in jobs.values() for t, event_id in h.failures}
     node_mtbf = _unwarned_node_mtbf_s(jobs, leads)

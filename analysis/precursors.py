@@ -42,6 +42,23 @@ def warnings_for(h: JobHistory, at_us: int, nodes: set[str],
             and p.incident.end_us >= at_us - STILL_OPEN_US]
 
 
+def earliest_warning(h: JobHistory, at_us: int, nodes: set[str],
+                     precursors: Sequence[StoredIncident]) -> tuple[float, StoredIncident | None]:
+    """The earliest-detected precursor that warned a failure of ``h`` at ``at_us`` on
+    ``nodes``, and how long before ``at_us`` it was detected, in seconds ((0.0, None): none)."""
+    first = min(warnings_for(h, at_us, nodes, precursors),
+                key=lambda p: (p.incident.detect_us, p.incident_id), default=None)
+    return ((at_us - first.incident.detect_us) / US, first) if first else (0.0, None)
+
+
+def lead_covers_checkpoint(lead_s: float, checkpoint_s: float) -> bool:
+    """A warning ``lead_s`` ahead leaves time for a checkpoint-now to complete first: the
+    failure then costs that checkpoint, not the work since the last periodic one. The replay
+    (``analysis.whatif``) and the recommended interval (``analysis.job_actions``) use this one
+    rule."""
+    return lead_s > checkpoint_s
+
+
 def can_swap(capacity: Capacity, h: JobHistory, p: StoredIncident) -> bool:
     """One suspect node, and a healthy idle node of the job's pool to take its place."""
     if len(p.nodes) != 1:

@@ -32,11 +32,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from analysis.capacity import MIGRATE_S
-from analysis.checkpoint import daly_interval
-from analysis.precursors import Alarm
+from analysis.checkpoint import daly_interval, expected_loss_fraction, job_mtbf_s
+from analysis.precursors import Alarm, lead_covers_checkpoint
 
 POLICIES = ("baseline", "daly", "fleetlog", "oracle")
 BASELINE_INTERVAL_S = 3600.0
+NO_FAILURE_MTBF_S = 30 * 86400.0  # a job's MTBF when the store holds no failure to measure
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,55 @@ def measured_mtbf_s(jobs: Sequence[JobRecord], *, unwarned: bool = False) -> flo
 
 def warned_in_time(job: JobRecord, failure: FailureRecord) -> bool:
     """A precursor warned early enough for a checkpoint-now to complete before the failure."""
-    return failure.warned_before_s > job.checkpoint_s
+    return lead_covers_checkpoint(failure.warned_before_s, job.checkpoint_s)
+
+
+def record_mtbf_s(job: JobRecord, node_mtbf_s: float) -> float:
+    """The job's MTBF from the fleet's per-node MTBF (8 GPUs a node)."""
+    if node_mtbf_s == float("inf"):
+        return NO_FAILURE_MTBF_S
+    return job_mtbf_s(node_mtbf_s, max(1, job.gpus // 8))
+
+
+def expected_periodic_loss(jobs: Sequence[JobRecord], node_mtbf_s: float, *,
+                           speedup: float = 1.0) -> float:
+    """Share of the jobs' GPU time that checkpointing on a schedule costs in expectation:
+    checkpoint writes plus the work redone after a failure, each job at Daly's interval for its
+    MTBF (first order, ``analysis.checkpoint.expected_loss_fraction``), with every checkpoint
+    ``speedup`` times faster.
+
+    With ``node_mtbf_s`` from the failures no warning covered, this is the part of the gap to
+    the oracle that no policy without foresight avoids: the oracle writes one checkpoint just
+    before each failure and redoes nothing; restarts cost every policy the same.
+    """
+    wall = sum(job.wall_s * job.gpus for job in jobs)
+    if wall <= 0:
+        return 0.0
+    lost = 0.0
+    for job in jobs:
+        mtbf = record_mtbf_s(job, node_mtbf_s)
+        delta = job.checkpoint_s / speedup
+        share = expected_loss_fraction(daly_interval(delta, mtbf), delta, 0.0, mtbf)
+        lost += share * job.wall_s * job.gpus
+    return lost / wall
+
+
+def checkpoint_speedup_for(jobs: Sequence[JobRecord], node_mtbf_s: float,
+                           loss: float) -> float | None:
+    """How many times faster checkpoints must get for ``expected_periodic_loss`` to fall to
+    ``loss`` (1.0: it already does; None: not even 10,000 times faster would do)."""
+    if expected_periodic_loss(jobs, node_mtbf_s) <= loss:
+        return 1.0
+    low, high = 1.0, 10_000.0
+    if expected_periodic_loss(jobs, node_mtbf_s, speedup=high) > loss:
+        return None
+    while high / low > 1.001:  # the loss falls monotonically as checkpoints get faster
+        middle = (low * high) ** 0.5
+        if expected_periodic_loss(jobs, node_mtbf_s, speedup=middle) > loss:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def evaluate(jobs: Sequence[JobRecord], policies: Sequence[str] = POLICIES,
@@ -221,8 +270,7 @@ def evaluate(jobs: Sequence[JobRecord], policies: Sequence[str] = POLICIES,
         result = PolicyResult(policy)
         per_node = node_mtbf[policy == "fleetlog"]
         for job in jobs:
-            nodes = max(1, job.gpus // 8)
-            mtbf = per_node / nodes if per_node != float("inf") else 30 * 86400.0
+            mtbf = record_mtbf_s(job, per_node)
             out = replay_losses(job, policy, mtbf_s=mtbf, watchdog_s=watchdog_s)
             # A job cannot lose more than its wall time (a failure storm at its very end).
             scale = min(1.0, job.wall_s / out.lost_s) if out.lost_s > 0 else 1.0

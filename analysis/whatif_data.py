@@ -55,9 +55,17 @@ from analysis.diagnosis import Incident
 from analysis.evaluate import TruthFault, load_truth, match
 from analysis.events import INVENTORY_TYPES, load_events
 from analysis.job_history import US, JobHistory, fleet_restart_s, load_jobs
-from analysis.precursors import can_swap, false_alarms, warnings_for
+from analysis.precursors import can_swap, earliest_warning, false_alarms
 from analysis.projections import Topology, fold_topology
-from analysis.whatif import POLICIES, FailureRecord, JobRecord, evaluate, measured_mtbf_s
+from analysis.whatif import (
+    POLICIES,
+    FailureRecord,
+    JobRecord,
+    checkpoint_speedup_for,
+    evaluate,
+    expected_periodic_loss,
+    measured_mtbf_s,
+)
 
 IMPLICIT_CATEGORIES: Final = frozenset({"nccl_hang", "gpu_thermal", "sdc", "cooling", "storage"})
 PRECURSOR_CATEGORIES: Final = frozenset({"gpu_hbm", "gpu_sram", "gpu_thermal", "network"})
@@ -128,7 +136,7 @@ def _fault_of(con: duckdb.DuckDBPyConnection, incidents: Sequence[StoredIncident
     return {by_object[id(m.incident)]: m.fault for m in matches if m.incident is not None}
 
 
-def _last_steps(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+def last_steps(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """job.failed event id -> the job's last step report before it."""
     rows = con.execute(
         "SELECT f.event_id, epoch_us(max(s.ts)) FROM job_events f JOIN job_events s "
@@ -136,6 +144,26 @@ def _last_steps(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         "WHERE f.type = 'job.failed' GROUP BY f.event_id"
     ).fetchall()
     return {str(e): int(t) for e, t in rows if t is not None}
+
+
+def failure_start_us(h: JobHistory, fail_us: int, category: str,
+                     last_step_us: int | None) -> int:
+    """When a failure began: a hang or slowdown (``IMPLICIT_CATEGORIES``) at the job's last
+    step report before its ``job.failed``, anything else at the ``job.failed``."""
+    if (category in IMPLICIT_CATEGORIES and last_step_us is not None
+            and h.first_us <= last_step_us < fail_us):
+        return last_step_us
+    return fail_us
+
+
+def explaining_incidents(incidents: Sequence[StoredIncident]) -> dict[str, StoredIncident]:
+    """Evidence event id -> the incident claiming it; the latest-starting one wins, as in
+    diagnosis."""
+    out: dict[str, StoredIncident] = {}
+    for s in incidents:  # in start order (load_incidents)
+        for event_id in s.evidence:
+            out[event_id] = s
+    return out
 
 
 def failure_record(
@@ -146,16 +174,12 @@ def failure_record(
     """One failure as the replay sees it, and the category it was attributed to."""
     category = fault.category if fault else explained.incident.category if explained else ""
     implicit = category in IMPLICIT_CATEGORIES
-    at_us = fail_us
-    if implicit and last_step_us is not None and h.first_us <= last_step_us < fail_us:
-        at_us = last_step_us
+    at_us = failure_start_us(h, fail_us, category, last_step_us)
     detected: float | None = None
     if explained is not None:
         began = fault.start_us if fault is not None else at_us
         detected = max(0.0, (explained.incident.detect_us - began) / US)
-    warnings = warnings_for(h, at_us, set(h.nodes_at(fail_us - 1)), precursors)
-    first = min(warnings, key=lambda p: (p.incident.detect_us, p.incident_id), default=None)
-    warned = (at_us - first.incident.detect_us) / US if first else 0.0
+    warned, first = earliest_warning(h, at_us, set(h.nodes_at(fail_us - 1)), precursors)
     swap = first is not None and capacity is not None and can_swap(capacity, h, first)
     record = FailureRecord(at_s=(at_us - h.first_us) / US, implicit=implicit,
                            detected_after_s=detected, warned_before_s=warned, swap=swap)
@@ -188,15 +212,12 @@ def load_records(con: duckdb.DuckDBPyConnection) -> tuple[list[JobRecord], dict[
     topo = load_topology(con)
     incidents = load_incidents(con, topo)
     faults = _fault_of(con, incidents, topo)
-    by_evidence: dict[str, StoredIncident] = {}
-    for s in incidents:  # the latest-starting incident claiming a failure wins, as in diagnosis
-        for event_id in s.evidence:
-            by_evidence[event_id] = s
+    by_evidence = explaining_incidents(incidents)
     capacity = load_capacity(con, topo, jobs, incidents)
     checks = migration_checks(capacity, jobs, by_evidence)
     normal_restart = fleet_restart_s(jobs, {e for e, check in checks.items() if check.short})
     precursors = [s for s in incidents if s.incident.category in PRECURSOR_CATEGORIES]
-    last_steps = _last_steps(con)
+    steps = last_steps(con)
     records: list[JobRecord] = []
     categories: dict[str, int] = {}
     stats = {"failures": 0, "implicit": 0, "detected": 0, "warned": 0, "matched_to_truth": 0,
@@ -213,7 +234,7 @@ def load_records(con: duckdb.DuckDBPyConnection) -> tuple[list[JobRecord], dict[
             fault = faults.get(explained.incident_id) if explained else None
             record, category = failure_record(
                 h, fail_us, event_id, explained=explained, fault=fault,
-                last_step_us=last_steps.get(event_id), precursors=precursors,
+                last_step_us=steps.get(event_id), precursors=precursors,
                 capacity=capacity)
             check = checks[event_id]
             wait = max(0.0, h.restart_after.get(event_id, restart_s) - restart_s)
@@ -243,8 +264,10 @@ def load_records(con: duckdb.DuckDBPyConnection) -> tuple[list[JobRecord], dict[
 
 
 def whatif(paths: Sequence[str | Path], policies: Sequence[str] = POLICIES, *,
-           watchdog_s: float = 1800.0) -> dict[str, Any]:
-    """`fleetlog whatif`: replay the store's jobs under each policy; ETTR and lost GPU-hours."""
+           watchdog_s: float = 1800.0, gap_points: float = 2.0) -> dict[str, Any]:
+    """`fleetlog whatif`: replay the store's jobs under each policy; ETTR and lost GPU-hours;
+    what checkpointing on a schedule costs in expectation, and how much faster checkpoints must
+    get for that cost to fall to ``gap_points`` points of ETTR."""
     from ingest.store import open_union, store_files
 
     unknown = [p for p in policies if p not in POLICIES]
@@ -269,4 +292,16 @@ def whatif(paths: Sequence[str | Path], policies: Sequence[str] = POLICIES, *,
         mtbf = measured_mtbf_s(records, unwarned=unwarned)  # the second sizes fleetlog's interval
         inputs[key] = round(mtbf / 3600, 1) if mtbf != float("inf") else None
     inputs["watchdog_s"] = watchdog_s
-    return {"policies": rows, "inputs": inputs}
+    return {"policies": rows, "inputs": inputs,
+            "expected": expected_costs(records, gap_points)}
+
+
+def expected_costs(records: Sequence[JobRecord], gap_points: float) -> dict[str, Any]:
+    """The floor under any policy without foresight, in expectation (``analysis.whatif``)."""
+    unwarned = measured_mtbf_s(records, unwarned=True)
+    speedup = checkpoint_speedup_for(records, unwarned, gap_points / 100)
+    return {
+        "periodic_loss_points": round(100 * expected_periodic_loss(records, unwarned), 2),
+        "gap_points": gap_points,
+        "checkpoint_speedup_for_gap": round(speedup, 2) if speedup is not None else None,
+    }

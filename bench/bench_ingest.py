@@ -318,6 +318,17 @@ def main() -> None:
                                            samples)
                 for batch in sorted({4096, args.batch_events})
             }
+    try:
+        measure(args, report, prefix, topic, values, per_message)
+    finally:
+        from stages import delete_topics  # bench/ is this script's folder
+        delete_topics(args.bootstrap, [topic])  # 245,760 messages are ~0.7 GB on the broker
+    print(json.dumps(report, indent=2))
+
+
+def measure(args: argparse.Namespace, report: dict[str, Any], prefix: str, topic: str,
+            values: list[bytes], per_message: float) -> None:
+    """Produce the topic, then every reader of it in turn; the figures go into ``report``."""
     report["produce_s"] = round(produce(args.bootstrap, topic, values, args.partitions), 2)
     report["kafka_python_raw"] = raw_kafka_python(args.bootstrap, topic, args.events,
                                                   per_message)
@@ -350,7 +361,6 @@ def main() -> None:
     if report["confluent_kafka_raw"]:
         report["ratio_vs_confluent_raw"] = round(
             ingest["events_per_s"] / report["confluent_kafka_raw"]["messages_per_s"], 3)
-    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

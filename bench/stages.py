@@ -98,6 +98,18 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         admin.close()
 
 
+def delete_topics(bootstrap: str, topics: list[str]) -> None:
+    """Delete ``topics`` once measured: a run's copies would otherwise fill the broker's disk
+    (a broker whose log folder fills up shuts down)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    try:
+        admin.delete_topics(topics)
+    finally:
+        admin.close()
+
+
 def topic_messages(bootstrap: str, topic: str) -> int:
     """Messages in a fresh topic (the sum of its partitions' end offsets)."""
     from kafka import KafkaConsumer, TopicPartition
@@ -385,6 +397,7 @@ def scaleout(bootstrap: str, messages: list[tuple[bytes | None, bytes]], folder:
         outputs = [p.communicate(timeout=120) for p in procs]
         for s in samplers:
             s.stop()
+        delete_topics(bootstrap, [topic])
     shards = []
     for i, p in enumerate(procs):
         if p.returncode != 0:

@@ -1,6 +1,6 @@
 """Every fleetlog benchmark in one command, against a real local Kafka broker of its own.
 
-    .venv/bin/python bench/suite.py            # full: ~20 min on 2 cores -> BENCHMARKS.md
+    .venv/bin/python bench/suite.py            # full: ~30 min on 2 cores -> BENCHMARKS.md
     .venv/bin/python bench/suite.py --quick    # smoke: ~3 min -> .fleetlog/bench-quick/
     .venv/bin/python bench/render.py bench/results/benchmarks.json   # re-render from the data
 

@@ -83,3 +83,30 @@ def test_fleetlog_sets_its_interval_from_the_failures_no_warning_covered() -> No
     [fleetlog] = evaluate([_job(late)], ("fleetlog",))
     assert fleetlog.per_job[0]["interval_s"] == pytest.approx(
         daly_interval(120.0, node_seconds / 4 / 128))
+
+
+def test_expected_periodic_loss_follows_youngs_square_root() -> None:
+    """Checkpoint writes plus half an interval redone per failure: about sqrt(2 δ / M) of the
+    time when δ is small against M (Young), so 4x faster checkpoints halve it."""
+    from analysis.whatif import checkpoint_speedup_for, expected_periodic_loss
+
+    job = _job((), gpus=1024)  # 128 nodes, δ = 120 s
+    node_mtbf = 128 * 10 * HOUR  # the job fails every 10 h
+    loss = expected_periodic_loss([job], node_mtbf)
+    assert loss == pytest.approx((2 * 120 / (10 * HOUR)) ** 0.5, rel=0.05)
+    assert expected_periodic_loss([job], node_mtbf, speedup=4.0) == pytest.approx(loss / 2,
+                                                                                 rel=0.05)
+    assert checkpoint_speedup_for([job], node_mtbf, loss / 2) == pytest.approx(4.0, rel=0.05)
+    assert checkpoint_speedup_for([job], node_mtbf, loss * 2) == 1.0
+    assert checkpoint_speedup_for([job], node_mtbf, 1e-9) is None
+
+
+def test_expected_periodic_loss_weighs_jobs_by_gpu_time() -> None:
+    from analysis.whatif import expected_periodic_loss
+
+    small, large = _job((), gpus=8), _job((), gpus=4096)
+    node_mtbf = 1000 * HOUR
+    both = expected_periodic_loss([small, large], node_mtbf)
+    alone = [expected_periodic_loss([j], node_mtbf) for j in (small, large)]
+    assert both == pytest.approx((alone[0] * 8 + alone[1] * 4096) / (8 + 4096))
+    assert alone[0] < alone[1]  # a larger job fails more often: more checkpoints, more rework

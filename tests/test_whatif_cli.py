@@ -41,6 +41,20 @@ def test_whatif_orders_the_policies(store: Path) -> None:
     assert inputs["failures"] == failed.rows[0][0] > 0
     assert all(row["restarts"] == inputs["failures"] for row in by_policy.values())
     assert inputs["detected"] > 0 and inputs["matched_to_truth"] > 0
+    expected = report["expected"]
+    assert expected["periodic_loss_points"] > 0 and expected["gap_points"] == 2.0
+    speedup = expected["checkpoint_speedup_for_gap"]
+    assert speedup is None or speedup >= 1.0
+
+
+def test_whatif_sizes_the_checkpoint_speedup_for_the_gap_asked(store: Path) -> None:
+    reports = [json.loads(CliRunner().invoke(cli, ["whatif", "--db", str(store), "--gap", gap,
+                                                   "--json"]).output)["expected"]
+               for gap in ("0.5", "0.1")]
+    assert reports[0]["periodic_loss_points"] == reports[1]["periodic_loss_points"]
+    assert reports[0]["gap_points"] == 0.5
+    assert 1.0 <= reports[0]["checkpoint_speedup_for_gap"] < reports[1][
+        "checkpoint_speedup_for_gap"]
 
 
 def test_whatif_table_and_one_policy(store: Path) -> None:
@@ -48,6 +62,7 @@ def test_whatif_table_and_one_policy(store: Path) -> None:
                                       "--table"])
     assert result.exit_code == 0, result.output
     assert "fleetlog" in result.output and "baseline" not in result.output
+    assert "points of ETTR in expectation" in " ".join(result.output.split())
 
 
 def test_job_recommendations_target_jobs_and_rerun_adds_nothing(store: Path) -> None:
