@@ -181,40 +181,6 @@ def fleetlog_ingest(bootstrap: str, prefix: str, db: Path, batch_events: int,
     return stats
 
 
-def fleetlog_group(bootstrap: str, prefix: str, folder: Path, batch_events: int, members: int,
-                   *extra: str) -> dict[str, Any]:
-    """``members`` ingesters in one consumer group (own file each) on the produced topic, all
-    started at once: the aggregate rate from the group's first record to its last commit
-    (``stages.shard_window``), the rebalances as members join included."""
-    from stages import shard_window  # bench/ is this script's folder
-    group = f"bench-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    dbs = [folder / f"shard-{i}.duckdb" for i in range(members)]
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "ingest", "--bootstrap", bootstrap, "--topic-prefix",
-         prefix, "--topics", "gpu", "--db", str(db), "--until-idle", "5", "--batch-events",
-         str(batch_events), "--group", group, "--json", *extra],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for db in dbs]
-    outputs = [p.communicate() for p in procs]
-    shards = []
-    for db, p, (out, err) in zip(dbs, procs, outputs, strict=True):
-        if p.returncode != 0:
-            raise SystemExit(f"an ingester of the group failed: {err[-500:]}")
-        stats = json.loads(out)
-        start, end = shard_window(db, stats["active_s"], time.time())
-        shards.append({"gpu_samples": stats["gpu_samples"], "events": stats["events"],
-                       "start": start, "end": end,
-                       "peak_rss_mb": stats["peak_rss_mb"]})
-    span = max(s["end"] for s in shards) - min(s["start"] for s in shards)
-    samples = sum(s["gpu_samples"] for s in shards)
-    return {"members": members, "events": sum(s["events"] for s in shards),
-            "gpu_samples": samples, "seconds": round(span, 3),
-            "gpu_samples_per_s": round(samples / span),
-            "per_member_gpu_samples": [s["gpu_samples"] for s in shards],
-            "peak_rss_mb": [s["peak_rss_mb"] for s in shards]}
-
-
 def worker_stages(values: list[bytes], db: Path, batch: int, samples: int) -> dict[str, float]:
     """CPU µs per event of each step of the writer, run here in one thread; the file's
     bytes per GPU sample."""
@@ -319,7 +285,7 @@ def main() -> None:
                 for batch in sorted({4096, args.batch_events})
             }
     try:
-        measure(args, report, prefix, topic, values, per_message)
+        measure(args, report, prefix, topic, values, per_message, samples)
     finally:
         from stages import delete_topics  # bench/ is this script's folder
         delete_topics(args.bootstrap, [topic])  # 245,760 messages are ~0.7 GB on the broker
@@ -327,7 +293,7 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace, report: dict[str, Any], prefix: str, topic: str,
-            values: list[bytes], per_message: float) -> None:
+            values: list[bytes], per_message: float, samples: int) -> None:
     """Produce the topic, then every reader of it in turn; the figures go into ``report``."""
     report["produce_s"] = round(produce(args.bootstrap, topic, values, args.partitions), 2)
     report["kafka_python_raw"] = raw_kafka_python(args.bootstrap, topic, args.events,
@@ -346,10 +312,10 @@ def measure(args: argparse.Namespace, report: dict[str, Any], prefix: str, topic
             args.bootstrap, prefix, Path(tmp) / "c" / "bench.duckdb", args.batch_events, None,
             "--writer-process", *args.ingest_arg)
         if args.group_of:
-            (Path(tmp) / "g").mkdir()
-            report["fleetlog_ingest_group"] = fleetlog_group(
-                args.bootstrap, prefix, Path(tmp) / "g", args.batch_events, args.group_of,
-                *args.ingest_arg)
+            from stages import group_backlog  # bench/ is this script's folder
+            report["fleetlog_ingest_group"] = group_backlog(
+                args.bootstrap, prefix, Path(tmp) / "g", args.group_of, samples,
+                "--batch-events", str(args.batch_events), *args.ingest_arg)
         if args.profile:
             profile = Path(tmp) / "ingest.prof"
             profiled = fleetlog_ingest(args.bootstrap, prefix, Path(tmp) / "b" / "profiled.duckdb",

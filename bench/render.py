@@ -232,11 +232,18 @@ def goals(data: dict[str, Any]) -> list[str]:
     def met(ok: bool | None) -> str:
         return "—" if ok is None else ("**met**" if ok else "**not met**")
 
+    group_k, group_rate = _best_group(data)
+    grouped = "" if group_rate is None else (
+        f"; {group_k} ingesters in one group on the same topic (a backlog): {num(group_rate)}")
+    best = max([r for r in (ingest_rate, group_rate) if r is not None], default=None)
+    verdict = met(None if best is None else best >= GOAL_INGEST)
+    if best is not None and best >= GOAL_INGEST and (ingest_rate or 0) < GOAL_INGEST:
+        verdict += f" (with {group_k} ingesters; not by one)"
     rows = [
         ["ingest, end to end (Kafka -> DuckDB, this 2-core machine)", "≥ 1,000,000 GPU-samples/s",
-         f"{num(ingest_rate)} GPU-samples/s (gpu topic only); {num(all_topics)} with every "
-         "topic (GPU and port samples, jobs, inventory)",
-         met(None if ingest_rate is None else ingest_rate >= GOAL_INGEST)],
+         f"one ingester {num(ingest_rate)} GPU-samples/s (gpu topic only){grouped}; "
+         f"{num(all_topics)} with every topic (GPU and port samples, jobs, inventory), one "
+         "ingester", verdict],
         [f"analysis of a {day.get('nodes', '—')}-node, {day.get('hours', '—')} h store",
          f"≤ {GOAL_DAY_S:.0f} s",
          f"{num(day_s, 1)} s in the analysis ({num(day_wall, 1)} s for the whole "
@@ -249,6 +256,14 @@ def goals(data: dict[str, Any]) -> list[str]:
          met(None if slope is None else abs(slope) < GOAL_FLAT_MB_PER_MIN)],
     ]
     return ["## Goals", "", *table(["goal", "target", "measured (median)", ""], rows)]
+
+
+def _best_group(data: dict[str, Any]) -> tuple[int | None, float | None]:
+    """The fastest group of more than one ingester on the backlog: (ingesters, median rate)."""
+    rows = [(r["ingesters"], med(r, "gpu_samples_per_s")) for r in data.get("backlog") or []
+            if r["ingesters"] > 1 and all(run.get("complete") for run in r.get("runs", []))]
+    rows = [(k, rate) for k, rate in rows if rate is not None]
+    return max(rows, key=lambda kr: kr[1]) if rows else (None, None)
 
 
 def _main_point(data: dict[str, Any]) -> dict[str, Any] | None:
@@ -269,6 +284,9 @@ def environment(data: dict[str, Any]) -> list[str]:
         ["RAM", f"{m.get('ram_gib')} GiB"], ["OS", m.get("os")],
         ["load average at start (1/5/15 min)", ", ".join(num(x, 2) for x in
                                                          m.get("load_at_start", []))],
+        ["free disk under the work folder (start / lowest seen)",
+         " / ".join(f"{(m.get('disk_free_gib') or {}).get(k, '—')} GiB"
+                    for k in ("start", "lowest"))],
     ])
     out += ["The machine is shared (other engineers' builds and tests run on it): every table "
             "gives the 1-minute load average at the start of each run.", ""]
@@ -577,6 +595,19 @@ def scaleout(data: dict[str, Any], folder: Path, doc: Path) -> list[str]:
     out += table(["ingesters", "GPU-samples/s (aggregate)", "vs 1", "span s", "copy s",
                   "group settled after s", "peak RSS per ingester MiB", "complete",
                   "load at start"], rows)
+    backlog = data.get("backlog") or []
+    if backlog:
+        first = med(backlog[0], "gpu_samples_per_s")
+        out += ["On the backlog: k ingesters started together on the main point's gpu topic, "
+                "full already (as after an outage), `--until-idle 5`, fresh group; the "
+                "rebalances as members join fall inside the span.", ""]
+        out += table(["ingesters", "GPU-samples/s (aggregate)", "vs 1", "span s",
+                      "peak RSS per ingester MiB", "complete", "load at start"],
+                     [[r["ingesters"], num(med(r, "gpu_samples_per_s")),
+                       ratio(med(r, "gpu_samples_per_s"), first), num(med(r, "span_s"), 2),
+                       mb(med(r, "peak_rss_mb_per_ingester")),
+                       "yes" if all(run.get("complete") for run in r.get("runs", []))
+                       else "**no**", loads(r.get("runs", []))] for r in backlog])
     out += [f"This machine has {cores} cores; each ingester is one process with three busy "
             "threads (kafka-python's I/O thread, the poll-and-decode loop, the DuckDB writer, "
             "itself multi-threaded while it inserts), and the copy into the topic runs "

@@ -421,6 +421,40 @@ def scaleout(bootstrap: str, messages: list[tuple[bytes | None, bytes]], folder:
             "shards": shards}
 
 
+def group_backlog(bootstrap: str, prefix: str, folder: Path, members: int, expected: int,
+                  *extra: str, idle_s: float = 5.0) -> dict[str, Any]:
+    """``members`` x ``fleetlog ingest --group G --until-idle`` (own file each) started together
+    on the gpu topic of ``prefix``, already full: a backlog, as after an outage. Aggregate rate =
+    GPU samples landed by all / span from the earliest first record to the latest last commit
+    (``shard_window``); the rebalances as members join are inside the span."""
+    folder.mkdir(parents=True, exist_ok=True)
+    group = f"bench-backlog-{uuid.uuid4().hex[:8]}"
+    dbs = [folder / f"shard-{i}.duckdb" for i in range(members)]
+    load = machine.load()
+    procs = [subprocess.Popen(
+        [*FLEETLOG, "ingest", "--bootstrap", bootstrap, "--topic-prefix", prefix, "--topics",
+         "gpu", "--db", str(db), "--until-idle", str(idle_s), "--group", group, "--json",
+         *extra], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for db in dbs]
+    outputs = [p.communicate(timeout=900) for p in procs]
+    shards = []
+    for i, (p, (out, err)) in enumerate(zip(procs, outputs, strict=True)):
+        if p.returncode != 0:
+            raise StepFailed(f"ingester {i} of the group exited {p.returncode}: {err[-800:]}")
+        stats = json.loads(out)
+        start, end = shard_window(dbs[i], float(stats.get("active_s") or 0.0), time.time())
+        shards.append({"gpu_samples": int(stats.get("gpu_samples") or 0), "start": start,
+                       "end": end, "peak_rss_mb": stats.get("peak_rss_mb")})
+    busy = [s for s in shards if s["gpu_samples"]]
+    landed = sum(s["gpu_samples"] for s in shards)
+    span = max(s["end"] for s in busy) - min(s["start"] for s in busy) if busy else 0.0
+    return {"load": load, "ingesters": members, "gpu_samples": landed,
+            "complete": landed == expected, "span_s": round(span, 3),
+            "gpu_samples_per_s": round(landed / max(span, 1e-9)),
+            "per_member_gpu_samples": [s["gpu_samples"] for s in shards],
+            "peak_rss_mb_per_ingester": max((s["peak_rss_mb"] or 0.0) for s in shards)}
+
+
 def shard_window(db: Path, active_s: float, fallback_end: float) -> tuple[float, float]:
     """(first record, last commit) of one ingester of a group, in wall-clock seconds: its last
     commit is its sidecar's last rewrite, its first record that less its ``active_s``."""

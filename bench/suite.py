@@ -106,6 +106,14 @@ class Suite:
     def say(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
         print(f"[{elapsed / 60:5.1f} min] {text}", file=sys.stderr, flush=True)
+        self.note_disk()
+
+    def note_disk(self) -> None:
+        """The lowest free space under --work seen so far: a broker whose disk fills stops, and
+        every later step fails, so the report says how close the run came."""
+        free_gb = round(shutil.disk_usage(self.work).free / 2**30, 1)
+        disk = self.data["machine"].setdefault("disk_free_gib", {"start": free_gb})
+        disk["lowest"] = min(disk.get("lowest", free_gb), free_gb)
 
     # -- broker -------------------------------------------------------------------------------
     def broker_up(self) -> None:
@@ -269,6 +277,23 @@ class Suite:
             out.append({"ingesters": k, **self.repeat(f"{k} ingester(s), one group", once)})
         return out
 
+    def backlog(self, point: dict[str, Any]) -> list[dict[str, Any]]:
+        """k ingesters started together on the main point's gpu topic, full already."""
+        expected = int(point["gpu_samples"])
+        out = []
+        for k in self.plan.ingesters:
+            def once(k: int = k) -> dict[str, Any]:
+                folder = self.work / f"backlog-{k}-{uuid.uuid4().hex[:4]}"
+                try:
+                    return stages.group_backlog(self.bootstrap, point["prefix"], folder, k,
+                                                expected)
+                finally:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+            out.append({"ingesters": k,
+                        **self.repeat(f"{k} ingester(s), one group, on the backlog", once)})
+        return out
+
     def day(self) -> dict[str, Any]:
         """Build (or reuse, with --work) the day store in DuckDB directly: untimed set-up."""
         plan = self.plan
@@ -372,6 +397,8 @@ def run(plan: Plan, work: Path, out_json: Path, doc: Path, keep: bool,
             data["landing"] = guarded("landing", lambda: suite.landing(main))
             suite.say(f"scale-out on {plan.partitions} partitions")
             data["scaleout"] = guarded("scaleout", lambda: suite.scaleout(main))
+            suite.say("scale-out on the backlog: ingesters started together on the full topic")
+            data["backlog"] = guarded("backlog", lambda: suite.backlog(main))
         # The day store's build, measured at ~2.75 us per GPU sample (2,048 nodes x 24 h: 389 s).
         day_build_s = plan.day_nodes * 8 * plan.day_hours * 360 * 2.75e-6
         for nodes in [n for n in plan.sizes if n > plan.main_nodes]:  # bigger fleets
