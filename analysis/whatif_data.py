@@ -58,6 +58,7 @@ from analysis.job_history import US, JobHistory, fleet_restart_s, load_jobs
 from analysis.precursors import can_swap, earliest_warning, false_alarms
 from analysis.projections import Topology, fold_topology
 from analysis.whatif import (
+    NO_FAILURE_MTBF_S,
     POLICIES,
     FailureRecord,
     JobRecord,
@@ -300,8 +301,12 @@ def expected_costs(records: Sequence[JobRecord], gap_points: float) -> dict[str,
     """The floor under any policy without foresight, in expectation (``analysis.whatif``)."""
     unwarned = measured_mtbf_s(records, unwarned=True)
     speedup = checkpoint_speedup_for(records, unwarned, gap_points / 100)
-    return {
+    out: dict[str, Any] = {
         "periodic_loss_points": round(100 * expected_periodic_loss(records, unwarned), 2),
         "gap_points": gap_points,
         "checkpoint_speedup_for_gap": round(speedup, 2) if speedup is not None else None,
     }
+    if unwarned == float("inf"):
+        out["note"] = (f"no unwarned failure in the store: every job's MTBF is taken as "
+                       f"{NO_FAILURE_MTBF_S / 86400:.0f} days")
+    return out

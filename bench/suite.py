@@ -111,6 +111,8 @@ class Suite:
     def note_disk(self) -> None:
         """The lowest free space under --work seen so far: a broker whose disk fills stops, and
         every later step fails, so the report says how close the run came."""
+        if not self.work.exists():  # deleted at the end of the run
+            return
         free_gb = round(shutil.disk_usage(self.work).free / 2**30, 1)
         disk = self.data["machine"].setdefault("disk_free_gib", {"start": free_gb})
         disk["lowest"] = min(disk.get("lowest", free_gb), free_gb)

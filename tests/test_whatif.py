@@ -110,3 +110,11 @@ def test_expected_periodic_loss_weighs_jobs_by_gpu_time() -> None:
     alone = [expected_periodic_loss([j], node_mtbf) for j in (small, large)]
     assert both == pytest.approx((alone[0] * 8 + alone[1] * 4096) / (8 + 4096))
     assert alone[0] < alone[1]  # a larger job fails more often: more checkpoints, more rework
+
+
+def test_expected_costs_say_when_no_failure_measured_the_mtbf() -> None:
+    from analysis.whatif_data import expected_costs
+
+    quiet = expected_costs([_job(())], 2.0)
+    assert "30 days" in quiet["note"] and quiet["periodic_loss_points"] > 0
+    assert "note" not in expected_costs([_job((FailureRecord(at_s=HOUR),))], 2.0)
