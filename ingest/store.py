@@ -209,18 +209,23 @@ PUBLIC_VIEWS: Final = {
     "incidents": """SELECT incident_id, start_ts, end_ts, category, root_entity, confidence,
         candidates, evidence FROM incidents_raw
     QUALIFY row_number() OVER (PARTITION BY incident_id ORDER BY ts DESC, event_id DESC) = 1""",
-    # ``after`` (the recommendation to carry out first) lives in the event's payload: read from
-    # the event log, so stores written before it existed need no migration.
-    "recommendations": """SELECT r.incident_id, r.ts, r.target, r.action, r.reason,
-        r.gpu_hours_saved, r.event_id, l.payload->>'after' AS after
-    FROM recommendations_raw r LEFT JOIN (SELECT event_id, payload FROM event_log
-        WHERE type = 'recommendation.issued') l USING (event_id)""",
+    "recommendations": """SELECT incident_id, ts, target, action, reason, gpu_hours_saved,
+        event_id, after FROM recommendations_raw""",
     "dead_letters": """SELECT received_at, origin, partition, "offset", stage, error, event_type,
         event_id, raw FROM dead_letters_raw""",
 }
 
+# Version 2: ``recommendations_raw.after``, the recommendation to carry out first. Stores of
+# version 1 kept it in the event's payload only (the event log): it is copied from there.
+_V2_AFTER: Final = [
+    "ALTER TABLE recommendations_raw ADD COLUMN after VARCHAR",
+    """UPDATE recommendations_raw SET after = l.payload->>'after' FROM event_log l
+    WHERE l.event_id = recommendations_raw.event_id AND l.type = 'recommendation.issued'
+        AND l.payload->>'after' IS NOT NULL""",
+]
+
 # (version, statements). Append only: never edit a released step, add a new one.
-MIGRATIONS: Final[list[tuple[int, list[str]]]] = [(1, _V1_TABLES)]
+MIGRATIONS: Final[list[tuple[int, list[str]]]] = [(1, _V1_TABLES), (2, _V2_AFTER)]
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 
 
@@ -343,9 +348,9 @@ def open_union(paths: Sequence[str | Path]) -> duckdb.DuckDBPyConnection:
     # The raw tables are read as their union, then the public views are built on that union
     # exactly as in one file: "latest per entity" views (nodes, incidents) see every shard.
     for name in (*_EVENT_TABLES, "dead_letters_raw", "ingest_offsets"):
-        parts = [f"SELECT * FROM shard{i}.main.{name}{_keep_first_copy(name, i)}"
+        parts = [f"SELECT * FROM {_shard_table(con, i, name)}{_keep_first_copy(name, i)}"
                  for i in range(len(files))]
-        con.execute(f"CREATE TEMP VIEW {name} AS {' UNION ALL '.join(parts)}")
+        con.execute(f"CREATE TEMP VIEW {name} AS {' UNION ALL BY NAME '.join(parts)}")
     con.execute("CREATE TEMP VIEW xid_catalog AS SELECT * FROM shard0.main.xid_catalog")
     for name, body in PUBLIC_VIEWS.items():
         con.execute(f"CREATE TEMP VIEW {name} AS {body}")
@@ -420,6 +425,23 @@ def _find_cross_shard_duplicates(con: duckdb.DuckDBPyConnection, shards: int) ->
     con.execute(
         "CREATE TEMP TABLE fleetlog_duplicates AS SELECT event_id, min(shard) AS keep "
         f"FROM ({ids}) GROUP BY event_id HAVING count(*) > 1")
+
+
+def _shard_table(con: duckdb.DuckDBPyConnection, shard: int, name: str) -> str:
+    """A shard's raw table as the current schema has it. Shards are opened read-only, so one
+    written by an older fleetlog keeps its schema version: a version 1 shard's
+    recommendations get ``after`` from the event log, as version 2 copied it."""
+    table = f"shard{shard}.main.{name}"
+    if name != "recommendations_raw":
+        return table
+    has_after = con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE database_name = ? AND table_name = ? "
+        "AND column_name = 'after'", [f"shard{shard}", name]).fetchone()
+    if has_after and has_after[0]:
+        return table
+    return (f"(SELECT r.*, l.payload->>'after' AS after FROM {table} r LEFT JOIN "
+            f"(SELECT event_id, payload FROM shard{shard}.main.event_log "
+            "WHERE type = 'recommendation.issued') l USING (event_id))")
 
 
 def _keep_first_copy(name: str, shard: int) -> str:

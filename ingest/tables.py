@@ -182,7 +182,8 @@ def _recommendation_row(e: c.Envelope) -> Row:
     p = e.payload
     assert isinstance(p, c.RecommendationIssued)
     return {"event_id": e.id, "ts": e.time_us, "incident_id": p.incident_id, "target": p.target,
-            "action": p.action, "reason": p.reason, "gpu_hours_saved": p.gpu_hours_saved}
+            "action": p.action, "reason": p.reason, "gpu_hours_saved": p.gpu_hours_saved,
+            "after": p.after}
 
 
 def _host_row(e: c.Envelope) -> Row:

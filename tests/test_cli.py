@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
+from ingest import store
 
 
 def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()):
@@ -51,7 +52,7 @@ def test_init_creates_a_store_and_reports_json(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["init", "--db", str(db)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == store.SCHEMA_VERSION
     assert report["views"]["gpu_samples"] == 0
     assert db.exists()
 

@@ -100,6 +100,54 @@ def test_union_of_shards_reads_as_one_store(tmp_path: Path) -> None:
     assert union.execute("SELECT count(*) FROM xid_catalog").fetchone()[0] > 150
 
 
+def _recommendations(path: Path, after: str | None, incident: str) -> None:
+    """Land a checkpoint-now and a swap naming it (``after``), as `fleetlog recommend` does."""
+    from ingest import contract as c
+    from ingest.writer import land
+
+    events = [c.make_event(c.RecommendationIssued(
+        incident_id=incident, target="job:j1", action=action, reason="r", after=first),
+        time_us=1_767_225_600_000_000, source="test")
+        for action, first in (("checkpoint_now", None), ("swap_node", after))]
+    land(path, events)
+
+
+def _as_version_1(path: Path) -> None:
+    """What a store written before ``recommendations_raw.after`` looks like on disk."""
+    con = duckdb.connect(str(path))
+    con.execute("DROP VIEW recommendations")
+    con.execute("ALTER TABLE recommendations_raw DROP COLUMN after")
+    con.execute("DELETE FROM schema_migrations WHERE version = 2")
+    con.execute("DELETE FROM schema_meta WHERE key = 'views_hash'")
+    con.close()
+
+
+def test_a_version_1_store_gets_after_from_its_event_log(tmp_path: Path) -> None:
+    db = tmp_path / "old.duckdb"
+    _recommendations(db, "ckpt-1", "inc-1")
+    _as_version_1(db)
+    con = store.open_store(db)  # opened for writing: upgraded to the current version
+    try:
+        assert con.execute("SELECT max(version) FROM schema_migrations").fetchone() == (
+            store.SCHEMA_VERSION,)
+        rows = con.execute("SELECT action, after FROM recommendations ORDER BY action"
+                           ).fetchall()
+    finally:
+        con.close()
+    assert rows == [("checkpoint_now", None), ("swap_node", "ckpt-1")]
+
+
+def test_a_union_reads_after_from_shards_of_either_version(tmp_path: Path) -> None:
+    _recommendations(tmp_path / "a.duckdb", "ckpt-a", "inc-a")
+    _as_version_1(tmp_path / "a.duckdb")  # read-only in the union: it stays at version 1
+    _recommendations(tmp_path / "b.duckdb", "ckpt-b", "inc-b")
+    union = store.open_union([tmp_path])
+    rows = union.execute("SELECT incident_id, after FROM recommendations "
+                         "WHERE action = 'swap_node' ORDER BY incident_id").fetchall()
+    assert rows == [("inc-a", "ckpt-a"), ("inc-b", "ckpt-b")]
+    assert union.execute("SELECT count(*) FROM recommendations").fetchone() == (4,)
+
+
 def test_missing_store_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(store.StoreMissing, match="run `fleetlog ingest`"):
         store.open_union([tmp_path / "nope.duckdb"])
