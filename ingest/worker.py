@@ -310,51 +310,52 @@ def _worker_main(conn: Connection, db: str, group: str, snapshot: str = "",
         return
     conn.send(("ready", stored))
     # The worker's whole life is ingestion: decoded batches are big and acyclic.
-    garbage = fewer_gc_passes().__enter__()
-    decoded: queue.Queue[Any] = queue.Queue(maxsize=1)
+    with fewer_gc_passes() as garbage:
+        decoded: queue.Queue[Any] = queue.Queue(maxsize=1)
 
-    def write_loop() -> None:
-        while (item := decoded.get()) is not None:
-            batch, seconds = item
-            started = time.perf_counter()
-            try:
-                result = writer.write_batch(batch.events, batch.dead, batch.offsets)
-                stored.update(batch.offsets)
-                recent.extend(e.id for e in batch.events)
-                write_sidecar(Path(db), group, stored, recent)
-                reply: tuple[str, Any] = ("done", result)
-            except Exception as exc:  # handed to the consumer, which stops with its message
-                reply = ("error", exc)
-            conn.send((*reply, seconds + time.perf_counter() - started, peak_rss_mb()))
-            if reply[0] == "error":
-                return
+        def write_loop() -> None:
+            while (item := decoded.get()) is not None:
+                batch, seconds = item
+                started = time.perf_counter()
+                try:
+                    result = writer.write_batch(batch.events, batch.dead, batch.offsets)
+                    stored.update(batch.offsets)
+                    recent.extend(e.id for e in batch.events)
+                    write_sidecar(Path(db), group, stored, recent)
+                    reply: tuple[str, Any] = ("done", result)
+                except Exception as exc:  # handed to the consumer, which stops with its message
+                    reply = ("error", exc)
+                conn.send((*reply, seconds + time.perf_counter() - started, peak_rss_mb()))
+                if reply[0] == "error":
+                    return
 
-    thread = threading.Thread(target=write_loop, name="fleetlog-writer")
-    thread.start()
-    try:
-        while thread.is_alive():
-            header = conn.recv()
-            if header is None:
-                break
-            if header[0] == "exclude":  # before any batch read after the hand-over
-                writer.exclude(header[1])
-                continue
-            blob = _read_exactly(conn.fileno(), header[5])
-            started = time.perf_counter()
-            batch = _decode(Pending, header, blob)
-            decoded.put((batch, time.perf_counter() - started))
-            garbage.tick()
-    except (EOFError, OSError):
-        pass  # the consumer is gone: finish what is queued, then stop
-    finally:
-        while thread.is_alive():  # the writer takes what is queued, then the end mark
-            try:
-                decoded.put(None, timeout=0.5)
-                break
-            except queue.Full:
-                continue
-        thread.join()
-        writer.close()
+        thread = threading.Thread(target=write_loop, name="fleetlog-writer")
+        thread.start()
+        try:
+            while thread.is_alive():
+                header = conn.recv()
+                if header is None:
+                    break
+                if header[0] == "exclude":  # before any batch read after the hand-over
+                    writer.exclude(header[1])
+                    continue
+                blob = _read_exactly(conn.fileno(), header[5])
+                started = time.perf_counter()
+                batch = _decode(Pending, header, blob)
+                decoded.put((batch, time.perf_counter() - started))
+                garbage.tick()
+        except (EOFError, OSError):
+            pass  # the consumer is gone: finish what is queued, then stop
+        finally:
+            while thread.is_alive():  # the writer takes what is queued, then the end mark
+                try:
+                    decoded.put(None, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            thread.join()
+            writer.close()
+
 
 if __name__ == "__main__":
     _worker_main(Connection(int(sys.argv[1])), sys.argv[2], sys.argv[3],
