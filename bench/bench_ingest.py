@@ -267,8 +267,8 @@ def main() -> None:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     topic = c.topic_name("gpu", prefix)
     values = (generator_scrapes if args.source == "generator" else rack_scrapes)(args.events)
-    samples = sum(e.payload.rows for e in map(c.decode, values)  # type: ignore[union-attr]
-                  if isinstance(e, c.Envelope))
+    samples = sum(e.payload.rows for e in map(c.decode, values)
+                  if isinstance(e, c.Envelope) and isinstance(e.payload, c.GpuSampled))
     per_message = samples / len(values)
     report: dict[str, Any] = {
         "events": args.events, "gpu_samples": samples,

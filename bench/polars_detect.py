@@ -28,6 +28,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,9 +219,10 @@ def detect_polars(db: Path) -> dict[str, Any]:
     con.close()
     timings["load_and_sort"] = round(time.perf_counter() - started, 3)
     found: list[Detection] = []
-    for name, step in (("xid", lambda: xid_detections(xid)), ("gpu", lambda: gpu_detections(gpu)),
-                       ("presence", lambda: presence(gpu)),
-                       ("ports", lambda: port_detections(port))):
+    steps: tuple[tuple[str, Callable[[], list[Detection]]], ...] = (
+        ("xid", lambda: xid_detections(xid)), ("gpu", lambda: gpu_detections(gpu)),
+        ("presence", lambda: presence(gpu)), ("ports", lambda: port_detections(port)))
+    for name, step in steps:
         t0 = time.perf_counter()
         found += step()
         timings[name] = round(time.perf_counter() - t0, 3)
@@ -245,8 +247,9 @@ def detect_fleetlog(db: Path) -> dict[str, Any]:
             "incidents": len(result.incidents), "detections": sorted(found)}
 
 
-def agreement(a: list[Detection], b: list[Detection]) -> dict[str, Any]:
-    """How far two detection sets agree, per kind and overall."""
+def agreement(a: Iterable[Sequence[Any]], b: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """How far two detection sets agree, per kind and overall. Each detection is a
+    ``Detection`` or, read back from a step's JSON output, its ``[kind, entity, detect_us]``."""
     sa, sb = set(map(tuple, a)), set(map(tuple, b))
     kinds: dict[str, dict[str, int]] = {}
     for kind in sorted({k for k, _e, _t in sa | sb}):

@@ -155,13 +155,14 @@ def plot_memory(path: Path, points: list[dict[str, Any]]) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     points = sorted(points, key=lambda p: p["gpu_samples"])
     xs = [p["gpu_samples"] for p in points]
-    for label, get in (
+    series: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
         ("fleetlog ingest (both processes)", lambda p: med(p.get("ingest"), "peak_rss_mb")),
         ("fleetlog analyze", lambda p: med((p.get("analysis") or {}).get("fleetlog"),
                                            "peak_rss_mb")),
         ("polars detections", lambda p: med((p.get("analysis") or {}).get("polars"),
                                             "peak_rss_mb")),
-    ):
+    )
+    for label, get in series:
         pts = [(x, get(p)) for x, p in zip(xs, points, strict=True)
                if isinstance(get(p), int | float)]
         if pts:
@@ -360,6 +361,7 @@ def landing(data: dict[str, Any], folder: Path, doc: Path) -> list[str]:
     clients = land["clients"]
     ceiling = med(clients.get("kafka-consumer-perf-test"), "gpu_samples_per_s")
     rows = []
+    landed_all: dict[bool | None, str] = {True: "yes", False: "**no**"}  # None: not measured
     for name, label in (
         ("kafka-consumer-perf-test", "kafka-consumer-perf-test (no decode, no DuckDB: ceiling)"),
         ("fleetlog ingest", "`fleetlog ingest --topics gpu`"),
@@ -371,7 +373,7 @@ def landing(data: dict[str, Any], folder: Path, doc: Path) -> list[str]:
         rows.append([label, num(rate), num(med(block, "messages_per_s")),
                      num(med(block, "active_s"), 2), num(med(block, "cpu_s"), 1),
                      mb(med(block, "peak_rss_mb")),
-                     {True: "yes", False: "**no**"}.get(block.get("landed_all"), "—"),
+                     landed_all.get(block.get("landed_all"), "—"),
                      ratio(rate, ceiling), loads(block.get("runs", []))])
     fl = med(clients.get("fleetlog ingest"), "gpu_samples_per_s")
     names = ["kafka-consumer-perf-test", "fleetlog ingest", "confluent-kafka", "quixstreams"]

@@ -253,7 +253,8 @@ class Suite:
                 runs[name].append(stages.landing_client(
                     client, self.bootstrap, topic, folder / f"{client}-{i}.duckdb", messages))
         shutil.rmtree(folder, ignore_errors=True)
-        clients = {k: {"runs": v, "median": stages.summarize(v)} for k, v in runs.items()}
+        clients: dict[str, dict[str, Any]] = {
+            k: {"runs": v, "median": stages.summarize(v)} for k, v in runs.items()}
         for name in ("fleetlog ingest", "confluent-kafka", "quixstreams"):
             landed = {r.get("gpu_samples") for r in runs[name]}
             clients[name]["landed_all"] = landed == {samples}
@@ -362,7 +363,7 @@ def run(plan: Plan, work: Path, out_json: Path, doc: Path, keep: bool,
                 data["skipped"].append(why)
                 return None
         started = time.monotonic()
-        p = guarded(f"point {nodes} x {hours:g} h", lambda: suite.point(
+        p: dict[str, Any] | None = guarded(f"point {nodes} x {hours:g} h", lambda: suite.point(
             nodes, hours, main=curve == "main"))
         if p and p["gpu_samples"] >= costs.get("samples", 0):  # the biggest point measured
             runs = max(len(p["ingest"]["runs"]), 1)
