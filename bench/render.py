@@ -612,8 +612,8 @@ def scaleout(data: dict[str, Any], folder: Path, doc: Path) -> list[str]:
                        else "**no**", loads(r.get("runs", []))] for r in backlog])
     out += [f"This machine has {cores} cores; each ingester is one process with three busy "
             "threads (kafka-python's I/O thread, the poll-and-decode loop, the DuckDB writer, "
-            "itself multi-threaded while it inserts), and the copy into the topic runs "
-            "during the measurement: beyond 1-2 ingesters this measures the cost of "
+            "itself multi-threaded while it inserts), and in the first table the copy into "
+            "the topic runs during the measurement: beyond 1-2 ingesters this measures the cost of "
             "sharing two cores, not the scaling one would get with a core per ingester. "
             "Partitions, groups and shard files are what carry the scale-out to more "
             "machines (see docs/scale.md).", "",
