@@ -250,7 +250,7 @@ def goals(data: dict[str, Any]) -> list[str]:
          f"{num(day_s, 1)} s in the analysis ({num(day_wall, 1)} s for the whole "
          "`fleetlog analyze` process)",
          met(None if day_s is None else day_s <= GOAL_DAY_S)],
-        [f"ingester memory while following a live stream ({soak_min:.0f} min)",
+        [f"ingester memory while following a live stream ({soak_min:g} min)",
          f"flat (slope < {GOAL_FLAT_MB_PER_MIN:g} MiB/min after warm-up)",
          f"{num(slope, 2)} MiB/min ({num(fit.get('first_mb'))} -> {num(fit.get('last_mb'))} MiB,"
          f" peak {num(fit.get('peak_mb'))})",

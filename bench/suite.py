@@ -31,7 +31,7 @@ import tempfile
 import time
 import traceback
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -469,8 +469,15 @@ def main() -> None:
                         help="skip the optional scaling points (bigger fleets, longer windows) "
                         "that the measured cost so far says would end past this many minutes "
                         "(default: 37 for the full run, none with --quick)")
+    parser.add_argument("--soak-min", type=float, default=None,
+                        help="minutes of the memory soak (default: 10 for the full run, 1 with "
+                        "--quick); a longer soak resolves a slower drift")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
+    if args.soak_min is not None:
+        if args.soak_min <= 0:
+            parser.error("--soak-min must be positive")
+        plan = replace(plan, soak_s=args.soak_min * 60)
     out = args.out or (ROOT / ".fleetlog" / "bench-quick" if args.quick else BENCH / "results")
     doc = args.doc or (out / "BENCHMARKS.md" if args.quick else ROOT / "BENCHMARKS.md")
     work = args.work or Path(tempfile.mkdtemp(prefix="fleetlog-bench-"))
