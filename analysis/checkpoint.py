@@ -8,6 +8,7 @@ T = sqrt(2 δ M) · [1 + ⅓·sqrt(δ / 2M) + (1/9)·(δ / 2M)] − δ, else T =
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 
 def young_interval(checkpoint_s: float, mtbf_s: float) -> float:
@@ -26,6 +27,22 @@ def daly_interval(checkpoint_s: float, mtbf_s: float) -> float:
         * (1.0 + math.sqrt(ratio) / 3.0 + ratio / 9.0)
         - checkpoint_s
     )
+
+
+GPUS_PER_NODE = 8
+
+
+def node_count(gpus: int) -> int:
+    """Nodes a job of ``gpus`` GPUs spans (at least one)."""
+    return max(1, gpus // GPUS_PER_NODE)
+
+
+def node_mtbf_s(jobs: Iterable[tuple[float, int]], failures: int) -> float:
+    """Node-seconds run per failure over jobs given as (wall seconds, GPUs); inf when nothing
+    failed. The replay (``analysis.whatif``) and the recommended interval
+    (``analysis.job_actions``) measure the fleet's MTBF this one way."""
+    node_seconds = sum(wall_s * node_count(gpus) for wall_s, gpus in jobs)
+    return node_seconds / failures if failures else float("inf")
 
 
 def job_mtbf_s(node_mtbf_s: float, nodes: int) -> float:

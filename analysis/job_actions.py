@@ -43,7 +43,13 @@ from typing import Final
 import duckdb
 
 from analysis.capacity import MIGRATE_S, Capacity, MigrationCheck, load_capacity
-from analysis.checkpoint import daly_interval, expected_loss_fraction
+from analysis.checkpoint import (
+    daly_interval,
+    expected_loss_fraction,
+    job_mtbf_s,
+    node_count,
+    node_mtbf_s,
+)
 from analysis.job_history import US, JobHistory, load_jobs
 from analysis.precursors import can_swap, earliest_warning, lead_covers_checkpoint
 from analysis.whatif_data import (
@@ -158,8 +164,7 @@ def _median_lead_s(leads: list[tuple[JobHistory, float]]) -> float:
 def _interval(s: StoredIncident, h: JobHistory, node_mtbf: float, ts_us: int) -> JobAction | None:
     if node_mtbf == float("inf") or h.checkpoint_s <= 0:
         return None
-    nodes = max(1, h.gpus // 8)
-    mtbf = node_mtbf / nodes
+    mtbf = job_mtbf_s(node_mtbf, node_count(h.gpus))
     best = daly_interval(h.checkpoint_s, mtbf)
     if abs(best - h.interval_s) <= INTERVAL_TOLERANCE * h.interval_s:
         return None
@@ -188,9 +193,8 @@ def _unwarned_node_mtbf_s(jobs: dict[str, JobHistory],
                           leads: list[tuple[JobHistory, float]]) -> float:
     """The node MTBF counting only the failures no precursor warned in time for a checkpoint
     to complete first: the failures periodic checkpoints are for (``analysis.whatif``)."""
-    node_seconds = sum(h.wall_s * max(1, h.gpus // 8) for h in jobs.values())
     unwarned = sum(not lead_covers_checkpoint(lead, h.checkpoint_s) for h, lead in leads)
-    return node_seconds / unwarned if unwarned else float("inf")
+    return node_mtbf_s(((h.wall_s, h.gpus) for h in jobs.values()), unwarned)
 
 
 def job_actions(con: duckdb.DuckDBPyConnection, *, watchdog_s: float = 1800.0) -> list[JobAction]:

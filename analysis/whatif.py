@@ -32,7 +32,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from analysis.capacity import MIGRATE_S
-from analysis.checkpoint import daly_interval, expected_loss_fraction, job_mtbf_s
+from analysis.checkpoint import (
+    daly_interval,
+    expected_loss_fraction,
+    job_mtbf_s,
+    node_count,
+    node_mtbf_s,
+)
 from analysis.precursors import Alarm, lead_covers_checkpoint
 
 POLICIES = ("baseline", "daly", "fleetlog", "oracle")
@@ -203,10 +209,9 @@ def measured_mtbf_s(jobs: Sequence[JobRecord], *, unwarned: bool = False) -> flo
     failure costs a checkpoint-now, not the work since the last periodic one — so the fleetlog
     policy sets Daly's interval from their MTBF (``analysis.job_actions`` recommends the same).
     """
-    node_seconds = sum(j.wall_s * max(1, j.gpus // 8) for j in jobs)
     failures = sum(1 for j in jobs for f in j.failures
                    if not (unwarned and warned_in_time(j, f)))
-    return node_seconds / failures if failures else float("inf")
+    return node_mtbf_s(((j.wall_s, j.gpus) for j in jobs), failures)
 
 
 def warned_in_time(job: JobRecord, failure: FailureRecord) -> bool:
@@ -218,7 +223,7 @@ def record_mtbf_s(job: JobRecord, node_mtbf_s: float) -> float:
     """The job's MTBF from the fleet's per-node MTBF (8 GPUs a node)."""
     if node_mtbf_s == float("inf"):
         return NO_FAILURE_MTBF_S
-    return job_mtbf_s(node_mtbf_s, max(1, job.gpus // 8))
+    return job_mtbf_s(node_mtbf_s, node_count(job.gpus))
 
 
 def expected_periodic_loss(jobs: Sequence[JobRecord], node_mtbf_s: float, *,

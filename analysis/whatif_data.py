@@ -289,17 +289,21 @@ def whatif(paths: Sequence[str | Path], policies: Sequence[str] = POLICIES, *,
         summary: dict[str, Any] = dict(results[policy].summary())
         summary["ettr_vs_oracle"] = round(results[policy].ettr / oracle, 4) if oracle else None
         rows.append(summary)
-    for key, unwarned in (("node_mtbf_h", False), ("node_mtbf_unwarned_h", True)):
-        mtbf = measured_mtbf_s(records, unwarned=unwarned)  # the second sizes fleetlog's interval
-        inputs[key] = round(mtbf / 3600, 1) if mtbf != float("inf") else None
+    mtbf = {key: measured_mtbf_s(records, unwarned=unwarned)  # unwarned: fleetlog's interval
+            for key, unwarned in (("node_mtbf_h", False), ("node_mtbf_unwarned_h", True))}
+    for key, value in mtbf.items():
+        inputs[key] = round(value / 3600, 1) if value != float("inf") else None
     inputs["watchdog_s"] = watchdog_s
     return {"policies": rows, "inputs": inputs,
-            "expected": expected_costs(records, gap_points)}
+            "expected": expected_costs(records, gap_points, mtbf["node_mtbf_unwarned_h"])}
 
 
-def expected_costs(records: Sequence[JobRecord], gap_points: float) -> dict[str, Any]:
-    """The floor under any policy without foresight, in expectation (``analysis.whatif``)."""
-    unwarned = measured_mtbf_s(records, unwarned=True)
+def expected_costs(records: Sequence[JobRecord], gap_points: float,
+                   unwarned: float | None = None) -> dict[str, Any]:
+    """The floor under any policy without foresight, in expectation (``analysis.whatif``);
+    ``unwarned``: the node MTBF of the unwarned failures, when the caller measured it already."""
+    if unwarned is None:
+        unwarned = measured_mtbf_s(records, unwarned=True)
     speedup = checkpoint_speedup_for(records, unwarned, gap_points / 100)
     out: dict[str, Any] = {
         "periodic_loss_points": round(100 * expected_periodic_loss(records, unwarned), 2),

@@ -100,12 +100,16 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
 
 def delete_topics(bootstrap: str, topics: list[str]) -> None:
     """Delete ``topics`` once measured: a run's copies would otherwise fill the broker's disk
-    (a broker whose log folder fills up shuts down)."""
+    (a broker whose log folder fills up shuts down). One never created is no error: this runs
+    in clean-up, where it must not hide why the run stopped."""
     from kafka.admin import KafkaAdminClient
+    from kafka.errors import UnknownTopicOrPartitionError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
     try:
         admin.delete_topics(topics)
+    except UnknownTopicOrPartitionError:
+        pass
     finally:
         admin.close()
 
@@ -410,9 +414,7 @@ def scaleout(bootstrap: str, messages: list[tuple[bytes | None, bytes]], folder:
                        "start_s": round(end - active - copy_started, 3),
                        "end_s": round(end - copy_started, 3),
                        "peak_rss_mb": samplers[i].peak_mb})
-    busy = [s for s in shards if s["gpu_samples"]]
-    landed = sum(s["gpu_samples"] for s in shards)
-    span = max(s["end_s"] for s in busy) - min(s["start_s"] for s in busy) if busy else 0.0
+    landed, span = group_span([(s["gpu_samples"], s["start_s"], s["end_s"]) for s in shards])
     return {"load": load, "ingesters": ingesters, "gpu_samples": landed,
             "complete": landed == expected and done, "span_s": round(span, 3),
             "gpu_samples_per_s": round(landed / max(span, 1e-9)),
@@ -445,14 +447,21 @@ def group_backlog(bootstrap: str, prefix: str, folder: Path, members: int, expec
         start, end = shard_window(dbs[i], float(stats.get("active_s") or 0.0), time.time())
         shards.append({"gpu_samples": int(stats.get("gpu_samples") or 0), "start": start,
                        "end": end, "peak_rss_mb": stats.get("peak_rss_mb")})
-    busy = [s for s in shards if s["gpu_samples"]]
-    landed = sum(s["gpu_samples"] for s in shards)
-    span = max(s["end"] for s in busy) - min(s["start"] for s in busy) if busy else 0.0
+    landed, span = group_span([(s["gpu_samples"], s["start"], s["end"]) for s in shards])
     return {"load": load, "ingesters": members, "gpu_samples": landed,
             "complete": landed == expected, "span_s": round(span, 3),
             "gpu_samples_per_s": round(landed / max(span, 1e-9)),
             "per_member_gpu_samples": [s["gpu_samples"] for s in shards],
             "peak_rss_mb_per_ingester": max((s["peak_rss_mb"] or 0.0) for s in shards)}
+
+
+def group_span(shards: list[tuple[int, float, float]]) -> tuple[int, float]:
+    """(GPU samples landed, seconds from the earliest first record to the latest last commit)
+    of a group's shards, each (samples, first record, last commit); idle shards do not count."""
+    busy = [(start, end) for samples, start, end in shards if samples]
+    landed = sum(samples for samples, _start, _end in shards)
+    span = max(e for _s, e in busy) - min(s for s, _e in busy) if busy else 0.0
+    return landed, span
 
 
 def shard_window(db: Path, active_s: float, fallback_end: float) -> tuple[float, float]:

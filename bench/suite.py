@@ -31,6 +31,7 @@ import tempfile
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -264,37 +265,33 @@ class Suite:
                 "clients": clients}
 
     def scaleout(self, point: dict[str, Any]) -> list[dict[str, Any]]:
+        """k ingesters following the gpu topic while the main point's messages are copied in."""
         topic = c.topic_name("gpu", point["prefix"])
         expected = int(point["gpu_samples"])
         messages = stages.read_topic(self.bootstrap, topic, int(point["gpu_topic"]["messages"]))
-        out = []
-        for k in self.plan.ingesters:
-            def once(k: int = k) -> dict[str, Any]:
-                folder = self.work / f"scale-{k}-{uuid.uuid4().hex[:4]}"
-                try:
-                    return stages.scaleout(self.bootstrap, messages, folder, k, expected,
-                                           self.plan.partitions)
-                finally:
-                    shutil.rmtree(folder, ignore_errors=True)
-
-            out.append({"ingesters": k, **self.repeat(f"{k} ingester(s), one group", once)})
-        return out
+        return self._each_group_size("scale", "", lambda k, folder: stages.scaleout(
+            self.bootstrap, messages, folder, k, expected, self.plan.partitions))
 
     def backlog(self, point: dict[str, Any]) -> list[dict[str, Any]]:
         """k ingesters started together on the main point's gpu topic, full already."""
         expected = int(point["gpu_samples"])
+        return self._each_group_size("backlog", ", on the backlog", lambda k, folder: (
+            stages.group_backlog(self.bootstrap, point["prefix"], folder, k, expected)))
+
+    def _each_group_size(self, name: str, what: str,
+                         measure: Callable[[int, Path], dict[str, Any]]) -> list[dict[str, Any]]:
+        """``measure(k, folder)`` repeated for each group size of the plan, in a fresh folder."""
         out = []
         for k in self.plan.ingesters:
             def once(k: int = k) -> dict[str, Any]:
-                folder = self.work / f"backlog-{k}-{uuid.uuid4().hex[:4]}"
+                folder = self.work / f"{name}-{k}-{uuid.uuid4().hex[:4]}"
                 try:
-                    return stages.group_backlog(self.bootstrap, point["prefix"], folder, k,
-                                                expected)
+                    return measure(k, folder)
                 finally:
                     shutil.rmtree(folder, ignore_errors=True)
 
             out.append({"ingesters": k,
-                        **self.repeat(f"{k} ingester(s), one group, on the backlog", once)})
+                        **self.repeat(f"{k} ingester(s), one group{what}", once)})
         return out
 
     def day(self) -> dict[str, Any]:

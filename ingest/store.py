@@ -226,6 +226,16 @@ _V2_AFTER: Final = [
 
 # (version, statements). Append only: never edit a released step, add a new one.
 MIGRATIONS: Final[list[tuple[int, list[str]]]] = [(1, _V1_TABLES), (2, _V2_AFTER)]
+
+# How a shard that predates a column reads as the current schema (shards in a union are opened
+# read-only, so they keep the version they were written with): table -> (the column, the select
+# giving it, ``{t}`` the shard's table and ``{s}`` its schema). Add one with each step that
+# adds a column; a table missing a column with no entry here is read with NULLs in it.
+COLUMNS_ADDED: Final[dict[str, tuple[str, str]]] = {
+    "recommendations_raw": ("after", "(SELECT r.*, l.payload->>'after' AS after FROM {t} r "
+                            "LEFT JOIN (SELECT event_id, payload FROM {s}.event_log "
+                            "WHERE type = 'recommendation.issued') l USING (event_id))"),
+}
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 
 
@@ -428,20 +438,16 @@ def _find_cross_shard_duplicates(con: duckdb.DuckDBPyConnection, shards: int) ->
 
 
 def _shard_table(con: duckdb.DuckDBPyConnection, shard: int, name: str) -> str:
-    """A shard's raw table as the current schema has it. Shards are opened read-only, so one
-    written by an older fleetlog keeps its schema version: a version 1 shard's
-    recommendations get ``after`` from the event log, as version 2 copied it."""
-    table = f"shard{shard}.main.{name}"
-    if name != "recommendations_raw":
+    """A shard's raw table as the current schema has it (``COLUMNS_ADDED``)."""
+    schema = f"shard{shard}.main"
+    table = f"{schema}.{name}"
+    if name not in COLUMNS_ADDED:
         return table
-    has_after = con.execute(
+    column, older = COLUMNS_ADDED[name]
+    present = con.execute(
         "SELECT count(*) FROM duckdb_columns() WHERE database_name = ? AND table_name = ? "
-        "AND column_name = 'after'", [f"shard{shard}", name]).fetchone()
-    if has_after and has_after[0]:
-        return table
-    return (f"(SELECT r.*, l.payload->>'after' AS after FROM {table} r LEFT JOIN "
-            f"(SELECT event_id, payload FROM shard{shard}.main.event_log "
-            "WHERE type = 'recommendation.issued') l USING (event_id))")
+        "AND column_name = ?", [f"shard{shard}", name, column]).fetchone()
+    return table if present and present[0] else older.format(t=table, s=schema)
 
 
 def _keep_first_copy(name: str, shard: int) -> str:
