@@ -225,12 +225,21 @@ def _java_command(libs: Path, config_dir: Path, main: str, *args: str, heap: str
     ]
 
 
+def cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64, as Kafka's own ``Uuid`` prints it.
+    Like Kafka's ``Uuid.randomUuid`` it never starts with '-' (1 in 64 would): the storage
+    tool's argument parser would take such an id for an option and refuse to format."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
+
+
 def format_storage(libs: Path, data_dir: Path, config: Path) -> None:
     if (data_dir / "logs" / "meta.properties").exists():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
     command = _java_command(
-        libs, config.parent, STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(config),
+        libs, config.parent, STORAGE_TOOL, "format", "-t", cluster_id(), "-c", str(config),
         "--standalone", heap="256m",
     )
     result = subprocess.run(command, capture_output=True, text=True, check=False)
