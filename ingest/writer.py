@@ -123,6 +123,13 @@ class StoreWriter:
     the cache is dropped: lowering the limit for a moment makes DuckDB evict what it can (a few
     ms). Lowering the limit for good would do it too, but under ~300 MB DuckDB inserts a
     15,360-event batch on one thread instead of two (twice the wall time, measured).
+
+    The same pass drains DuckDB's eviction queues. Every block a query allocates (the dedup
+    look-up's hash join makes a few per batch) leaves an entry there that keeps its ~200-byte
+    block handle alive after the block is gone; DuckDB purges a queue only once it holds 32,768
+    entries, so a follower committing twice a second grew by ~50 MB over its first two hours
+    (``bench/writer_memory.py``). Only an eviction that cannot reach its target walks every
+    queue to the end, so the limit asked for is 0 bytes, which always fails.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection,
@@ -185,14 +192,15 @@ class StoreWriter:
         return result
 
     def shed_cache(self) -> None:
-        """Evict DuckDB's cached blocks (see the class); the memory limit is left as it was."""
+        """Evict DuckDB's cached blocks and drain its eviction queues (see the class); the
+        memory limit is left as it was."""
         self._next_shed = time.monotonic() + self.shed_every_s
         if not self._memory_limit:
             return
         try:
-            self.con.execute("SET memory_limit = '16MB'")
+            self.con.execute("SET memory_limit = '0B'")
         except duckdb.Error:
-            pass  # more is pinned than that: it evicted what it could
+            pass  # as intended ("could not free up enough memory"): it walked every queue
         finally:
             self.con.execute(f"SET memory_limit = '{self._memory_limit}'")
 
