@@ -3,8 +3,11 @@
     # 20,000 batches of 100 events (a follower's ~3 hours at two commits a second)
     .venv/bin/python bench/writer_memory.py --batches 20000
 
-    # the same without shedding (StoreWriter.shed_cache never runs): the growth it removes
+    # the same without shedding (StoreWriter.shed_cache never runs): DuckDB caches up to its limit
     .venv/bin/python bench/writer_memory.py --batches 20000 --no-shed
+
+    # shedding as the writer did before it drained the eviction queues (a 16MB target)
+    .venv/bin/python bench/writer_memory.py --batches 20000 --shed-target 16MB
 
 Events come from the generator once (64 nodes, 2 simulated hours) and are written again and again
 with new ids and later times, so every batch is new to the dedup look-up. After every ``--every``
@@ -66,7 +69,21 @@ def _growth_per_k(samples: list[dict[str, Any]], key: str) -> float | None:
         if sxx else None
 
 
-def run(batches: int, per_batch: int, every: int, shed: bool, folder: Path) -> dict[str, Any]:
+def _shed_to(writer: StoreWriter, target: str) -> None:
+    """Lower DuckDB's limit to ``target`` for a moment, as ``shed_cache`` did with 16MB."""
+    import duckdb
+
+    limit = writer.con.execute("SELECT current_setting('memory_limit')").fetchone()
+    try:
+        writer.con.execute(f"SET memory_limit = '{target}'")
+    except duckdb.Error:
+        pass  # it evicted what it could
+    finally:
+        writer.con.execute(f"SET memory_limit = '{limit[0] if limit else '512MB'}'")
+
+
+def run(batches: int, per_batch: int, every: int, shed: bool, folder: Path,
+        target: str | None = None) -> dict[str, Any]:
     sink = MemorySink()
     simulate(SimConfig(nodes=64, hours=2, seed=1), sink)
     events = sink.events
@@ -84,7 +101,9 @@ def run(batches: int, per_batch: int, every: int, shed: bool, folder: Path) -> d
             writer.write_batch(chunk, (), {("bench", 0): done + 1})
             done += 1
             if done % every == 0 or done == batches:
-                if shed:
+                if shed and target:
+                    _shed_to(writer, target)
+                elif shed:
                     writer.shed_cache()
                 gc.collect()
                 sample: dict[str, Any] = {"batches": done, "events": done * per_batch,
@@ -99,6 +118,7 @@ def run(batches: int, per_batch: int, every: int, shed: bool, folder: Path) -> d
     finally:
         writer.close()
     return {"batches": batches, "events_per_batch": per_batch, "shed": shed,
+            "shed_target": target if shed and target else ("0B" if shed else None),
             "samples": samples,
             "rss_mb_per_1000_batches": _growth_per_k(samples, "rss_mb"),
             "malloc_mb_per_1000_batches": _growth_per_k(samples, "malloc_in_use_mb")}
@@ -109,14 +129,17 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20_000)
     parser.add_argument("--events-per-batch", type=int, default=100)
     parser.add_argument("--every", type=int, default=1_000, help="batches between samples")
-    parser.add_argument("--no-shed", action="store_true", help="never shed (the growth it removes)")
+    parser.add_argument("--no-shed", action="store_true",
+                        help="never shed (DuckDB caches written blocks up to its limit)")
+    parser.add_argument("--shed-target", metavar="SIZE",
+                        help="shed to this limit instead of the writer's own shed (e.g. 16MB)")
     parser.add_argument("--json", action="store_true", help="print the samples and slopes as JSON")
     args = parser.parse_args()
     if args.batches < 1 or args.events_per_batch < 1 or args.every < 1:
         parser.error("--batches, --events-per-batch and --every must be at least 1")
     with tempfile.TemporaryDirectory(prefix="fleetlog-writer-memory-") as folder:
         result = run(args.batches, args.events_per_batch, args.every, not args.no_shed,
-                     Path(folder))
+                     Path(folder), args.shed_target)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
