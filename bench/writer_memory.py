@@ -19,7 +19,6 @@ process's RSS and glibc's bytes in use are sampled. Prints one line per sample a
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import statistics
@@ -35,22 +34,13 @@ from generators.config import SimConfig
 from generators.run import simulate
 from generators.sinks import MemorySink
 from ingest.ingester import open_store_waiting
+from ingest.pipeline import malloc_in_use_bytes
 from ingest.writer import StoreWriter
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-
-
 def _malloc_in_use_mb() -> float | None:
-    try:
-        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
-    except (OSError, AttributeError):
-        return None  # not glibc
-    mallinfo2.restype = _MallInfo2
-    return float(mallinfo2().uordblks) / 2**20
+    in_use = malloc_in_use_bytes()
+    return None if in_use is None else in_use / 2**20
 
 
 def _rss_mb() -> float:

@@ -339,6 +339,23 @@ def _glibc() -> Any:
 _LIBC = _glibc()
 
 
+def malloc_in_use_bytes() -> int | None:
+    """Bytes glibc's malloc has handed out and not had back, over every arena (``mallinfo2``);
+    None where there is no glibc. Unlike RSS it does not move with pages kept for reuse."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost")]
+
+    mallinfo2 = getattr(_LIBC, "mallinfo2", None)  # glibc 2.33 and later
+    if mallinfo2 is None:
+        return None
+    mallinfo2.restype = MallInfo2
+    return int(mallinfo2().uordblks)
+
+
 @contextlib.contextmanager
 def fewer_gc_passes() -> Iterator[YoungGarbage]:
     """Run the cycle collector less often while ingesting; call ``tick()`` of what it yields.

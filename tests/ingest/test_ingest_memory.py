@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from ingest_support import rack_event
 
 from cli.main import cli
 from ingest.ingester import open_store_waiting
+from ingest.pipeline import malloc_in_use_bytes
 from ingest.store import StoreError
 from ingest.writer import StoreWriter
 
@@ -95,20 +95,11 @@ def test_the_writer_sheds_the_blocks_duckdb_cached_and_keeps_its_limit(tmp_path:
         writer.close()
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-
-
 def _malloc_in_use() -> int:
-    """Bytes malloc has handed out and not had back (glibc, every arena)."""
-    try:
-        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
-    except (OSError, AttributeError):
+    in_use = malloc_in_use_bytes()
+    if in_use is None:
         pytest.skip("needs glibc's mallinfo2")
-    mallinfo2.restype = _MallInfo2
-    return int(mallinfo2().uordblks)
+    return in_use
 
 
 def test_shedding_drains_what_many_small_commits_leave_in_duckdbs_eviction_queues(
