@@ -1,4 +1,4 @@
-"""What the benchmarks ran on, and how to watch a process: machine, versions, load, RSS.
+"""What the benchmarks ran on, and how to watch a process: machine, versions, load, RSS, disk.
 
 Everything here reads /proc and package metadata only (Linux), so it adds no dependency. The
 machine may be shared: every benchmark records the load average when it starts, and process
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -136,6 +137,43 @@ class RssSampler:
     @property
     def peak_mb(self) -> float:
         return max((mb for _t, mb in self.samples), default=0.0)
+
+
+@dataclass
+class DiskWatch:
+    """The free space under ``folder`` every ``every_s`` in a thread, into ``into`` (GiB):
+    ``start`` and ``lowest``. A broker whose disk fills stops and every later step fails, so
+    the report says how close the run came."""
+
+    folder: Path
+    into: dict[str, float]
+    every_s: float = 5.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def sample(self) -> None:
+        try:
+            free_gib = round(shutil.disk_usage(self.folder).free / 2**30, 1)
+        except OSError:  # the folder is gone (deleted at the end of the run)
+            return
+        self.into.setdefault("start", free_gib)
+        self.into["lowest"] = min(self.into.get("lowest", free_gib), free_gib)
+
+    def start(self) -> DiskWatch:
+        def run() -> None:
+            while not self._stop.is_set():
+                self.sample()
+                self._stop.wait(self.every_s)
+
+        self._thread = threading.Thread(target=run, name="disk-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
 
 
 @dataclass

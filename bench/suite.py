@@ -107,16 +107,6 @@ class Suite:
     def say(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
         print(f"[{elapsed / 60:5.1f} min] {text}", file=sys.stderr, flush=True)
-        self.note_disk()
-
-    def note_disk(self) -> None:
-        """The lowest free space under --work seen so far: a broker whose disk fills stops, and
-        every later step fails, so the report says how close the run came."""
-        if not self.work.exists():  # deleted at the end of the run
-            return
-        free_gb = round(shutil.disk_usage(self.work).free / 2**30, 1)
-        disk = self.data["machine"].setdefault("disk_free_gib", {"start": free_gb})
-        disk["lowest"] = min(disk.get("lowest", free_gb), free_gb)
 
     # -- broker -------------------------------------------------------------------------------
     def broker_up(self) -> None:
@@ -369,6 +359,7 @@ def run(plan: Plan, work: Path, out_json: Path, doc: Path, keep: bool,
             costs["samples"] = p["gpu_samples"]
         return p
 
+    disk = machine.DiskWatch(work, data["machine"].setdefault("disk_free_gib", {})).start()
     suite.broker_up()
     try:
         suite.say("generator -> null (what simulating costs without Kafka)")
@@ -440,6 +431,7 @@ def run(plan: Plan, work: Path, out_json: Path, doc: Path, keep: bool,
     finally:
         suite.say("stopping the broker")
         suite.broker_down()
+        disk.stop()
         save()
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
