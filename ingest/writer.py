@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import duckdb
 import pyarrow as pa
@@ -80,6 +81,11 @@ _DATA_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# The memory limit the writer asks for while shedding (see StoreWriter): under what it holds
+# between commits, so DuckDB walks every eviction queue, and over what restoring the limit needs.
+SHED_TARGET: Final = "256KiB"
+
+
 class Snapshotter:
     """Publishes a read-only copy of the store every ``every_s`` seconds (after a commit).
 
@@ -128,10 +134,14 @@ class StoreWriter:
     look-up's hash join makes a few per batch) leaves an entry there that keeps its ~200-byte
     block handle allocated after the block is gone, and DuckDB purges a queue only once it
     holds 32,768 entries. An eviction stops at the first queue that reaches its target; only
-    one that cannot reach it walks every queue to the end, so the limit asked for is 0 bytes,
-    which DuckDB refuses every time (even with nothing cached). With a 16 MB target, 8,000
-    commits of 100 events (an hour of following at two commits a second) grew RSS by 34 MB;
-    with this one by 4 MB (``bench/writer_memory.py``).
+    one that cannot reach it walks every queue to the end, so the limit asked for is
+    ``SHED_TARGET``, below what a writer holds between commits (1.3-1.9 MiB measured: appended
+    blocks that cannot be evicted before a checkpoint). Not 0 bytes: right after a checkpoint
+    nothing is held, DuckDB accepts the limit, and the statement that restores it may itself
+    need a few KiB (a 35-minute soak stopped on "failed to allocate data of size 2.0 KiB
+    (0 bytes/0 bytes used)"). With a 16 MB target, 8,000 commits of 100 events (an hour of
+    following at two commits a second) grew RSS by 34 MB; with the queues drained by 4 MB
+    (``bench/writer_memory.py``).
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection,
@@ -143,9 +153,12 @@ class StoreWriter:
         self._elsewhere: dict[str, None] = {}  # ids landed by another shard (a hand-over)
         self.shed_every_s = shed_every_s
         self._next_shed = time.monotonic() + shed_every_s
-        # As DuckDB prints it ("488.2 MiB"); restoring that text, always the same, cannot drift.
+        # As DuckDB prints it ("488.2 MiB" for 512MB), which is rounded: set once here, so
+        # every restore after a shed sets the same number of bytes as the limit it replaces.
         row = con.execute("SELECT current_setting('memory_limit')").fetchone()
         self._memory_limit = str(row[0]) if row else ""
+        if self._memory_limit:
+            con.execute(f"SET memory_limit = '{self._memory_limit}'")
 
     def exclude(self, event_ids: Iterable[str], keep: int = 100_000) -> None:
         """Treat these ids as already stored: another shard of the group landed them."""
@@ -200,11 +213,20 @@ class StoreWriter:
         if not self._memory_limit:
             return
         try:
-            self.con.execute("SET memory_limit = '0B'")
-        except duckdb.Error:
+            self.con.execute(f"SET memory_limit = '{SHED_TARGET}'")
+        except duckdb.OutOfMemoryException:
             pass  # as intended ("could not free up enough memory"): it walked every queue
         finally:
+            self._restore_memory_limit()
+
+    def _restore_memory_limit(self) -> None:
+        try:
             self.con.execute(f"SET memory_limit = '{self._memory_limit}'")
+        except duckdb.Error as exc:
+            raise StoreError(
+                f"could not restore DuckDB's memory limit after shedding its cache "
+                f"({_first_line(exc)}); run the ingester again: it resumes from the offsets "
+                "stored with the last batch") from exc
 
     def _transaction(
         self, events: Sequence[c.Envelope], dead: Sequence[DeadLetter],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -13,7 +14,7 @@ from cli.main import cli
 from ingest.ingester import open_store_waiting
 from ingest.pipeline import malloc_in_use_bytes
 from ingest.store import StoreError
-from ingest.writer import StoreWriter
+from ingest.writer import SHED_TARGET, StoreWriter
 
 
 def _buffer_pool_mb(writer: StoreWriter) -> float:
@@ -120,3 +121,50 @@ def test_shedding_drains_what_many_small_commits_leave_in_duckdbs_eviction_queue
     finally:
         writer.close()
     assert freed > 512 * 1024
+
+
+def test_shedding_right_after_a_checkpoint_leaves_the_limit_and_the_writer_working(
+        tmp_path: Path):
+    # After a checkpoint the writer holds nothing DuckDB cannot evict, so DuckDB accepts the
+    # shed's limit instead of refusing it; the limit must still come back and writing go on.
+    writer = StoreWriter(open_store_waiting(tmp_path / "fleet.duckdb", memory_limit="512MB"),
+                         shed_every_s=3600)
+    rng = np.random.default_rng(3)
+    limit = writer.con.execute("SELECT current_setting('memory_limit')").fetchone()
+    try:
+        writer.write_batch([rack_event(i, rng) for i in range(10)])
+        writer.con.execute("CHECKPOINT")
+        writer.shed_cache()
+        assert writer.con.execute("SELECT current_setting('memory_limit')").fetchone() == limit
+        assert writer.write_batch([rack_event(10 + i, rng) for i in range(10)]).events == 10
+    finally:
+        writer.close()
+
+
+class _RefusesToRaiseTheLimit:
+    """A store connection whose memory limit, once lowered, cannot be raised again."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def execute(self, sql: str, *args: object) -> duckdb.DuckDBPyConnection:
+        if sql.startswith("SET memory_limit") and SHED_TARGET not in sql:
+            raise duckdb.OutOfMemoryException(
+                "Out of Memory Error: failed to allocate data of size 2.0 KiB (0 bytes/0 bytes "
+                "used)\n\nPossible solutions: ...")
+        return self.con.execute(sql, *args)
+
+
+def test_a_limit_that_cannot_be_restored_stops_the_writer_with_what_to_do(tmp_path: Path):
+    con = open_store_waiting(tmp_path / "fleet.duckdb", memory_limit="512MB")
+    writer = StoreWriter(con, shed_every_s=3600)
+    writer.con = _RefusesToRaiseTheLimit(con)  # type: ignore[assignment]
+    try:
+        with pytest.raises(StoreError) as refused:
+            writer.shed_cache()
+    finally:
+        con.close()
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "could not restore DuckDB's memory limit" in message
+    assert "run the ingester again" in message
