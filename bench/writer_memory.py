@@ -35,7 +35,7 @@ from generators.run import simulate
 from generators.sinks import MemorySink
 from ingest.ingester import open_store_waiting
 from ingest.pipeline import malloc_in_use_bytes
-from ingest.writer import StoreWriter
+from ingest.writer import SHED_TARGET, StoreWriter
 
 
 def _malloc_in_use_mb() -> float | None:
@@ -108,7 +108,7 @@ def run(batches: int, per_batch: int, every: int, shed: bool, folder: Path,
     finally:
         writer.close()
     return {"batches": batches, "events_per_batch": per_batch, "shed": shed,
-            "shed_target": target if shed and target else ("0B" if shed else None),
+            "shed_target": target if shed and target else (SHED_TARGET if shed else None),
             "samples": samples,
             "rss_mb_per_1000_batches": _growth_per_k(samples, "rss_mb"),
             "malloc_mb_per_1000_batches": _growth_per_k(samples, "malloc_in_use_mb")}
