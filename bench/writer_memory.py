@@ -33,7 +33,7 @@ import msgspec
 from generators.config import SimConfig
 from generators.run import simulate
 from generators.sinks import MemorySink
-from ingest.ingester import open_store_waiting
+from ingest.ingester import open_store_waiting, valid_memory_limit
 from ingest.pipeline import malloc_in_use_bytes
 from ingest.writer import SHED_TARGET, StoreWriter
 
@@ -59,27 +59,14 @@ def _growth_per_k(samples: list[dict[str, Any]], key: str) -> float | None:
         if sxx else None
 
 
-def _shed_to(writer: StoreWriter, target: str) -> None:
-    """Lower DuckDB's limit to ``target`` for a moment, as ``shed_cache`` did with 16MB."""
-    import duckdb
-
-    limit = writer.con.execute("SELECT current_setting('memory_limit')").fetchone()
-    try:
-        writer.con.execute(f"SET memory_limit = '{target}'")
-    except duckdb.Error:
-        pass  # it evicted what it could
-    finally:
-        writer.con.execute(f"SET memory_limit = '{limit[0] if limit else '512MB'}'")
-
-
 def run(batches: int, per_batch: int, every: int, shed: bool, folder: Path,
-        target: str | None = None) -> dict[str, Any]:
+        target: str = SHED_TARGET) -> dict[str, Any]:
     sink = MemorySink()
     simulate(SimConfig(nodes=64, hours=2, seed=1), sink)
     events = sink.events
     span = max(e.time_us for e in events) - min(e.time_us for e in events) + 1
     writer = StoreWriter(open_store_waiting(folder / "writer.duckdb", memory_limit="512MB"),
-                         shed_every_s=float("inf"))
+                         shed_every_s=float("inf"), shed_target=target)
     samples: list[dict[str, Any]] = []
     started = time.perf_counter()
     done = 0
@@ -91,9 +78,7 @@ def run(batches: int, per_batch: int, every: int, shed: bool, folder: Path,
             writer.write_batch(chunk, (), {("bench", 0): done + 1})
             done += 1
             if done % every == 0 or done == batches:
-                if shed and target:
-                    _shed_to(writer, target)
-                elif shed:
+                if shed:
                     writer.shed_cache()
                 gc.collect()
                 sample: dict[str, Any] = {"batches": done, "events": done * per_batch,
@@ -108,7 +93,7 @@ def run(batches: int, per_batch: int, every: int, shed: bool, folder: Path,
     finally:
         writer.close()
     return {"batches": batches, "events_per_batch": per_batch, "shed": shed,
-            "shed_target": target if shed and target else (SHED_TARGET if shed else None),
+            "shed_target": target if shed else None,
             "samples": samples,
             "rss_mb_per_1000_batches": _growth_per_k(samples, "rss_mb"),
             "malloc_mb_per_1000_batches": _growth_per_k(samples, "malloc_in_use_mb")}
@@ -121,12 +106,15 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1_000, help="batches between samples")
     parser.add_argument("--no-shed", action="store_true",
                         help="never shed (DuckDB caches written blocks up to its limit)")
-    parser.add_argument("--shed-target", metavar="SIZE",
-                        help="shed to this limit instead of the writer's own shed (e.g. 16MB)")
+    parser.add_argument("--shed-target", metavar="SIZE", default=SHED_TARGET,
+                        help=f"the limit the writer sheds to (default {SHED_TARGET}; the writer "
+                             "used 16MB before it drained the eviction queues)")
     parser.add_argument("--json", action="store_true", help="print the samples and slopes as JSON")
     args = parser.parse_args()
     if args.batches < 1 or args.events_per_batch < 1 or args.every < 1:
         parser.error("--batches, --events-per-batch and --every must be at least 1")
+    if not valid_memory_limit(args.shed_target):
+        parser.error(f"--shed-target {args.shed_target!r} is not a size like 256KiB or 16MB")
     with tempfile.TemporaryDirectory(prefix="fleetlog-writer-memory-") as folder:
         result = run(args.batches, args.events_per_batch, args.every, not args.no_shed,
                      Path(folder), args.shed_target)

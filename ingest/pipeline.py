@@ -339,9 +339,8 @@ def _glibc() -> Any:
 _LIBC = _glibc()
 
 
-def malloc_in_use_bytes() -> int | None:
-    """Bytes glibc's malloc has handed out and not had back, over every arena (``mallinfo2``);
-    None where there is no glibc. Unlike RSS it does not move with pages kept for reuse."""
+def _mallinfo2() -> Any:
+    """glibc's ``mallinfo2`` (2.33 and later) with its result type declared, or None."""
     import ctypes
 
     class MallInfo2(ctypes.Structure):
@@ -349,11 +348,19 @@ def malloc_in_use_bytes() -> int | None:
             "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
             "fordblks", "keepcost")]
 
-    mallinfo2 = getattr(_LIBC, "mallinfo2", None)  # glibc 2.33 and later
-    if mallinfo2 is None:
-        return None
-    mallinfo2.restype = MallInfo2
-    return int(mallinfo2().uordblks)
+    mallinfo2 = getattr(_LIBC, "mallinfo2", None)
+    if mallinfo2 is not None:
+        mallinfo2.restype = MallInfo2
+    return mallinfo2
+
+
+_MALLINFO2 = _mallinfo2()
+
+
+def malloc_in_use_bytes() -> int | None:
+    """Bytes glibc's malloc has handed out and not had back, over every arena (``mallinfo2``);
+    None where there is no glibc. Unlike RSS it does not move with pages kept for reuse."""
+    return None if _MALLINFO2 is None else int(_MALLINFO2().uordblks)
 
 
 @contextlib.contextmanager

@@ -145,13 +145,15 @@ class StoreWriter:
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection,
-                 snapshot: Snapshotter | None = None, shed_every_s: float = 60.0) -> None:
+                 snapshot: Snapshotter | None = None, shed_every_s: float = 60.0,
+                 shed_target: str = SHED_TARGET) -> None:
         self.con = con
         self.snapshot = snapshot
         self.totals = BatchResult()
         self._registered: list[str] = []
         self._elsewhere: dict[str, None] = {}  # ids landed by another shard (a hand-over)
         self.shed_every_s = shed_every_s
+        self.shed_target = shed_target  # another only to measure it (bench/writer_memory.py)
         self._next_shed = time.monotonic() + shed_every_s
         # As DuckDB prints it ("488.2 MiB" for 512MB), which is rounded: set once here, so
         # every restore after a shed sets the same number of bytes as the limit it replaces.
@@ -213,7 +215,7 @@ class StoreWriter:
         if not self._memory_limit:
             return
         try:
-            self.con.execute(f"SET memory_limit = '{SHED_TARGET}'")
+            self.con.execute(f"SET memory_limit = '{self.shed_target}'")
         except duckdb.OutOfMemoryException:
             pass  # as intended ("could not free up enough memory"): it walked every queue
         finally:
