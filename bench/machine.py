@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -104,6 +105,20 @@ def tree_rss_mb(pid: int) -> float:
     return sum(rss_mb(p) for p in tree(pid))
 
 
+def every(every_s: float, stop: threading.Event, sample: Callable[[], None],
+          name: str) -> threading.Thread:
+    """Call ``sample`` now and every ``every_s`` on a daemon thread until ``stop`` is set."""
+
+    def run() -> None:
+        while not stop.is_set():
+            sample()
+            stop.wait(every_s)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
 @dataclass
 class RssSampler:
     """Samples the RSS of a process tree every ``every_s`` in a thread: (seconds, MiB) pairs."""
@@ -117,15 +132,12 @@ class RssSampler:
     def start(self) -> RssSampler:
         started = time.monotonic()
 
-        def run() -> None:
-            while not self._stop.is_set():
-                value = tree_rss_mb(self.pid)
-                if value > 0:
-                    self.samples.append((round(time.monotonic() - started, 2), round(value, 1)))
-                self._stop.wait(self.every_s)
+        def sample() -> None:
+            value = tree_rss_mb(self.pid)
+            if value > 0:
+                self.samples.append((round(time.monotonic() - started, 2), round(value, 1)))
 
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
+        self._thread = every(self.every_s, self._stop, sample, "rss-sampler")
         return self
 
     def stop(self) -> list[tuple[float, float]]:
@@ -160,13 +172,7 @@ class DiskWatch:
         self.into["lowest"] = min(self.into.get("lowest", free_gib), free_gib)
 
     def start(self) -> DiskWatch:
-        def run() -> None:
-            while not self._stop.is_set():
-                self.sample()
-                self._stop.wait(self.every_s)
-
-        self._thread = threading.Thread(target=run, name="disk-watch", daemon=True)
-        self._thread.start()
+        self._thread = every(self.every_s, self._stop, self.sample, "disk-watch")
         return self
 
     def stop(self) -> None:
