@@ -6,6 +6,7 @@ COPY ingest ingest
 COPY generators generators
 COPY analysis analysis
 COPY cli cli
+COPY fleetlog fleetlog
 RUN pip install --no-cache-dir .
 VOLUME /data
 ENTRYPOINT []

@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Final
 
 import duckdb
 
-from analysis.job_history import US, JobHistory
-from analysis.projections import Topology
+from fleetlog.analysis.job_history import US, JobHistory
+from fleetlog.analysis.projections import Topology
 
 if TYPE_CHECKING:
-    from analysis.whatif_data import StoredIncident
+    from fleetlog.analysis.whatif_data import StoredIncident
 
 # Extra time a migration takes over a local restart: the checkpoint read from the other virtual
 # cluster's storage and the scheduler's move. An assumption (the simulator's move takes

@@ -16,8 +16,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from analysis.events import load_events
-from analysis.projections import Projections, fold_all
+from fleetlog.analysis.events import load_events
+from fleetlog.analysis.projections import Projections, fold_all
 
 US: int = 1_000_000
 

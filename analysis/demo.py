@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ingest.broker import answers
-from ingest.kafka_settings import settings_for
+from fleetlog.ingest.broker import answers
+from fleetlog.ingest.kafka_settings import settings_for
 
 
 def choose_transport(bootstrap: str | None) -> tuple[str, str | None, str]:
@@ -32,12 +32,12 @@ def run_demo(
     seed: int = 7, scenario: str = "mixed", fault_rate: float = 40.0,
     progress: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
-    from analysis.evaluate import evaluate_stores
-    from analysis.pipeline import run_analysis
-    from analysis.recommend import recommend
-    from analysis.report import write_report
-    from generators.config import SimConfig
-    from generators.run import simulate
+    from fleetlog.analysis.evaluate import evaluate_stores
+    from fleetlog.analysis.pipeline import run_analysis
+    from fleetlog.analysis.recommend import recommend
+    from fleetlog.analysis.report import write_report
+    from fleetlog.generators.config import SimConfig
+    from fleetlog.generators.run import simulate
 
     say = progress or (lambda _text: None)
     out.mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,7 @@ def run_demo(
                        fault_rate=fault_rate)
     stages: dict[str, Any] = {}
     if mode == "kafka":
-        from ingest.ingester import KafkaIngest, default_topics, ingest_kafka
+        from fleetlog.ingest.ingester import KafkaIngest, default_topics, ingest_kafka
 
         prefix = f"fleetlog-demo-{uuid.uuid4().hex[:8]}"  # this run's own topics
         say(f"simulate: {nodes} nodes, {hours:g} h, scenario {scenario} -> kafka://{address}"

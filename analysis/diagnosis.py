@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from analysis.context import US, AnalysisContext, Finding
-from ingest import contract as c
+from fleetlog.analysis.context import US, AnalysisContext, Finding
+from fleetlog.ingest import contract as c
 
 MIN: Final = 60 * US
 GPU_KINDS: Final = frozenset({

@@ -32,10 +32,10 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from analysis.context import US
-from analysis.diagnosis import Incident
-from analysis.pipeline import AnalysisResult, analyze_store
-from analysis.projections import Topology
+from fleetlog.analysis.context import US
+from fleetlog.analysis.diagnosis import Incident
+from fleetlog.analysis.pipeline import AnalysisResult, analyze_store
+from fleetlog.analysis.projections import Topology
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,7 @@ def evaluate_stores(
     stores: Sequence[Sequence[str]], since_us: int | None = None, until_us: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate each store (a file, or a group of shards) and pool the results."""
-    from ingest.store import open_union
+    from fleetlog.ingest.store import open_union
 
     runs = []
     for paths in stores:

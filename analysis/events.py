@@ -12,8 +12,8 @@ from typing import Final
 
 import duckdb
 
-from ingest import contract as c
-from ingest.store import decode_stored
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.store import decode_stored
 
 INVENTORY_TYPES: Final = ("rack.registered", "node.registered", "switch.registered",
                           "link.registered")

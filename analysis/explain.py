@@ -14,9 +14,9 @@ from typing import Any, Final
 
 import duckdb
 
-from analysis.context import US, Finding
-from analysis.incidents import AnalysisError
-from analysis.pipeline import analyze_store
+from fleetlog.analysis.context import US, Finding
+from fleetlog.analysis.incidents import AnalysisError
+from fleetlog.analysis.pipeline import analyze_store
 
 WHAT_TO_DO: Final = {
     "gpu_hw": "Drain the node; reset the GPU (reboot if XID 79: it fell off the bus); if it "

@@ -16,9 +16,9 @@ from typing import Any, Final
 
 import duckdb
 
-from analysis.diagnosis import Incident
-from ingest import contract as c
-from ingest.kafka_settings import KafkaSettings
+from fleetlog.analysis.diagnosis import Incident
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.kafka_settings import KafkaSettings
 
 SOURCE: Final = "fleetlog-analysis"
 MAX_EVIDENCE: Final = 200
@@ -48,7 +48,7 @@ def to_event(incident: Incident) -> c.Envelope:
 
 def store_incidents(con: duckdb.DuckDBPyConnection, incidents: Sequence[Incident]) -> int:
     """Write ``incident.opened`` events through the shared writer; returns how many were new."""
-    from ingest.writer import StoreWriter
+    from fleetlog.ingest.writer import StoreWriter
 
     if not incidents:
         return 0
@@ -60,7 +60,7 @@ def store_incidents(con: duckdb.DuckDBPyConnection, incidents: Sequence[Incident
 def publish_incidents(
     settings: KafkaSettings, incidents: Sequence[Incident], topic_prefix: str | None = None
 ) -> int:
-    from ingest.publish import Publisher
+    from fleetlog.ingest.publish import Publisher
 
     if not incidents:
         return 0
@@ -114,7 +114,7 @@ def list_incidents(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 def open_for_results(paths: Sequence[str | Path], write: bool) -> duckdb.DuckDBPyConnection:
     """A connection that reads every given store and, when ``write``, can store incidents
     (only for a single store file: shards are read together, but results need one home)."""
-    from ingest.store import open_store, open_union, store_files
+    from fleetlog.ingest.store import open_store, open_union, store_files
 
     files = store_files(paths)
     if not write:

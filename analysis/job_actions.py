@@ -42,17 +42,17 @@ from typing import Final
 
 import duckdb
 
-from analysis.capacity import MIGRATE_S, Capacity, MigrationCheck, load_capacity
-from analysis.checkpoint import (
+from fleetlog.analysis.capacity import MIGRATE_S, Capacity, MigrationCheck, load_capacity
+from fleetlog.analysis.checkpoint import (
     daly_interval,
     expected_loss_fraction,
     job_mtbf_s,
     node_count,
     node_mtbf_s,
 )
-from analysis.job_history import US, JobHistory, load_jobs
-from analysis.precursors import can_swap, earliest_warning, lead_covers_checkpoint
-from analysis.whatif_data import (
+from fleetlog.analysis.job_history import US, JobHistory, load_jobs
+from fleetlog.analysis.precursors import can_swap, earliest_warning, lead_covers_checkpoint
+from fleetlog.analysis.whatif_data import (
     IMPLICIT_CATEGORIES,
     PRECURSOR_CATEGORIES,
     StoredIncident,
@@ -62,7 +62,7 @@ from analysis.whatif_data import (
     load_incidents,
     load_topology,
 )
-from ingest import contract as c
+from fleetlog.ingest import contract as c
 
 INTERVAL_TOLERANCE: Final = 0.10
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import duckdb
 
-from analysis.context import US, AnalysisContext, Finding, build_context
-from analysis.detectors import run_detectors
-from analysis.diagnosis import Incident, diagnose
-from analysis.projections import Topology
-from ingest.kafka_settings import KafkaSettings
+from fleetlog.analysis.context import US, AnalysisContext, Finding, build_context
+from fleetlog.analysis.detectors import run_detectors
+from fleetlog.analysis.diagnosis import Incident, diagnose
+from fleetlog.analysis.projections import Topology
+from fleetlog.ingest.kafka_settings import KafkaSettings
 
 
 @dataclass
@@ -36,7 +36,7 @@ class AnalysisResult:
     topology: Topology = field(default_factory=Topology)
 
     def summary(self) -> dict[str, Any]:
-        from analysis.incidents import _iso
+        from fleetlog.analysis.incidents import _iso
 
         return {
             "since": _iso(self.since_us) if self.since_us is not None else None,
@@ -92,7 +92,7 @@ def run_analysis(
 ) -> dict[str, Any]:
     """`fleetlog analyze` (batch): analyze, store the incidents (one store file), publish them
     (when a broker is given), and return the summary plus the incidents."""
-    from analysis.incidents import (
+    from fleetlog.analysis.incidents import (
         incident_row,
         open_for_results,
         publish_incidents,

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from analysis.capacity import Capacity
-from analysis.job_history import US, JobHistory
+from fleetlog.analysis.capacity import Capacity
+from fleetlog.analysis.job_history import US, JobHistory
 
 if TYPE_CHECKING:
-    from analysis.whatif_data import StoredIncident
+    from fleetlog.analysis.whatif_data import StoredIncident
 
 STILL_OPEN_US: Final = 600 * US
 

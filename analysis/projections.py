@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from functools import cache, singledispatchmethod
 from typing import Any, Final
 
-from ingest import contract as c
-from ingest.store import load_xid_catalog
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.store import load_xid_catalog
 
 # --------------------------------------------------------------------------------------------
 # Topology

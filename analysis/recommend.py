@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from analysis.job_actions import job_actions
-from analysis.remediation import Failure, RemediationConfig, plan
-from ingest import contract as c
-from ingest.store import open_store, store_files
-from ingest.writer import StoreWriter
+from fleetlog.analysis.job_actions import job_actions
+from fleetlog.analysis.remediation import Failure, RemediationConfig, plan
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.store import open_store, store_files
+from fleetlog.ingest.writer import StoreWriter
 
 _GPU_CATEGORIES = ("gpu_hw", "gpu_hbm", "gpu_sram", "gpu_gsp")
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingest.store import load_xid_catalog
+from fleetlog.ingest.store import load_xid_catalog
 
 # NVIDIA catalog action (as written there) -> fleetlog's component action and its target level.
 CATALOG_ACTIONS: dict[str, tuple[str, str]] = {

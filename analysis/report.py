@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from analysis import charts
-from analysis.report_data import ReportError, Window, report_data, resolve_window
-from ingest.store import open_union
+from fleetlog.analysis import charts
+from fleetlog.analysis.report_data import ReportError, Window, report_data, resolve_window
+from fleetlog.ingest.store import open_union
 
 FORMATS = ("html", "md", "json")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from ingest.store import open_union
+from fleetlog.ingest.store import open_union
 
 
 class QueryError(Exception):

@@ -13,10 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from analysis.events import load_events
-from analysis.projections import fold_all
-from ingest.contract import to_us
-from ingest.store import open_union
+from fleetlog.analysis.events import load_events
+from fleetlog.analysis.projections import fold_all
+from fleetlog.ingest.contract import to_us
+from fleetlog.ingest.store import open_union
 
 
 def fleet_state(paths: Sequence[str | Path], at: datetime) -> dict[str, Any]:

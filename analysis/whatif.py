@@ -31,15 +31,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from analysis.capacity import MIGRATE_S
-from analysis.checkpoint import (
+from fleetlog.analysis.capacity import MIGRATE_S
+from fleetlog.analysis.checkpoint import (
     daly_interval,
     expected_loss_fraction,
     job_mtbf_s,
     node_count,
     node_mtbf_s,
 )
-from analysis.precursors import Alarm, lead_covers_checkpoint
+from fleetlog.analysis.precursors import Alarm, lead_covers_checkpoint
 
 POLICIES = ("baseline", "daly", "fleetlog", "oracle")
 BASELINE_INTERVAL_S = 3600.0

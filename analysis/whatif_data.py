@@ -49,15 +49,15 @@ from typing import Any, Final
 
 import duckdb
 
-from analysis.capacity import Capacity, MigrationCheck, load_capacity
-from analysis.context import infer_interval_us
-from analysis.diagnosis import Incident
-from analysis.evaluate import TruthFault, load_truth, match
-from analysis.events import INVENTORY_TYPES, load_events
-from analysis.job_history import US, JobHistory, fleet_restart_s, load_jobs
-from analysis.precursors import can_swap, earliest_warning, false_alarms
-from analysis.projections import Topology, fold_topology
-from analysis.whatif import (
+from fleetlog.analysis.capacity import Capacity, MigrationCheck, load_capacity
+from fleetlog.analysis.context import infer_interval_us
+from fleetlog.analysis.diagnosis import Incident
+from fleetlog.analysis.evaluate import TruthFault, load_truth, match
+from fleetlog.analysis.events import INVENTORY_TYPES, load_events
+from fleetlog.analysis.job_history import US, JobHistory, fleet_restart_s, load_jobs
+from fleetlog.analysis.precursors import can_swap, earliest_warning, false_alarms
+from fleetlog.analysis.projections import Topology, fold_topology
+from fleetlog.analysis.whatif import (
     NO_FAILURE_MTBF_S,
     POLICIES,
     FailureRecord,
@@ -269,7 +269,7 @@ def whatif(paths: Sequence[str | Path], policies: Sequence[str] = POLICIES, *,
     """`fleetlog whatif`: replay the store's jobs under each policy; ETTR and lost GPU-hours;
     what checkpointing on a schedule costs in expectation, and how much faster checkpoints must
     get for that cost to fall to ``gap_points`` points of ETTR."""
-    from ingest.store import open_union, store_files
+    from fleetlog.ingest.store import open_union, store_files
 
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:

@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from generators.config import SimConfig  # noqa: E402
-from generators.run import simulate  # noqa: E402
-from generators.sinks import KafkaSink, Sink  # noqa: E402
-from ingest.pipeline import peak_rss_mb  # noqa: E402
+from fleetlog.generators.config import SimConfig  # noqa: E402
+from fleetlog.generators.run import simulate  # noqa: E402
+from fleetlog.generators.sinks import KafkaSink, Sink  # noqa: E402
+from fleetlog.ingest.pipeline import peak_rss_mb  # noqa: E402
 
 
 def measure(mode: str, nodes: int, hours: float, bootstrap: str) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def measure(mode: str, nodes: int, hours: float, bootstrap: str) -> dict[str, An
         elif mode == "duckdb":
             target = f"duckdb:{tmp}/bench.duckdb"
         elif mode.startswith("kafka-"):
-            from ingest.publish import KAFKA_PYTHON_DEFAULTS, TUNED
+            from fleetlog.ingest.publish import KAFKA_PYTHON_DEFAULTS, TUNED
 
             prefix = f"bench-{uuid.uuid4().hex[:8]}"
             tuning = {

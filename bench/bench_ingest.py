@@ -40,11 +40,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ingest import contract as c  # noqa: E402
-from ingest.consumer import ConsumerTuning  # noqa: E402
-from ingest.kafka_settings import resolve  # noqa: E402
-from ingest.pipeline import DEFAULT_BATCH_EVENTS, fewer_gc_passes  # noqa: E402
-from ingest.publish import Publisher  # noqa: E402
+from fleetlog.ingest import contract as c  # noqa: E402
+from fleetlog.ingest.consumer import ConsumerTuning  # noqa: E402
+from fleetlog.ingest.kafka_settings import resolve  # noqa: E402
+from fleetlog.ingest.pipeline import DEFAULT_BATCH_EVENTS, fewer_gc_passes  # noqa: E402
+from fleetlog.ingest.publish import Publisher  # noqa: E402
 
 RACKS = 256
 GPUS = 32  # 4 nodes x 8 GPUs
@@ -86,8 +86,8 @@ def rack_scrapes(n: int, seed: int = 0) -> list[bytes]:
 
 def generator_scrapes(n: int, nodes: int = 2048, seed: int = 1) -> list[bytes]:
     """The first ``n`` gpu.sampled messages of a simulated llama3 fleet, encoded as published."""
-    from generators.config import SimConfig
-    from generators.simulator import Simulator
+    from fleetlog.generators.config import SimConfig
+    from fleetlog.generators.simulator import Simulator
 
     hours = n / (nodes // 4) * 10 / 3600 + 0.01  # one rack message per 10 s scrape
     out: list[bytes] = []
@@ -165,7 +165,7 @@ def fleetlog_ingest(bootstrap: str, prefix: str, db: Path, batch_events: int,
     command = [sys.executable]
     if profile is not None:
         command += ["-m", "cProfile", "-o", str(profile)]
-    command += ["-m", "cli.main", "ingest", "--bootstrap", bootstrap, "--topic-prefix", prefix,
+    command += ["-m", "fleetlog", "ingest", "--bootstrap", bootstrap, "--topic-prefix", prefix,
                 "--topics", "gpu", "--db", str(db), "--until-idle", "2", "--batch-events",
                 str(batch_events), "--group", f"bench-{uuid.uuid4().hex[:8]}", "--json", *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -184,8 +184,8 @@ def fleetlog_ingest(bootstrap: str, prefix: str, db: Path, batch_events: int,
 def worker_stages(values: list[bytes], db: Path, batch: int, samples: int) -> dict[str, float]:
     """CPU µs per event of each step of the writer, run here in one thread; the file's
     bytes per GPU sample."""
-    from ingest import tables
-    from ingest.writer import StoreWriter, open_writer
+    from fleetlog.ingest import tables
+    from fleetlog.ingest.writer import StoreWriter, open_writer
 
     cpu = time.process_time
     spent = {"decode": 0.0, "dedup": 0.0, "arrow_tables": 0.0, "duckdb_insert": 0.0,

@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ingest import contract as c  # noqa: E402
-from ingest.pipeline import DEFAULT_BATCH_EVENTS, peak_rss_mb  # noqa: E402
-from ingest.store import open_store  # noqa: E402
+from fleetlog.ingest import contract as c  # noqa: E402
+from fleetlog.ingest.pipeline import DEFAULT_BATCH_EVENTS, peak_rss_mb  # noqa: E402
+from fleetlog.ingest.store import open_store  # noqa: E402
 
 BATCH_MESSAGES = DEFAULT_BATCH_EVENTS  # the same batch as fleetlog ingest's default --batch-events
 SIGNALS = [(s.column, np.dtype(s.dtype)) for s in c.GPU_SIGNALS]

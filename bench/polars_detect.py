@@ -38,16 +38,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from analysis.detectors.gpu import COUNTER_RULES, MIN_MISSED_SCRAPES  # noqa: E402
-from analysis.detectors.network import (  # noqa: E402
+from fleetlog.analysis.detectors.gpu import COUNTER_RULES, MIN_MISSED_SCRAPES  # noqa: E402
+from fleetlog.analysis.detectors.network import (  # noqa: E402
     ERROR_WINDOW_S,
     RCV_THRESHOLD,
     SYMBOL_THRESHOLD,
 )
-from analysis.detectors.thermal import THERMAL_BITS  # noqa: E402
-from analysis.detectors.xid import BENIGN_XIDS, XID_HINTS  # noqa: E402
-from ingest import contract as c  # noqa: E402
-from ingest.pipeline import peak_rss_mb  # noqa: E402
+from fleetlog.analysis.detectors.thermal import THERMAL_BITS  # noqa: E402
+from fleetlog.analysis.detectors.xid import BENIGN_XIDS, XID_HINTS  # noqa: E402
+from fleetlog.ingest import contract as c  # noqa: E402
+from fleetlog.ingest.pipeline import peak_rss_mb  # noqa: E402
 
 US = 1_000_000
 KINDS = ("xid", "dbe", "row_remap_pending", "row_remap_failure", "sbe_rising", "sram_rising",
@@ -234,8 +234,8 @@ def detect_polars(db: Path) -> dict[str, Any]:
 def detect_fleetlog(db: Path) -> dict[str, Any]:
     """fleetlog's findings of the same kinds (``analysis.pipeline.analyze_store``, what
     `fleetlog analyze` runs), with its own stage timings."""
-    from analysis.pipeline import analyze_store
-    from ingest.store import open_store
+    from fleetlog.analysis.pipeline import analyze_store
+    from fleetlog.ingest.store import open_store
 
     started = time.perf_counter()
     con = open_store(db, read_only=True)

@@ -27,10 +27,10 @@ for p in (str(ROOT), str(BENCH)):
 import machine  # noqa: E402
 from kafka_ceiling import consumer_ceiling, producer_ceiling  # noqa: E402
 
-from ingest import contract as c  # noqa: E402
+from fleetlog.ingest import contract as c  # noqa: E402
 
 PY = sys.executable
-FLEETLOG = [PY, "-m", "cli.main"]
+FLEETLOG = [PY, "-m", "fleetlog"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from analysis.incidents import AnalysisError
-from cli.errors import EXPECTED
-from cli.output import output_options, render
-from cli.params import (
+from fleetlog.analysis.incidents import AnalysisError
+from fleetlog.cli.errors import EXPECTED
+from fleetlog.cli.output import output_options, render
+from fleetlog.cli.params import (
     Duration,
     bootstrap_option,
     db_option,
@@ -19,7 +19,7 @@ from cli.params import (
     topic_prefix_option,
     until_option,
 )
-from ingest.contract import to_us
+from fleetlog.ingest.contract import to_us
 
 EXPECTED.append(AnalysisError)
 
@@ -72,10 +72,10 @@ def analyze_command(
 
     Example: fleetlog analyze --db fleet.duckdb --table
     """
-    from ingest.kafka_settings import settings_for
+    from fleetlog.ingest.kafka_settings import settings_for
 
     if follow:
-        from analysis.follow import follow as run_follow
+        from fleetlog.analysis.follow import follow as run_follow
 
         if len(db) != 1:
             raise click.UsageError("--follow needs exactly one --db (its own store file)")
@@ -89,9 +89,9 @@ def analyze_command(
         )
         render(stats.summary(), fmt)
         return
-    from analysis.detectors import DETECTORS
-    from analysis.pipeline import run_analysis
-    from cli.progress import progress_reporter
+    from fleetlog.analysis.detectors import DETECTORS
+    from fleetlog.analysis.pipeline import run_analysis
+    from fleetlog.cli.progress import progress_reporter
 
     publish_to = settings_for(bootstrap, topic_prefix=topic_prefix) if publish else None
     with progress_reporter("analyzing", unit="detectors", total=len(DETECTORS)) as report:
@@ -113,8 +113,8 @@ def incidents_command(db: tuple[Path, ...], fmt: str | None) -> None:
 
     Example: fleetlog incidents --db fleet.duckdb --table
     """
-    from analysis.incidents import list_incidents
-    from ingest.store import open_union
+    from fleetlog.analysis.incidents import list_incidents
+    from fleetlog.ingest.store import open_union
 
     con = open_union(list(db))
     try:
@@ -137,8 +137,8 @@ def explain_command(db: tuple[Path, ...], incident_id: str, fmt: str | None) -> 
 
     Example: fleetlog explain --db fleet.duckdb inc-0123456789abcdef
     """
-    from analysis.explain import explain, render_text
-    from ingest.store import open_union
+    from fleetlog.analysis.explain import explain, render_text
+    from fleetlog.ingest.store import open_union
 
     con = open_union(list(db))
     try:
@@ -169,7 +169,7 @@ def eval_command(
 
     Example: fleetlog eval --db run-s1.duckdb --db run-s2.duckdb --separately --table
     """
-    from analysis.evaluate import evaluate_stores
+    from fleetlog.analysis.evaluate import evaluate_stores
 
     groups: list[list[str]] = ([[str(p)] for p in db] if separately else [[str(p) for p in db]])
     report = evaluate_stores(groups, _us(since), _us(until))

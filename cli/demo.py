@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from analysis.demo import run_demo
-from cli.output import output_options, render
-from cli.params import bootstrap_option
+from fleetlog.analysis.demo import run_demo
+from fleetlog.cli.output import output_options, render
+from fleetlog.cli.params import bootstrap_option
 
 
 @click.command("demo")

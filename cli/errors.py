@@ -15,11 +15,11 @@ from typing import IO, Any
 
 import click
 
-from ingest.broker import BrokerError
-from ingest.errors import IngestError
-from ingest.kafka_settings import KafkaConfigError
-from ingest.publish import PublishError
-from ingest.store import StoreError, StoreLocked
+from fleetlog.ingest.broker import BrokerError
+from fleetlog.ingest.errors import IngestError
+from fleetlog.ingest.kafka_settings import KafkaConfigError
+from fleetlog.ingest.publish import PublishError
+from fleetlog.ingest.store import StoreError, StoreLocked
 
 EXIT_FAILURE = 1
 EXIT_LOCKED = 3

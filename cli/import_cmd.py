@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
-from cli.errors import EXPECTED
-from cli.output import output_options, render
-from cli.params import SinkUri, UtcTime, topic_prefix_option
-from ingest.readers import FORMAT_NAMES
-from ingest.readers.errors import ReaderError
+from fleetlog.cli.errors import EXPECTED
+from fleetlog.cli.output import output_options, render
+from fleetlog.cli.params import SinkUri, UtcTime, topic_prefix_option
+from fleetlog.ingest.readers import FORMAT_NAMES
+from fleetlog.ingest.readers.errors import ReaderError
 
 EXPECTED.append(ReaderError)
 
@@ -27,7 +27,7 @@ class Interval(click.ParamType[float]):
                 ctx: click.Context | None) -> float:
         if isinstance(value, float):
             return value
-        from ingest.readers.scrape import parse_interval
+        from fleetlog.ingest.readers.scrape import parse_interval
 
         try:
             return parse_interval(str(value))
@@ -75,8 +75,8 @@ def import_command(
 
     Example: fleetlog import --db fleet.duckdb --tz UTC --node gpu-node-1 dmesg.log sacct.txt
     """
-    from ingest.readers.base import ReadOptions, parse_tz
-    from ingest.readers.importer import import_paths
+    from fleetlog.ingest.readers.base import ReadOptions, parse_tz
+    from fleetlog.ingest.readers.importer import import_paths
 
     opts = ReadOptions(
         node=node, time=at, tz=parse_tz(tz) if tz else None, boot_time=boot_time, year=year,
@@ -111,7 +111,7 @@ def scrape_command(
     Example: fleetlog scrape --dcgm http://gpu-node-1:9400/metrics --interval 10s
     --to kafka://127.0.0.1:9092
     """
-    from ingest.readers.scrape import scrape
+    from fleetlog.ingest.readers.scrape import scrape
 
     summary = scrape(dcgm_url=dcgm_url, nvidia_smi=nvidia_smi, interval_s=interval, count=count,
                      to=target, node=node, topic_prefix=topic_prefix,

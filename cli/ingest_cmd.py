@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from cli.live import LiveIngest
-from cli.output import output_options, render
-from cli.params import Duration, bootstrap_option, topic_prefix_option
-from ingest import contract as c
-from ingest.consumer import ConsumerTuning
-from ingest.ingester import (
+from fleetlog.cli.live import LiveIngest
+from fleetlog.cli.output import output_options, render
+from fleetlog.cli.params import Duration, bootstrap_option, topic_prefix_option
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.consumer import ConsumerTuning
+from fleetlog.ingest.ingester import (
     INGEST_MEMORY_LIMIT,
     KafkaIngest,
     default_group,
@@ -19,9 +19,9 @@ from ingest.ingester import (
     ingest_kafka,
     valid_memory_limit,
 )
-from ingest.jsonl import ingest_jsonl
-from ingest.kafka_settings import settings_for
-from ingest.pipeline import DEFAULT_BATCH_EVENTS
+from fleetlog.ingest.jsonl import ingest_jsonl
+from fleetlog.ingest.kafka_settings import settings_for
+from fleetlog.ingest.pipeline import DEFAULT_BATCH_EVENTS
 
 
 def _topics(values: tuple[str, ...], prefix: str) -> list[str]:

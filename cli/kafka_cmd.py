@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from cli.output import output_options, render
-from cli.params import kafka_dir_option
-from ingest import broker
+from fleetlog.cli.output import output_options, render
+from fleetlog.cli.params import kafka_dir_option
+from fleetlog.ingest import broker
 
 
 @click.group("kafka")

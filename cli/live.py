@@ -6,7 +6,7 @@ import sys
 from types import TracebackType
 from typing import Any
 
-from ingest.pipeline import IngestStats
+from fleetlog.ingest.pipeline import IngestStats
 
 
 class LiveIngest:

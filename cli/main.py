@@ -12,23 +12,23 @@ from typing import Any
 
 import click
 
-from cli.errors import EXIT_INTERRUPTED, translate
+from fleetlog.cli.errors import EXIT_INTERRUPTED, translate
 
 # Command modules, in the order `fleetlog --help` lists them. Add yours here.
 COMMAND_MODULES = (
-    "cli.demo",
-    "cli.kafka_cmd",
-    "cli.store_cmd",
-    "cli.simulate",
-    "cli.ingest_cmd",
-    "cli.sql_cmd",
-    "cli.replay_cmd",
-    "cli.report_cmd",
-    "cli.state_cmd",
-    "cli.recommend_cmd",
-    "cli.whatif_cmd",
-    "cli.analyze",
-    "cli.import_cmd",
+    "fleetlog.cli.demo",
+    "fleetlog.cli.kafka_cmd",
+    "fleetlog.cli.store_cmd",
+    "fleetlog.cli.simulate",
+    "fleetlog.cli.ingest_cmd",
+    "fleetlog.cli.sql_cmd",
+    "fleetlog.cli.replay_cmd",
+    "fleetlog.cli.report_cmd",
+    "fleetlog.cli.state_cmd",
+    "fleetlog.cli.recommend_cmd",
+    "fleetlog.cli.whatif_cmd",
+    "fleetlog.cli.analyze",
+    "fleetlog.cli.import_cmd",
 )
 
 

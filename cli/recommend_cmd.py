@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from analysis.recommend import recommend
-from analysis.remediation import RemediationConfig
-from cli.output import output_options, render
-from cli.params import db_option
+from fleetlog.analysis.recommend import recommend
+from fleetlog.analysis.remediation import RemediationConfig
+from fleetlog.cli.output import output_options, render
+from fleetlog.cli.params import db_option
 
 
 @click.command("recommend")

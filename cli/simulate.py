@@ -6,14 +6,14 @@ from datetime import datetime
 
 import click
 
-from cli.errors import EXPECTED
-from cli.output import output_options, render
-from cli.params import Duration, SinkUri, UtcTime, topic_prefix_option
-from cli.progress import progress_reporter
-from generators.config import DEFAULT_START, SimConfig, SimulationError
-from generators.faults import SCENARIOS
-from generators.run import simulate
-from ingest.publish import PublishError
+from fleetlog.cli.errors import EXPECTED
+from fleetlog.cli.output import output_options, render
+from fleetlog.cli.params import Duration, SinkUri, UtcTime, topic_prefix_option
+from fleetlog.cli.progress import progress_reporter
+from fleetlog.generators.config import DEFAULT_START, SimConfig, SimulationError
+from fleetlog.generators.faults import SCENARIOS
+from fleetlog.generators.run import simulate
+from fleetlog.ingest.publish import PublishError
 
 EXPECTED.extend([SimulationError, PublishError])
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from analysis.sql import QueryError, ReadOnlyStore
-from cli.errors import EXPECTED
-from cli.output import output_options, render
-from cli.params import db_option
+from fleetlog.analysis.sql import QueryError, ReadOnlyStore
+from fleetlog.cli.errors import EXPECTED
+from fleetlog.cli.output import output_options, render
+from fleetlog.cli.params import db_option
 
 EXPECTED.append(QueryError)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from analysis.state import fleet_state
-from cli.output import output_options, render
-from cli.params import UtcTime, db_option
+from fleetlog.analysis.state import fleet_state
+from fleetlog.cli.output import output_options, render
+from fleetlog.cli.params import UtcTime, db_option
 
 
 @click.command("state")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from cli.output import output_options, render
-from ingest.store import describe_store
+from fleetlog.cli.output import output_options, render
+from fleetlog.ingest.store import describe_store
 
 
 @click.command("init")

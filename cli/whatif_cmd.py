@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
-from analysis.whatif import POLICIES
-from analysis.whatif_data import whatif
-from cli.output import output_options, render
-from cli.params import Duration, db_option
+from fleetlog.analysis.whatif import POLICIES
+from fleetlog.analysis.whatif_data import whatif
+from fleetlog.cli.output import output_options, render
+from fleetlog.cli.params import Duration, db_option
 
 _COLUMNS = ["policy", "ettr", "ettr_vs_oracle", "lost_gpu_hours", "checkpoint_gpu_hours",
             "restarts", "jobs", "wall_gpu_hours"]

@@ -20,8 +20,8 @@ from typing import Final
 
 from msgspec.structs import force_setattr
 
-from generators.config import SOURCE
-from ingest import contract as c
+from fleetlog.generators.config import SOURCE
+from fleetlog.ingest import contract as c
 
 _cut: Final = bytes.__getitem__  # _cut(data, span) == data[span]
 _set: Final = list.__setitem__

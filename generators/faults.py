@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from generators.config import RandomState, SimConfig, SimulationError, check_random_state
-from ingest.contract import ALL_CATEGORIES, FAULT_CATEGORIES
+from fleetlog.generators.config import RandomState, SimConfig, SimulationError, check_random_state
+from fleetlog.ingest.contract import ALL_CATEGORIES, FAULT_CATEGORIES
 
 # Llama 3 405B pre-training, Table 5 (counts are the reliable column).
 LLAMA3_COUNTS: Final = {

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from generators.faults import PlannedFault
-from ingest import contract as c
+from fleetlog.generators.faults import PlannedFault
+from fleetlog.ingest import contract as c
 
 if TYPE_CHECKING:
-    from generators.jobs import Job
-    from generators.simulator import Simulator
+    from fleetlog.generators.jobs import Job
+    from fleetlog.generators.simulator import Simulator
 
 NODE_CATEGORIES: Final = ("gpu_hw", "gpu_hbm", "gpu_sram", "gpu_gsp", "gpu_thermal", "nic",
                           "host_maintenance", "host_hw")
@@ -177,7 +177,7 @@ class Injector:
     # ---- lifecycle ------------------------------------------------------------------------
 
     def _inject(self, planned: PlannedFault) -> None:
-        from generators.symptoms import SYMPTOMS
+        from fleetlog.generators.symptoms import SYMPTOMS
 
         sim = self.sim
         fault = self._target(planned, f"{sim.tag}-f{len(self.faults) + 1:04d}")

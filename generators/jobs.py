@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from ingest import contract as c
+from fleetlog.ingest import contract as c
 
 if TYPE_CHECKING:
-    from generators.injector import Fault
+    from fleetlog.generators.injector import Fault
 
 FILL_SHARE: Final = 0.9  # of a virtual cluster's non-spare nodes the initial jobs take
 _SMALL_SIZES: Final = (1, 2, 4, 8, 16, 32, 64, 128)

@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from generators.config import SimConfig
-from generators.simulator import Simulator
-from generators.sinks import Sink, open_sink
+from fleetlog.generators.config import SimConfig
+from fleetlog.generators.simulator import Simulator
+from fleetlog.generators.sinks import Sink, open_sink
 
 
 def simulate(

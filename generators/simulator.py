@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from generators.config import SOURCE, SimConfig, SimulationError
-from generators.faults import PlannedFault, get_scenario, plan_faults
-from generators.injector import Injector
-from generators.jobs import Job
-from generators.telemetry import Telemetry
-from generators.topology import Topology, build_topology, pci_bus_id
-from generators.workload import Scheduler
-from ingest import contract as c
+from fleetlog.generators.config import SOURCE, SimConfig, SimulationError
+from fleetlog.generators.faults import PlannedFault, get_scenario, plan_faults
+from fleetlog.generators.injector import Injector
+from fleetlog.generators.jobs import Job
+from fleetlog.generators.telemetry import Telemetry
+from fleetlog.generators.topology import Topology, build_topology, pci_bus_id
+from fleetlog.generators.workload import Scheduler
+from fleetlog.ingest import contract as c
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Simulator:
         node, index = divmod(gpu, self.topo.gpus_per_node)
         if pid is None and self.sched.node_job[node] >= 0:
             pid = self.sched.jobs[int(self.sched.node_job[node])].pid
-        from generators.symptoms import XID_TEXT
+        from fleetlog.generators.symptoms import XID_TEXT
 
         t = self.now_us if at is None else at
         self.emit(c.XidReported(node=self.topo.node_names[node], gpu=index,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
 
-from generators.config import SimulationError
-from ingest import contract as c
+from fleetlog.generators.config import SimulationError
+from fleetlog.ingest import contract as c
 
 SCHEMES: Final = ("kafka", "duckdb", "jsonl", "null")
 DUCKDB_BATCH_ROWS: Final = 500_000  # sample rows per store transaction
@@ -98,7 +98,7 @@ class DuckDBSink:
     """Lands events in a store file through the shared writer, in transactions of ~500k rows."""
 
     def __init__(self, path: str | Path) -> None:
-        from ingest.writer import open_writer
+        from fleetlog.ingest.writer import open_writer
 
         self.path = Path(path)
         self.writer = open_writer(self.path)
@@ -139,8 +139,8 @@ class KafkaSink:
 
     def __init__(self, bootstrap: str, *, topic_prefix: str | None = None,
                  tuning: dict[str, Any] | None = None) -> None:
-        from ingest.kafka_settings import settings_for
-        from ingest.publish import Publisher
+        from fleetlog.ingest.kafka_settings import settings_for
+        from fleetlog.ingest.publish import Publisher
 
         self.settings = settings_for(bootstrap, topic_prefix=topic_prefix)
         self.publisher = Publisher(self.settings, tuning=tuning, topic_prefix=topic_prefix)

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from generators.faults import REPAIR_HOURS
-from generators.telemetry import Overlay
-from ingest import contract as c
+from fleetlog.generators.faults import REPAIR_HOURS
+from fleetlog.generators.telemetry import Overlay
+from fleetlog.ingest import contract as c
 
 if TYPE_CHECKING:
-    from generators.injector import Fault
-    from generators.simulator import Simulator
+    from fleetlog.generators.injector import Fault
+    from fleetlog.generators.simulator import Simulator
 
 # Kernel log text per XID (the part after "NVRM: Xid (PCI:...): <code>, pid=..., ").
 XID_TEXT: Final = {

@@ -24,10 +24,10 @@ from typing import Any, Final
 
 import numpy as np
 
-from generators.batches import BatchSet
-from generators.config import SimConfig
-from generators.topology import PORT_DOWN, PORT_SPINE, PORT_UP, Topology
-from ingest import contract as c
+from fleetlog.generators.batches import BatchSet
+from fleetlog.generators.config import SimConfig
+from fleetlog.generators.topology import PORT_DOWN, PORT_SPINE, PORT_UP, Topology
+from fleetlog.ingest import contract as c
 
 PHASE_IDLE, PHASE_COMPUTE, PHASE_COMM, PHASE_CKPT, PHASE_HANG = 0, 1, 2, 3, 4
 PHASES: Final = ("idle", "compute", "communication", "checkpoint", "hang")

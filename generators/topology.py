@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from generators.config import SimConfig, SimulationError
-from ingest import contract as c
+from fleetlog.generators.config import SimConfig, SimulationError
+from fleetlog.ingest import contract as c
 
 GPU_MODEL = "NVIDIA H100 80GB HBM3"
 PORT_DOWN, PORT_UP, PORT_SPINE = 0, 1, 2

@@ -20,13 +20,26 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from generators.jobs import Job, WorkloadStats, draw_small_size, job_mix, loss_curve, make_job
-from generators.telemetry import PHASE_CKPT, PHASE_COMM, PHASE_COMPUTE, PHASE_HANG, PHASE_IDLE
-from ingest import contract as c
+from fleetlog.generators.jobs import (
+    Job,
+    WorkloadStats,
+    draw_small_size,
+    job_mix,
+    loss_curve,
+    make_job,
+)
+from fleetlog.generators.telemetry import (
+    PHASE_CKPT,
+    PHASE_COMM,
+    PHASE_COMPUTE,
+    PHASE_HANG,
+    PHASE_IDLE,
+)
+from fleetlog.ingest import contract as c
 
 if TYPE_CHECKING:
-    from generators.injector import Fault
-    from generators.simulator import Simulator
+    from fleetlog.generators.injector import Fault
+    from fleetlog.generators.simulator import Simulator
 
 _US: Final = 1_000_000
 RETRY_US: Final = 60 * _US

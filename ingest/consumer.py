@@ -26,8 +26,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.errors import BrokerUnavailable
-from ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest.errors import BrokerUnavailable
+from fleetlog.ingest.kafka_settings import KafkaSettings
 
 TP = tuple[str, int]
 

@@ -27,10 +27,10 @@ from typing import Any, Final, Protocol
 
 import duckdb
 
-from ingest import contract as c
-from ingest.consumer import ConsumerTuning, KafkaSource
-from ingest.kafka_settings import KafkaSettings
-from ingest.pipeline import (
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.consumer import ConsumerTuning, KafkaSource
+from fleetlog.ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest.pipeline import (
     DEFAULT_BATCH_EVENTS,
     BackgroundWriter,
     Batch,
@@ -40,10 +40,10 @@ from ingest.pipeline import (
     fewer_gc_passes,
     stop_on_signals,
 )
-from ingest.shards import RECENT_IDS, handover, write_sidecar
-from ingest.store import StoreError, StoreLocked, open_store
-from ingest.worker import ProcessWriter, RawBatch, RawPending
-from ingest.writer import BatchResult, Snapshotter, StoreWriter
+from fleetlog.ingest.shards import RECENT_IDS, handover, write_sidecar
+from fleetlog.ingest.store import StoreError, StoreLocked, open_store
+from fleetlog.ingest.worker import ProcessWriter, RawBatch, RawPending
+from fleetlog.ingest.writer import BatchResult, Snapshotter, StoreWriter
 
 TP = tuple[str, int]
 Progress = Callable[[IngestStats], None]

@@ -14,16 +14,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ingest.errors import SourceMissing
-from ingest.ingester import INGEST_MEMORY_LIMIT, Progress, open_store_waiting
-from ingest.pipeline import (
+from fleetlog.ingest.errors import SourceMissing
+from fleetlog.ingest.ingester import INGEST_MEMORY_LIMIT, Progress, open_store_waiting
+from fleetlog.ingest.pipeline import (
     DEFAULT_BATCH_EVENTS,
     IngestStats,
     Pending,
     fewer_gc_passes,
     stop_on_signals,
 )
-from ingest.writer import StoreWriter
+from fleetlog.ingest.writer import StoreWriter
 
 
 def jsonl_files(folder: Path) -> list[Path]:

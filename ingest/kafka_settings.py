@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from ingest.contract import DEFAULT_TOPIC_PREFIX
+from fleetlog.ingest.contract import DEFAULT_TOPIC_PREFIX
 
 DEFAULT_BOOTSTRAP: Final = "127.0.0.1:9092"
 ENV_PREFIX: Final = "FLEETLOG_KAFKA_"
@@ -206,7 +206,7 @@ def settings_for(
     config_file: str | Path | None = None,
 ) -> KafkaSettings:
     """Resolve settings the way every command does, including the local broker's state file."""
-    from ingest.broker import data_dir_default
+    from fleetlog.ingest.broker import data_dir_default
 
     return resolve(
         bootstrap, config_file=config_file, topic_prefix=topic_prefix,

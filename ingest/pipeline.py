@@ -21,8 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ingest import contract as c
-from ingest.writer import BatchResult, DeadLetter, StoreWriter
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.writer import BatchResult, DeadLetter, StoreWriter
 
 TP = tuple[str, int]
 

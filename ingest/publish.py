@@ -11,8 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ingest import contract as c
-from ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.kafka_settings import KafkaSettings
 
 
 class PublishError(Exception):

@@ -19,8 +19,8 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from ingest import contract as c
-from ingest.store import decode_stored, open_union
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.store import decode_stored, open_union
 
 
 class ReplayError(Exception):
@@ -207,7 +207,7 @@ def replay_to(
     """Replay into ``("kafka", "host:port")`` or ``("duckdb", "path")``."""
     scheme, where = target
     if scheme == "duckdb":
-        from ingest.writer import open_writer
+        from fleetlog.ingest.writer import open_writer
 
         sources = {Path(p).resolve() for p in paths}
         if Path(where).resolve() in sources:
@@ -222,8 +222,8 @@ def replay_to(
         finally:
             writer.close()
     if scheme == "kafka":
-        from ingest.kafka_settings import settings_for
-        from ingest.publish import Publisher
+        from fleetlog.ingest.kafka_settings import settings_for
+        from fleetlog.ingest.publish import Publisher
 
         publisher = Publisher(settings_for(where, topic_prefix=topic_prefix))
         try:

@@ -23,8 +23,8 @@ from typing import Final
 import duckdb
 import msgspec
 
-from ingest import contract
-from ingest.contract import GPU_SIGNALS, PORT_SIGNALS, Signal
+from fleetlog.ingest import contract
+from fleetlog.ingest.contract import GPU_SIGNALS, PORT_SIGNALS, Signal
 
 _SQL_TYPES: Final = {"<f4": "FLOAT", "<f8": "DOUBLE"}
 

@@ -17,10 +17,10 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from ingest import contract as c
+from fleetlog.ingest import contract as c
 
 if TYPE_CHECKING:
-    from ingest.writer import DeadLetter
+    from fleetlog.ingest.writer import DeadLetter
 
 TS: Final = pa.timestamp("us", tz="UTC")
 _json = msgspec.json.Encoder()

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from ingest.store import StoreError
-from ingest.writer import BatchResult
+from fleetlog.ingest.store import StoreError
+from fleetlog.ingest.writer import BatchResult
 
 TP = tuple[str, int]
 _PR_SET_PDEATHSIG = 1
@@ -121,7 +121,7 @@ class ProcessWriter:
         # fails in scripts without a main guard; not fork, which copies a process with threads).
         mine, theirs = socket.socketpair()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "ingest.worker", str(theirs.fileno()), str(db), group,
+            [sys.executable, "-m", "fleetlog.ingest.worker", str(theirs.fileno()), str(db), group,
              str(snapshot or ""), str(snapshot_every_s), memory_limit],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
         )
@@ -292,10 +292,10 @@ def _worker_main(conn: Connection, db: str, group: str, snapshot: str = "",
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if os.getppid() == 1:  # the parent died before the death signal was armed
         return
-    from ingest.ingester import open_store_waiting
-    from ingest.pipeline import Pending, fewer_gc_passes, peak_rss_mb
-    from ingest.shards import RECENT_IDS, write_sidecar
-    from ingest.writer import Snapshotter, StoreWriter
+    from fleetlog.ingest.ingester import open_store_waiting
+    from fleetlog.ingest.pipeline import Pending, fewer_gc_passes, peak_rss_mb
+    from fleetlog.ingest.shards import RECENT_IDS, write_sidecar
+    from fleetlog.ingest.writer import Snapshotter, StoreWriter
 
     try:
         writer = StoreWriter(

@@ -23,9 +23,9 @@ from typing import Final
 import duckdb
 import pyarrow as pa
 
-from ingest import contract as c
-from ingest import tables
-from ingest.store import StoreError, open_store
+from fleetlog.ingest import contract as c
+from fleetlog.ingest import tables
+from fleetlog.ingest.store import StoreError, open_store
 
 
 @dataclass(frozen=True)

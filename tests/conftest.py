@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest import broker
-from ingest.kafka_settings import KafkaSettings, resolve
+from fleetlog.ingest import broker
+from fleetlog.ingest.kafka_settings import KafkaSettings, resolve
 
 _BROKER_INFO: dict[str, str] = {}
 

@@ -6,7 +6,12 @@ import math
 
 import pytest
 
-from analysis.checkpoint import daly_interval, expected_loss_fraction, job_mtbf_s, young_interval
+from fleetlog.analysis.checkpoint import (
+    daly_interval,
+    expected_loss_fraction,
+    job_mtbf_s,
+    young_interval,
+)
 
 MIN = 60.0
 HOUR = 3600.0

@@ -9,8 +9,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from ingest import store
+from fleetlog.cli.main import cli
+from fleetlog.ingest import store
 
 
 def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()):

@@ -8,7 +8,7 @@ import click
 import pytest
 import yaml
 
-from cli.main import cli
+from fleetlog.cli.main import cli
 
 COMPOSE = Path(__file__).parent.parent / "compose.yaml"
 

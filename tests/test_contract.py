@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest import contract as c
+from fleetlog.ingest import contract as c
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
 times = st.integers(min_value=0, max_value=4_102_444_800_000_000)  # up to 2100

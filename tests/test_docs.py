@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from analysis.sql import run_query
-from cli.main import cli
+from fleetlog.analysis.sql import run_query
+from fleetlog.cli.main import cli
 
 README = Path(__file__).parent.parent / "README.md"
 BLOCKS = re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.S)

@@ -6,8 +6,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from ingest import contract as c
-from ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.kafka_settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
 

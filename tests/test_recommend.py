@@ -7,8 +7,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from analysis.sql import run_query
-from cli.main import cli
+from fleetlog.analysis.sql import run_query
+from fleetlog.cli.main import cli
 
 
 def test_gsp_fault_gets_a_gpu_reset_and_rerun_adds_nothing(tmp_path: Path) -> None:

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from analysis.remediation import (
+from fleetlog.analysis.remediation import (
     CATALOG_ACTIONS,
     Failure,
     RemediationConfig,
     catalog_action,
     plan,
 )
-from ingest.store import load_xid_catalog
+from fleetlog.ingest.store import load_xid_catalog
 
 
 def test_every_catalog_xid_gets_the_catalogs_action() -> None:

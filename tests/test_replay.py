@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 from kafka import KafkaConsumer
 
-from cli.main import cli
-from ingest import contract as c
-from ingest.replay import replay
-from ingest.store import open_store
-from ingest.writer import land
+from fleetlog.cli.main import cli
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.replay import replay
+from fleetlog.ingest.store import open_store
+from fleetlog.ingest.writer import land
 
 T0 = 1_767_571_200_000_000  # 2026-01-05T00:00:00Z
 
@@ -145,9 +145,9 @@ def test_replay_to_kafka(tmp_path: Path, kafka_bootstrap: str, unique_name) -> N
 
 def test_replayed_store_analyzes_to_the_same_projections_and_incidents(tmp_path: Path) -> None:
     """Issue #8: replay a store into a fresh one, analyze both: identical results."""
-    from analysis.events import load_events
-    from analysis.projections import fold_all
-    from analysis.sql import run_query
+    from fleetlog.analysis.events import load_events
+    from fleetlog.analysis.projections import fold_all
+    from fleetlog.analysis.sql import run_query
 
     source, copy = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
     runner = CliRunner()

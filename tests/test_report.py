@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from analysis.report import run_every, write_report
-from cli.main import cli
-from ingest import contract as c
-from ingest.writer import land
+from fleetlog.analysis.report import run_every, write_report
+from fleetlog.cli.main import cli
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.writer import land
 
 T0 = 1_767_571_200_000_000  # 2026-01-05T00:00:00Z
 HOUR = 3_600_000_000
@@ -115,7 +115,7 @@ def test_schedule_stops_cleanly() -> None:
 def test_every_stops_on_sigterm(tmp_path: Path) -> None:
     db = _store(tmp_path / "fleet.duckdb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "report", "--db", str(db), "--out",
+        [sys.executable, "-m", "fleetlog", "report", "--db", str(db), "--out",
          str(tmp_path / "out"), "--every", "1h"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=Path(__file__).parent.parent,

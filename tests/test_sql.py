@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from analysis.sql import QueryError, run_query
-from cli.main import cli
-from ingest import contract as c
-from ingest.writer import land
+from fleetlog.analysis.sql import QueryError, run_query
+from fleetlog.cli.main import cli
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.writer import land
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from cli.main import cli
-from ingest import contract as c
-from ingest.writer import land
+from fleetlog.cli.main import cli
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.writer import land
 
 T0 = 1_767_571_200_000_000  # 2026-01-05T00:00:00Z
 MIN = 60_000_000

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ingest import store
+from fleetlog.ingest import store
 
 
 def _catalog(con: duckdb.DuckDBPyConnection) -> list[tuple]:
@@ -102,8 +102,8 @@ def test_union_of_shards_reads_as_one_store(tmp_path: Path) -> None:
 
 def _recommendations(path: Path, after: str | None, incident: str) -> None:
     """Land a checkpoint-now and a swap naming it (``after``), as `fleetlog recommend` does."""
-    from ingest import contract as c
-    from ingest.writer import land
+    from fleetlog.ingest import contract as c
+    from fleetlog.ingest.writer import land
 
     events = [c.make_event(c.RecommendationIssued(
         incident_id=incident, target="job:j1", action=action, reason="r", after=first),

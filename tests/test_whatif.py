@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.whatif import FailureRecord, JobRecord, evaluate, replay_job, replay_losses
+from fleetlog.analysis.whatif import FailureRecord, JobRecord, evaluate, replay_job, replay_losses
 
 HOUR = 3600.0
 
@@ -66,7 +66,7 @@ def test_losses_split_into_rework_notice_and_restart() -> None:
 def test_fleetlog_sets_its_interval_from_the_failures_no_warning_covered() -> None:
     """Four failures in 48 h of a 128-node job; one was warned 15 min ahead (a checkpoint-now
     covers it), so periodic checkpoints are sized for three: Daly's interval for a longer MTBF."""
-    from analysis.checkpoint import daly_interval
+    from fleetlog.analysis.checkpoint import daly_interval
 
     failures = (FailureRecord(at_s=5 * HOUR), FailureRecord(at_s=17 * HOUR),
                 FailureRecord(at_s=29 * HOUR, warned_before_s=900),
@@ -88,7 +88,7 @@ def test_fleetlog_sets_its_interval_from_the_failures_no_warning_covered() -> No
 def test_expected_periodic_loss_follows_youngs_square_root() -> None:
     """Checkpoint writes plus half an interval redone per failure: about sqrt(2 δ / M) of the
     time when δ is small against M (Young), so 4x faster checkpoints halve it."""
-    from analysis.whatif import checkpoint_speedup_for, expected_periodic_loss
+    from fleetlog.analysis.whatif import checkpoint_speedup_for, expected_periodic_loss
 
     job = _job((), gpus=1024)  # 128 nodes, δ = 120 s
     node_mtbf = 128 * 10 * HOUR  # the job fails every 10 h
@@ -102,7 +102,7 @@ def test_expected_periodic_loss_follows_youngs_square_root() -> None:
 
 
 def test_expected_periodic_loss_weighs_jobs_by_gpu_time() -> None:
-    from analysis.whatif import expected_periodic_loss
+    from fleetlog.analysis.whatif import expected_periodic_loss
 
     small, large = _job((), gpus=8), _job((), gpus=4096)
     node_mtbf = 1000 * HOUR
@@ -113,7 +113,7 @@ def test_expected_periodic_loss_weighs_jobs_by_gpu_time() -> None:
 
 
 def test_expected_costs_say_when_no_failure_measured_the_mtbf() -> None:
-    from analysis.whatif_data import expected_costs
+    from fleetlog.analysis.whatif_data import expected_costs
 
     quiet = expected_costs([_job(())], 2.0)
     assert "30 days" in quiet["note"] and quiet["periodic_loss_points"] > 0

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from analysis.diagnosis import Incident
-from analysis.job_history import US, JobHistory
-from analysis.sql import run_query
-from analysis.whatif_data import StoredIncident, failure_record
-from cli.main import cli
+from fleetlog.analysis.diagnosis import Incident
+from fleetlog.analysis.job_history import US, JobHistory
+from fleetlog.analysis.sql import run_query
+from fleetlog.analysis.whatif_data import StoredIncident, failure_record
+from fleetlog.cli.main import cli
 
 
 @pytest.fixture(scope="module")

@@ -9,19 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from analysis.context import AnalysisContext, Finding
-from analysis.detectors.gpu import detect_gpu_counters, detect_presence
-from analysis.detectors.host import detect_host_events
-from analysis.detectors.jobs import (
+from fleetlog.analysis.context import AnalysisContext, Finding
+from fleetlog.analysis.detectors.gpu import detect_gpu_counters, detect_presence
+from fleetlog.analysis.detectors.host import detect_host_events
+from fleetlog.analysis.detectors.jobs import (
     detect_job_failures,
     detect_loss,
     detect_slow_checkpoints,
     detect_stalls,
     detect_stragglers,
 )
-from analysis.detectors.network import detect_ports
-from analysis.detectors.thermal import detect_thermal
-from analysis.detectors.xid import detect_xids
+from fleetlog.analysis.detectors.network import detect_ports
+from fleetlog.analysis.detectors.thermal import detect_thermal
+from fleetlog.analysis.detectors.xid import detect_xids
 
 Detector = Callable[[AnalysisContext], list[Finding]]
 

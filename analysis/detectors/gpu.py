@@ -24,9 +24,9 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from analysis.context import US, AnalysisContext, Finding, query_pl
-from analysis.detectors.series import rising_episodes, runs
-from ingest import contract as c
+from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
+from fleetlog.analysis.detectors.series import rising_episodes, runs
+from fleetlog.ingest import contract as c
 
 # Rising-counter rules: column -> (finding kind, window seconds, increase that fires, what it means)
 COUNTER_RULES: Final = {

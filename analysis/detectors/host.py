@@ -7,8 +7,8 @@ a hardware failure and a rack power loss. ``node.came_up`` closes a node's episo
 
 from __future__ import annotations
 
-from analysis.context import AnalysisContext, Finding
-from ingest import contract as c
+from fleetlog.analysis.context import AnalysisContext, Finding
+from fleetlog.ingest import contract as c
 
 _KINDS = {
     "node.maintenance_started": "maintenance",

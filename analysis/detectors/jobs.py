@@ -21,8 +21,8 @@ from typing import Final
 
 import polars as pl
 
-from analysis.context import US, AnalysisContext, Finding, query_pl
-from ingest import contract as c
+from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
+from fleetlog.ingest import contract as c
 
 STALL_FACTOR: Final = 4.0  # times the job's median step interval
 STALL_MIN_S: Final = 30.0

@@ -22,9 +22,9 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from analysis.context import US, AnalysisContext, Finding, query_pl
-from analysis.detectors.series import rising_episodes, runs
-from ingest import contract as c
+from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
+from fleetlog.analysis.detectors.series import rising_episodes, runs
+from fleetlog.ingest import contract as c
 
 ERROR_WINDOW_S: Final = 300
 SYMBOL_THRESHOLD: Final = 20.0  # symbol errors + link error recoveries within the window

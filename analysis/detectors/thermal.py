@@ -21,10 +21,10 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from analysis.context import AnalysisContext, Finding, query_pl
-from analysis.detectors.gpu import gpu_summary
-from analysis.detectors.series import runs
-from ingest import contract as c
+from fleetlog.analysis.context import AnalysisContext, Finding, query_pl
+from fleetlog.analysis.detectors.gpu import gpu_summary
+from fleetlog.analysis.detectors.series import runs
+from fleetlog.ingest import contract as c
 
 THERMAL_BITS: Final = c.THROTTLE_SW_THERMAL | c.THROTTLE_HW_THERMAL
 HOT_DELTA_C: Final = 5.0  # above the GPU's own usual offset from its node's median

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from analysis.context import US, AnalysisContext, Finding
-from ingest import contract as c
+from fleetlog.analysis.context import US, AnalysisContext, Finding
+from fleetlog.ingest import contract as c
 
 # XID -> categories it points at, strongest first (docs/faults.md, NVIDIA's XID catalog).
 XID_HINTS: Final[dict[int, tuple[str, ...]]] = {

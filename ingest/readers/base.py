@@ -26,9 +26,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from ingest import contract as c
-from ingest.readers.errors import MissingOption, ReaderError
-from ingest.writer import DeadLetter
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.readers.errors import MissingOption, ReaderError
+from fleetlog.ingest.writer import DeadLetter
 
 MAX_RAW: Final = 4096  # bytes of a bad line kept in dead_letters.raw
 MAX_REASON: Final = 300

@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ingest.readers.base import ReadOptions, ReadResult
-from ingest.readers.registry import read_path
-from ingest.readers.sinks import open_sink
+from fleetlog.ingest.readers.base import ReadOptions, ReadResult
+from fleetlog.ingest.readers.registry import read_path
+from fleetlog.ingest.readers.sinks import open_sink
 
 
 def import_paths(

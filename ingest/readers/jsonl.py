@@ -14,8 +14,8 @@ from typing import Final
 
 import msgspec
 
-from ingest import contract as c
-from ingest.readers.base import (
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.readers.base import (
     Collector,
     ReadOptions,
     ReadResult,
@@ -23,7 +23,7 @@ from ingest.readers.base import (
     lines_of,
     short,
 )
-from ingest.writer import DeadLetter
+from fleetlog.ingest.writer import DeadLetter
 
 FORMAT: Final = "jsonl"
 

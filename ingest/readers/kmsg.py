@@ -35,8 +35,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from ingest import contract as c
-from ingest.readers.base import (
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.readers.base import (
     Collector,
     ReadOptions,
     ReadResult,
@@ -47,7 +47,7 @@ from ingest.readers.base import (
     local_us,
     need_tz,
 )
-from ingest.readers.errors import MissingOption
+from fleetlog.ingest.readers.errors import MissingOption
 
 FORMAT: Final = "kmsg"
 SOURCE: Final = "kernel"

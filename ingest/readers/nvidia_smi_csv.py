@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from ingest.readers.base import (
+from fleetlog.ingest.readers.base import (
     Collector,
     ReadOptions,
     ReadResult,
@@ -32,7 +32,7 @@ from ingest.readers.base import (
     number,
     small_int,
 )
-from ingest.readers.errors import MissingOption, ReaderError
+from fleetlog.ingest.readers.errors import MissingOption, ReaderError
 
 FORMAT: Final = "nvidia-smi-csv"
 SOURCE: Final = "nvidia-smi"

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from ingest.readers.base import (
+from fleetlog.ingest.readers.base import (
     Collector,
     ReadOptions,
     ReadResult,

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Final
 
-from ingest.readers.base import (
+from fleetlog.ingest.readers.base import (
     Collector,
     ReadOptions,
     ReadResult,

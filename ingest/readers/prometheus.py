@@ -34,8 +34,8 @@ from typing import Final
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingest import contract as c
-from ingest.readers.base import (
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.readers.base import (
     Collector,
     ReadOptions,
     ReadResult,
@@ -45,7 +45,7 @@ from ingest.readers.base import (
     small_int,
     us_of_epoch,
 )
-from ingest.readers.errors import MissingOption
+from fleetlog.ingest.readers.errors import MissingOption
 
 FORMATS: Final = ("dcgm", "prometheus")
 SOURCE: Final = "dcgm-exporter"

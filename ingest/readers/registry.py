@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from ingest.readers import (
+from fleetlog.ingest.readers import (
     FORMAT_NAMES,
     jsonl,
     kmsg,
@@ -17,8 +17,8 @@ from ingest.readers import (
     sacct,
     sysfs_ib,
 )
-from ingest.readers.base import ReadOptions, ReadResult
-from ingest.readers.errors import ReaderError, UnknownFormat
+from fleetlog.ingest.readers.base import ReadOptions, ReadResult
+from fleetlog.ingest.readers.errors import ReaderError, UnknownFormat
 
 _Read = Callable[[Path, ReadOptions], ReadResult]
 

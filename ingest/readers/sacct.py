@@ -30,8 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from ingest import contract as c
-from ingest.readers.base import (
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.readers.base import (
     Collector,
     ReadOptions,
     ReadResult,
@@ -42,7 +42,7 @@ from ingest.readers.base import (
     need_tz,
     small_int,
 )
-from ingest.readers.errors import MissingOption
+from fleetlog.ingest.readers.errors import MissingOption
 
 FORMAT: Final = "sacct"
 SOURCE: Final = "slurm"

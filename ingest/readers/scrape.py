@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from ingest import contract as c
-from ingest.readers import nvidia_smi_csv, prometheus
-from ingest.readers.base import ReadOptions, ReadResult, short, us_of_epoch
-from ingest.readers.errors import ReaderError
-from ingest.readers.sinks import open_sink
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.readers import nvidia_smi_csv, prometheus
+from fleetlog.ingest.readers.base import ReadOptions, ReadResult, short, us_of_epoch
+from fleetlog.ingest.readers.errors import ReaderError
+from fleetlog.ingest.readers.sinks import open_sink
 
 NVIDIA_SMI_FIELDS: Final = (
     "index,utilization.gpu,clocks.current.sm,temperature.gpu,temperature.memory,power.draw,"

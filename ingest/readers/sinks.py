@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ingest import contract as c
-from ingest.writer import DeadLetter
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.writer import DeadLetter
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Sink(Protocol):
 
 class StoreSink:
     def __init__(self, path: str | Path) -> None:
-        from ingest.writer import open_writer
+        from fleetlog.ingest.writer import open_writer
 
         self.target = f"duckdb:{path}"
         self.totals = SinkTotals()
@@ -60,8 +60,8 @@ class StoreSink:
 
 class KafkaSink:
     def __init__(self, bootstrap: str, *, topic_prefix: str | None = None) -> None:
-        from ingest.kafka_settings import settings_for
-        from ingest.publish import Publisher
+        from fleetlog.ingest.kafka_settings import settings_for
+        from fleetlog.ingest.publish import Publisher
 
         settings = settings_for(bootstrap, topic_prefix=topic_prefix)
         self.target = f"kafka://{settings.bootstrap}"
@@ -92,7 +92,7 @@ def open_sink(
     topic_prefix: str | None = None,
 ) -> Sink:
     """``db`` -> StoreSink; ``("kafka", "host:port")`` or ``("duckdb", path)`` -> that sink."""
-    from ingest.readers.errors import ReaderError
+    from fleetlog.ingest.readers.errors import ReaderError
 
     if db is not None and to is not None:
         raise ReaderError("give --db (land directly) or --to kafka://HOST:PORT (publish), "

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from ingest.readers.base import (
+from fleetlog.ingest.readers.base import (
     Collector,
     ReadOptions,
     ReadResult,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ingest import contract as c
+from fleetlog.ingest import contract as c
 
 T0 = 1_767_571_200_000_000  # 2026-01-05T00:00:00Z
 STEP = 10_000_000  # 10 s scrapes

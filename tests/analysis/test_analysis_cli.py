@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from fleet_builders import T0, Cluster, job
 
-from cli.main import cli
-from ingest import contract as c
-from ingest.writer import land
+from fleetlog.cli.main import cli
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.writer import land
 
 
 def _store(db_path: Path) -> Path:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from fleet_builders import Cluster, job
 
-from analysis.diagnosis import Incident
-from analysis.pipeline import analyze_store
-from ingest import contract as c
-from ingest.store import open_store
-from ingest.writer import land
+from fleetlog.analysis.diagnosis import Incident
+from fleetlog.analysis.pipeline import analyze_store
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.store import open_store
+from fleetlog.ingest.writer import land
 
 
 def _analyze(cluster: Cluster, db_path: Path) -> list[Incident]:

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from analysis.follow import follow
-from analysis.pipeline import analyze_store
-from generators.config import SimConfig
-from generators.run import simulate
-from ingest import contract as c
-from ingest.store import open_store
+from fleetlog.analysis.follow import follow
+from fleetlog.analysis.pipeline import analyze_store
+from fleetlog.generators.config import SimConfig
+from fleetlog.generators.run import simulate
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.store import open_store
 
 
 @pytest.mark.kafka

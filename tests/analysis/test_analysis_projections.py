@@ -6,11 +6,11 @@ from pathlib import Path
 
 from fleet_builders import STEP, T0, Cluster, job
 
-from analysis.events import PROJECTION_TYPES, load_events
-from analysis.projections import fold_all, fold_jobs, fold_node_health, fold_topology
-from ingest import contract as c
-from ingest.store import open_store
-from ingest.writer import land
+from fleetlog.analysis.events import PROJECTION_TYPES, load_events
+from fleetlog.analysis.projections import fold_all, fold_jobs, fold_node_health, fold_topology
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.store import open_store
+from fleetlog.ingest.writer import land
 
 
 def _events() -> list[c.Envelope]:

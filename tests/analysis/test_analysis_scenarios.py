@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from analysis.evaluate import evaluate_stores
-from generators.config import SimConfig
-from generators.run import simulate
-from ingest.contract import ALL_CATEGORIES
+from fleetlog.analysis.evaluate import evaluate_stores
+from fleetlog.generators.config import SimConfig
+from fleetlog.generators.run import simulate
+from fleetlog.ingest.contract import ALL_CATEGORIES
 
 SEED = 3  # the evaluation figures use other seeds
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from vc_fleet import FAIL, T0, Fleet, S
 
-from analysis.job_actions import job_actions
-from analysis.precursors import Alarm
-from analysis.whatif import FailureRecord, JobRecord, evaluate, replay_losses
-from analysis.whatif_data import load_records
-from ingest import contract as c
-from ingest.store import open_store
+from fleetlog.analysis.job_actions import job_actions
+from fleetlog.analysis.precursors import Alarm
+from fleetlog.analysis.whatif import FailureRecord, JobRecord, evaluate, replay_losses
+from fleetlog.analysis.whatif_data import load_records
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.store import open_store
 
 WARN = FAIL - 1200 * S  # the SBE ramp is detected 20 min before the DBE
 
@@ -54,7 +54,7 @@ def test_a_one_node_precursor_with_a_spare_recommends_the_swap(tmp_path: Path) -
 def test_the_swap_names_the_checkpoint_it_follows_in_the_store_and_on_the_wire(
         tmp_path: Path) -> None:
     """Automation orders the two by ``after`` (the checkpoint's event id), not by time."""
-    from analysis.recommend import recommend
+    from fleetlog.analysis.recommend import recommend
 
     db = _warned_fleet(spare_idle=True).store(tmp_path)
     rows = [r for r in recommend([db]) if r["incident_id"] == "hbm-n2"]

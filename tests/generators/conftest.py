@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from generators.config import SimConfig
-from generators.simulator import Simulator
-from ingest import contract as c
+from fleetlog.generators.config import SimConfig
+from fleetlog.generators.simulator import Simulator
+from fleetlog.ingest import contract as c
 
 # A small cluster with two scalable units (so a leaf switch's blast radius has a clean outside).
 SMALL = {"nodes": 64, "hours": 2.0}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from msgspec.structs import asdict
 
-from ingest import contract as c
+from fleetlog.ingest import contract as c
 
 
 def test_every_sample_batch_passes_the_contracts_construction_checks(simulate_run) -> None:

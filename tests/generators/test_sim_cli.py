@@ -8,8 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from cli.main import cli
-from generators.faults import SCENARIOS
+from fleetlog.cli.main import cli
+from fleetlog.generators.faults import SCENARIOS
 
 
 def _run(*args: str):
@@ -62,8 +62,8 @@ def test_bad_input_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_unreachable_broker_is_a_one_line_error(monkeypatch) -> None:
     """The publisher's own error (after kafka-python's 30 s bootstrap wait, faked here)."""
-    from generators import sinks
-    from ingest.publish import PublishError
+    from fleetlog.generators import sinks
+    from fleetlog.ingest.publish import PublishError
 
     def refuse(self, bootstrap: str, **_: object) -> None:
         raise PublishError(f"cannot reach Kafka at {bootstrap} (KafkaTimeoutError): start it "

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 
-from generators.config import SimConfig
-from generators.simulator import Simulator
-from ingest import contract as c
+from fleetlog.generators.config import SimConfig
+from fleetlog.generators.simulator import Simulator
+from fleetlog.ingest import contract as c
 
 PARAMS = {"nodes": 32, "hours": 1.0, "scenario": "mixed", "fault_rate": 200.0}
 

@@ -8,9 +8,15 @@ from collections import Counter
 import pytest
 from scipy.stats import chisquare
 
-from generators.config import SimConfig, SimulationError
-from generators.faults import LLAMA3_COUNTS, SCENARIOS, VARIANTS, expected_faults, plan_faults
-from ingest.contract import ALL_CATEGORIES, FAULT_CATEGORIES
+from fleetlog.generators.config import SimConfig, SimulationError
+from fleetlog.generators.faults import (
+    LLAMA3_COUNTS,
+    SCENARIOS,
+    VARIANTS,
+    expected_faults,
+    plan_faults,
+)
+from fleetlog.ingest.contract import ALL_CATEGORIES, FAULT_CATEGORIES
 
 
 def test_llama3_mix_of_2000_plus_faults_matches_table_5() -> None:

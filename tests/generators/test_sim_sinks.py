@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer
 
-from generators.config import SimConfig, SimulationError
-from generators.run import simulate
-from generators.sinks import MemorySink, parse_target
-from ingest import contract as c
-from ingest.kafka_settings import KafkaSettings
-from ingest.store import open_store
+from fleetlog.generators.config import SimConfig, SimulationError
+from fleetlog.generators.run import simulate
+from fleetlog.generators.sinks import MemorySink, parse_target
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest.store import open_store
 
 CONFIG = SimConfig(nodes=16, hours=0.5, seed=2, scenario="rack_power", fault_rate=20.0)
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from ingest import contract as c
+from fleetlog.ingest import contract as c
 
 S = 1_000_000  # µs
 

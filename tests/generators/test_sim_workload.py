@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from generators.config import SimConfig, SimulationError
-from generators.jobs import job_mix
-from generators.simulator import Simulator
-from generators.topology import build_topology
-from ingest import contract as c
+from fleetlog.generators.config import SimConfig, SimulationError
+from fleetlog.generators.jobs import job_mix
+from fleetlog.generators.simulator import Simulator
+from fleetlog.generators.topology import build_topology
+from fleetlog.ingest import contract as c
 
 S = 1_000_000
 

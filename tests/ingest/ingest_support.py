@@ -14,10 +14,10 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from ingest import contract as c
-from ingest.kafka_settings import KafkaSettings
-from ingest.publish import Publisher
-from ingest.shards import read_sidecar
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest.publish import Publisher
+from fleetlog.ingest.shards import read_sidecar
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = [f"n{i:04d}" for i in range(4)]
@@ -84,7 +84,7 @@ class Producer:
 
 
 def ingest_cmd(bootstrap: str, prefix: str, db: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "cli.main", "ingest", "--bootstrap", bootstrap,
+    return [sys.executable, "-m", "fleetlog", "ingest", "--bootstrap", bootstrap,
             "--topic-prefix", prefix, "--db", str(db), "--json", *extra]
 
 
@@ -172,6 +172,6 @@ def writer_processes(db: Path) -> list[int]:
             args = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"ingest.worker" in args and str(db).encode() in args:
+        if b"fleetlog.ingest.worker" in args and str(db).encode() in args:
             pids.append(int(cmdline.parent.name))
     return pids

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from ingest_support import job_event, rack_event
 
-from cli.main import cli
-from ingest import contract as c
-from ingest.errors import SourceMissing
-from ingest.jsonl import ingest_jsonl
+from fleetlog.cli.main import cli
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.errors import SourceMissing
+from fleetlog.ingest.jsonl import ingest_jsonl
 
 
 def _write(folder: Path) -> None:

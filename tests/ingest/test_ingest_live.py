@@ -7,9 +7,9 @@ import time
 
 from rich.console import Console
 
-from cli.live import LiveIngest
-from ingest.pipeline import IngestStats
-from ingest.writer import BatchResult
+from fleetlog.cli.live import LiveIngest
+from fleetlog.ingest.pipeline import IngestStats
+from fleetlog.ingest.writer import BatchResult
 
 
 def _stats() -> IngestStats:

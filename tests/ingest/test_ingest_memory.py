@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 from ingest_support import rack_event
 
-from cli.main import cli
-from ingest.ingester import open_store_waiting
-from ingest.pipeline import malloc_in_use_bytes
-from ingest.store import StoreError
-from ingest.writer import SHED_TARGET, StoreWriter
+from fleetlog.cli.main import cli
+from fleetlog.ingest.ingester import open_store_waiting
+from fleetlog.ingest.pipeline import malloc_in_use_bytes
+from fleetlog.ingest.store import StoreError
+from fleetlog.ingest.writer import SHED_TARGET, StoreWriter
 
 
 def _buffer_pool_mb(writer: StoreWriter) -> float:
@@ -56,7 +56,7 @@ def test_cyclic_garbage_is_collected_on_the_clock_while_the_threshold_is_raised(
     import gc
     import weakref
 
-    from ingest.pipeline import YoungGarbage, fewer_gc_passes
+    from fleetlog.ingest.pipeline import YoungGarbage, fewer_gc_passes
 
     before = gc.get_threshold()
     with fewer_gc_passes() as garbage:

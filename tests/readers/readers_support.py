@@ -15,7 +15,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
+from fleetlog.cli.main import cli
 
 DATA = (Path(__file__).parents[2] / ".." / "shared" / "data").resolve()
 FIXTURES = Path(__file__).parents[1] / "fixtures"

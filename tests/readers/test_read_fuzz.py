@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from readers_support import DATA, FIXTURES
 
-from ingest import contract as c
-from ingest.readers import (
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.readers import (
     jsonl,
     kmsg,
     nvidia_smi_csv,
@@ -30,10 +30,10 @@ from ingest.readers import (
     sacct,
     sysfs_ib,
 )
-from ingest.readers.base import ReadOptions, ReadResult
-from ingest.readers.errors import ReaderError
-from ingest.store import ensure_schema
-from ingest.writer import StoreWriter
+from fleetlog.ingest.readers.base import ReadOptions, ReadResult
+from fleetlog.ingest.readers.errors import ReaderError
+from fleetlog.ingest.store import ensure_schema
+from fleetlog.ingest.writer import StoreWriter
 
 OPTS = ReadOptions(node="fuzz-node", tz=UTC, boot_time=datetime(2025, 1, 1, tzinfo=UTC),
                    year=2025, time=datetime(2025, 1, 1, tzinfo=UTC))
@@ -185,7 +185,7 @@ def test_random_bytes_never_crash_any_reader(data: bytes) -> None:
 
 
 def test_detection_never_crashes(tmp_path: Path) -> None:
-    from ingest.readers.registry import detect_format
+    from fleetlog.ingest.readers.registry import detect_format
 
     for i, blob in enumerate([b"", b"\x00\xff" * 100, b"{", b"<?xml", b"# HELP", b"|" * 50]):
         path = tmp_path / f"f{i}"

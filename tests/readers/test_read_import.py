@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from readers_support import DATA, FIXTURES, capture, query, run
 
-from cli.main import cli
-from ingest import contract as c
+from fleetlog.cli.main import cli
+from fleetlog.ingest import contract as c
 
 AT = "2025-03-01T12:00:00Z"
 

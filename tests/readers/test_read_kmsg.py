@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from readers_support import capture, query, run
 
-from ingest import contract as c
-from ingest.readers import kmsg
-from ingest.readers.base import ReadOptions, parse_tz
-from ingest.readers.errors import MissingOption
-from ingest.store import load_xid_catalog
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.readers import kmsg
+from fleetlog.ingest.readers.base import ReadOptions, parse_tz
+from fleetlog.ingest.readers.errors import MissingOption
+from fleetlog.ingest.store import load_xid_catalog
 
 DMESG_T = "xid/gpud__dmesg-with-xid-119.log"
 DMESG_ISO = "xid/gpud__memory__dmesg.decode.iso.log"

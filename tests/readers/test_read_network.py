@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from readers_support import capture, query, run
 
-from ingest import contract as c
-from ingest.readers import perfquery, sysfs_ib
-from ingest.readers.base import ReadOptions
-from ingest.readers.errors import MissingOption
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.readers import perfquery, sysfs_ib
+from fleetlog.ingest.readers.base import ReadOptions
+from fleetlog.ingest.readers.errors import MissingOption
 
 AT = "2025-03-01T12:00:00Z"
 AT_DT = datetime(2025, 3, 1, 12, tzinfo=UTC)
@@ -120,7 +120,7 @@ def test_node_exporter_ttar_no_pma_counters_are_missing_not_zero() -> None:
 
 
 def test_node_exporter_prometheus_and_sysfs_agree() -> None:
-    from ingest.readers import prometheus
+    from fleetlog.ingest.readers import prometheus
 
     via_sysfs = _ports(sysfs_ib.read(capture(TTAR), ReadOptions(node="h", time=AT_DT)).events)
     via_prom = _ports(prometheus.read(

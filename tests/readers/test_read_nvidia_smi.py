@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from readers_support import capture, query, run
 
-from ingest import contract as c
-from ingest.readers import nvidia_smi_csv, nvidia_smi_xml
-from ingest.readers.base import ReadOptions, parse_tz
-from ingest.readers.errors import MissingOption, ReaderError
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.readers import nvidia_smi_csv, nvidia_smi_xml
+from fleetlog.ingest.readers.base import ReadOptions, parse_tz
+from fleetlog.ingest.readers.errors import MissingOption, ReaderError
 
 UTC_OPTS = ReadOptions(node="h100-box", tz=UTC)
 LOAD = "nvidia_smi/extracted/h100__query-gpu.load.csv"

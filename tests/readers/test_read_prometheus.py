@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from readers_support import FIXTURES, capture, query, run
 
-from ingest import contract as c
-from ingest.readers import prometheus
-from ingest.readers.base import ReadOptions
-from ingest.readers.errors import MissingOption
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.readers import prometheus
+from fleetlog.ingest.readers.base import ReadOptions
+from fleetlog.ingest.readers.errors import MissingOption
 
 T4 = FIXTURES / "dcgm" / "datadog__dcgm-exporter-tesla-t4.metrics"
 README_K8S = FIXTURES / "dcgm" / "dcgm-exporter-readme__kubernetes.metrics"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from readers_support import capture, query, run
 
-from ingest import contract as c
-from ingest.readers import sacct
-from ingest.readers.base import ReadOptions, parse_tz
-from ingest.readers.errors import MissingOption
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.readers import sacct
+from fleetlog.ingest.readers.base import ReadOptions, parse_tz
+from fleetlog.ingest.readers.errors import MissingOption
 
 MIDNIGHT = "slurm/sample-sacct-output-midnight-edge-case.txt"
 

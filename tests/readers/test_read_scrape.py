@@ -13,9 +13,9 @@ import pytest
 from kafka import KafkaConsumer
 from readers_support import FIXTURES, capture, query, run
 
-from ingest import contract as c
-from ingest.kafka_settings import KafkaSettings
-from ingest.readers.scrape import parse_interval
+from fleetlog.ingest import contract as c
+from fleetlog.ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest.readers.scrape import parse_interval
 
 T4 = FIXTURES / "dcgm" / "datadog__dcgm-exporter-tesla-t4.metrics"
 
@@ -143,7 +143,7 @@ def test_scrape_runs_the_local_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Mo
     import csv
     import io
 
-    from ingest.readers.scrape import NVIDIA_SMI_FIELDS
+    from fleetlog.ingest.readers.scrape import NVIDIA_SMI_FIELDS
 
     rows = list(csv.reader(io.StringIO(capture(
         "nvidia_smi/extracted/h100__query-gpu.load.csv").read_text()), skipinitialspace=True))
