@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fleetlog.ingest.broker import answers
-from fleetlog.ingest.kafka_settings import settings_for
+from fleetlog.ingest.kafka.broker import answers
+from fleetlog.ingest.kafka.settings import settings_for
 
 
 def choose_transport(bootstrap: str | None) -> tuple[str, str | None, str]:

@@ -29,7 +29,7 @@ from fleetlog.analysis.diagnosis import Incident
 from fleetlog.analysis.incidents import incident_row, store_incidents, to_event
 from fleetlog.analysis.pipeline import analyze_store
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest.kafka.settings import KafkaSettings
 
 FAMILIES = ("inventory", "gpu", "net", "host", "jobs")  # never "truth"
 
@@ -68,9 +68,10 @@ def follow(
     max_seconds: float | None = None, idle_exit_s: float | None = None, publish: bool = True,
     on_incident: Callable[[dict[str, Any]], Any] | None = None,
 ) -> FollowStats:
-    from fleetlog.ingest.consumer import KafkaSource
-    from fleetlog.ingest.publish import Publisher
-    from fleetlog.ingest.writer import DeadLetter, open_writer
+    from fleetlog.ingest.contract import DeadLetter
+    from fleetlog.ingest.kafka.consumer import KafkaSource
+    from fleetlog.ingest.kafka.producer import Publisher
+    from fleetlog.ingest.store.writer import open_writer
 
     prefix = topic_prefix or settings.topic_prefix
     writer = open_writer(db)

@@ -18,13 +18,14 @@ import duckdb
 
 from fleetlog.analysis.diagnosis import Incident
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest.contract.errors import FleetlogError
+from fleetlog.ingest.kafka.settings import KafkaSettings
 
 SOURCE: Final = "fleetlog-analysis"
 MAX_EVIDENCE: Final = 200
 
 
-class AnalysisError(Exception):
+class AnalysisError(FleetlogError):
     """The analysis cannot run as asked; the message says what to do."""
 
 
@@ -48,7 +49,7 @@ def to_event(incident: Incident) -> c.Envelope:
 
 def store_incidents(con: duckdb.DuckDBPyConnection, incidents: Sequence[Incident]) -> int:
     """Write ``incident.opened`` events through the shared writer; returns how many were new."""
-    from fleetlog.ingest.writer import StoreWriter
+    from fleetlog.ingest.store.writer import StoreWriter
 
     if not incidents:
         return 0
@@ -60,7 +61,7 @@ def store_incidents(con: duckdb.DuckDBPyConnection, incidents: Sequence[Incident
 def publish_incidents(
     settings: KafkaSettings, incidents: Sequence[Incident], topic_prefix: str | None = None
 ) -> int:
-    from fleetlog.ingest.publish import Publisher
+    from fleetlog.ingest.kafka.producer import Publisher
 
     if not incidents:
         return 0

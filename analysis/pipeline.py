@@ -20,7 +20,7 @@ from fleetlog.analysis.context import US, AnalysisContext, Finding, build_contex
 from fleetlog.analysis.detectors import run_detectors
 from fleetlog.analysis.diagnosis import Incident, diagnose
 from fleetlog.analysis.projections import Topology
-from fleetlog.ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest.kafka.settings import KafkaSettings
 
 
 @dataclass

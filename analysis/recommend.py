@@ -22,7 +22,7 @@ from fleetlog.analysis.job_actions import job_actions
 from fleetlog.analysis.remediation import Failure, RemediationConfig, plan
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.store import open_store, store_files
-from fleetlog.ingest.writer import StoreWriter
+from fleetlog.ingest.store.writer import StoreWriter
 
 _GPU_CATEGORIES = ("gpu_hw", "gpu_hbm", "gpu_sram", "gpu_gsp")
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import duckdb
 
+from fleetlog.ingest.contract.errors import FleetlogError
+
 
 @dataclass(frozen=True)
 class Window:
@@ -32,7 +34,7 @@ class Window:
         return f"{self.start:%Y%m%dT%H%M%SZ}_{self.end:%Y%m%dT%H%M%SZ}"
 
 
-class ReportError(Exception):
+class ReportError(FleetlogError):
     """The report cannot be made; the message says what to do."""
 
 

@@ -14,10 +14,11 @@ from typing import Any
 
 import duckdb
 
+from fleetlog.ingest.contract.errors import FleetlogError
 from fleetlog.ingest.store import open_union
 
 
-class QueryError(Exception):
+class QueryError(FleetlogError):
     """The query failed; the message is DuckDB's first line."""
 
 

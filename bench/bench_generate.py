@@ -42,7 +42,7 @@ def measure(mode: str, nodes: int, hours: float, bootstrap: str) -> dict[str, An
         elif mode == "duckdb":
             target = f"duckdb:{tmp}/bench.duckdb"
         elif mode.startswith("kafka-"):
-            from fleetlog.ingest.publish import KAFKA_PYTHON_DEFAULTS, TUNED
+            from fleetlog.ingest.kafka.producer import KAFKA_PYTHON_DEFAULTS, TUNED
 
             prefix = f"bench-{uuid.uuid4().hex[:8]}"
             tuning = {

@@ -41,10 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fleetlog.ingest import contract as c  # noqa: E402
-from fleetlog.ingest.consumer import ConsumerTuning  # noqa: E402
-from fleetlog.ingest.kafka_settings import resolve  # noqa: E402
+from fleetlog.ingest.kafka.consumer import ConsumerTuning  # noqa: E402
+from fleetlog.ingest.kafka.producer import Publisher  # noqa: E402
+from fleetlog.ingest.kafka.settings import resolve  # noqa: E402
 from fleetlog.ingest.pipeline import DEFAULT_BATCH_EVENTS, fewer_gc_passes  # noqa: E402
-from fleetlog.ingest.publish import Publisher  # noqa: E402
 
 RACKS = 256
 GPUS = 32  # 4 nodes x 8 GPUs
@@ -184,8 +184,8 @@ def fleetlog_ingest(bootstrap: str, prefix: str, db: Path, batch_events: int,
 def worker_stages(values: list[bytes], db: Path, batch: int, samples: int) -> dict[str, float]:
     """CPU µs per event of each step of the writer, run here in one thread; the file's
     bytes per GPU sample."""
-    from fleetlog.ingest import tables
-    from fleetlog.ingest.writer import StoreWriter, open_writer
+    from fleetlog.ingest.store import tables
+    from fleetlog.ingest.store.writer import StoreWriter, open_writer
 
     cpu = time.process_time
     spent = {"decode": 0.0, "dedup": 0.0, "arrow_tables": 0.0, "duckdb_insert": 0.0,

@@ -14,7 +14,7 @@ import json
 import re
 import uuid
 
-from fleetlog.ingest.broker import run_tool
+from fleetlog.ingest.kafka.broker import run_tool
 
 
 def producer_ceiling(bootstrap: str, topic: str, records: int, size: int) -> dict[str, float]:

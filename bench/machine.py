@@ -54,7 +54,7 @@ def load() -> list[float]:
 
 
 def versions() -> dict[str, str]:
-    from fleetlog.ingest.broker import KAFKA_VERSION, cache_dir
+    from fleetlog.ingest.kafka.broker import KAFKA_VERSION, cache_dir
 
     out = {"python": platform.python_version()}
     for name in PACKAGES:

@@ -47,8 +47,8 @@ import machine  # noqa: E402
 import stages  # noqa: E402
 from polars_detect import agreement  # noqa: E402
 
-from fleetlog.ingest import broker  # noqa: E402
 from fleetlog.ingest import contract as c  # noqa: E402
+from fleetlog.ingest.kafka import broker  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,9 @@ import msgspec
 from fleetlog.generators.config import SimConfig
 from fleetlog.generators.run import simulate
 from fleetlog.generators.sinks import MemorySink
-from fleetlog.ingest.ingester import open_store_waiting, valid_memory_limit
 from fleetlog.ingest.pipeline import malloc_in_use_bytes
-from fleetlog.ingest.writer import SHED_TARGET, StoreWriter
+from fleetlog.ingest.store.database import open_store_waiting, valid_memory_limit
+from fleetlog.ingest.store.writer import SHED_TARGET, StoreWriter
 
 
 def _malloc_in_use_mb() -> float | None:

@@ -8,8 +8,6 @@ from typing import Any
 
 import click
 
-from fleetlog.analysis.incidents import AnalysisError
-from fleetlog.cli.errors import EXPECTED
 from fleetlog.cli.output import output_options, render
 from fleetlog.cli.params import (
     Duration,
@@ -20,8 +18,6 @@ from fleetlog.cli.params import (
     until_option,
 )
 from fleetlog.ingest.contract import to_us
-
-EXPECTED.append(AnalysisError)
 
 _INCIDENT_COLUMNS = ("incident_id", "category", "root_entity", "confidence", "start_ts",
                      "detected_ts", "signals")
@@ -72,7 +68,7 @@ def analyze_command(
 
     Example: fleetlog analyze --db fleet.duckdb --table
     """
-    from fleetlog.ingest.kafka_settings import settings_for
+    from fleetlog.ingest.kafka.settings import settings_for
 
     if follow:
         from fleetlog.analysis.follow import follow as run_follow

@@ -15,23 +15,14 @@ from typing import IO, Any
 
 import click
 
-from fleetlog.ingest.broker import BrokerError
-from fleetlog.ingest.errors import IngestError
-from fleetlog.ingest.kafka_settings import KafkaConfigError
-from fleetlog.ingest.publish import PublishError
-from fleetlog.ingest.store import StoreError, StoreLocked
+from fleetlog.ingest.contract.errors import FleetlogError
+from fleetlog.ingest.store import StoreLocked
 
 EXIT_FAILURE = 1
 EXIT_LOCKED = 3
 EXIT_INTERRUPTED = 130
 
-# Library exceptions whose message is written for the user. Packages add theirs here.
-EXPECTED: list[type[Exception]] = [
-    BrokerError, KafkaConfigError, StoreError, IngestError, PublishError,
-]
-
-
-class FleetlogError(click.ClickException):
+class CommandFailed(click.ClickException):
     """A ClickException with its own exit code."""
 
     def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
@@ -42,9 +33,10 @@ class FleetlogError(click.ClickException):
         click.echo(f"Error: {self.format_message()}", err=True, file=file)
 
 
-def translate(exc: Exception) -> FleetlogError | None:
+def translate(exc: Exception) -> CommandFailed | None:
+    """The one place a library failure becomes a message: every ``FleetlogError``, first line."""
     if isinstance(exc, StoreLocked):
-        return FleetlogError(str(exc), EXIT_LOCKED)
-    if isinstance(exc, tuple(EXPECTED)):
-        return FleetlogError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return CommandFailed(str(exc), EXIT_LOCKED)
+    if isinstance(exc, FleetlogError):
+        return CommandFailed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     return None

@@ -9,13 +9,10 @@ from typing import Any
 
 import click
 
-from fleetlog.cli.errors import EXPECTED
 from fleetlog.cli.output import output_options, render
 from fleetlog.cli.params import SinkUri, UtcTime, topic_prefix_option
 from fleetlog.ingest.readers import FORMAT_NAMES
 from fleetlog.ingest.readers.errors import ReaderError
-
-EXPECTED.append(ReaderError)
 
 
 class Interval(click.ParamType[float]):

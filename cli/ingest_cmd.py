@@ -10,18 +10,18 @@ from fleetlog.cli.live import LiveIngest
 from fleetlog.cli.output import output_options, render
 from fleetlog.cli.params import Duration, bootstrap_option, topic_prefix_option
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.consumer import ConsumerTuning
 from fleetlog.ingest.ingester import (
     INGEST_MEMORY_LIMIT,
     KafkaIngest,
     default_group,
     default_topics,
     ingest_kafka,
-    valid_memory_limit,
 )
 from fleetlog.ingest.jsonl import ingest_jsonl
-from fleetlog.ingest.kafka_settings import settings_for
+from fleetlog.ingest.kafka.consumer import ConsumerTuning
+from fleetlog.ingest.kafka.settings import settings_for
 from fleetlog.ingest.pipeline import DEFAULT_BATCH_EVENTS
+from fleetlog.ingest.store.database import valid_memory_limit
 
 
 def _topics(values: tuple[str, ...], prefix: str) -> list[str]:

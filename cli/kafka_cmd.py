@@ -8,7 +8,7 @@ import click
 
 from fleetlog.cli.output import output_options, render
 from fleetlog.cli.params import kafka_dir_option
-from fleetlog.ingest import broker
+from fleetlog.ingest.kafka import broker
 
 
 @click.group("kafka")

@@ -7,13 +7,10 @@ from pathlib import Path
 
 import click
 
-from fleetlog.cli.errors import EXPECTED
 from fleetlog.cli.output import output_options, render
 from fleetlog.cli.params import SinkUri, db_option, since_option, topic_prefix_option, until_option
 from fleetlog.cli.progress import progress_reporter
-from fleetlog.ingest.replay import ReplayError, replay_to
-
-EXPECTED.append(ReplayError)
+from fleetlog.ingest.replay import replay_to
 
 
 @click.command("replay")

@@ -8,12 +8,8 @@ from pathlib import Path
 import click
 
 from fleetlog.analysis.report import FORMATS, run_every, write_report
-from fleetlog.analysis.report_data import ReportError
-from fleetlog.cli.errors import EXPECTED
 from fleetlog.cli.output import output_options, render, to_json
 from fleetlog.cli.params import Duration, db_option, until_option
-
-EXPECTED.append(ReportError)
 
 
 @click.command("report")

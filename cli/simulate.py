@@ -6,16 +6,12 @@ from datetime import datetime
 
 import click
 
-from fleetlog.cli.errors import EXPECTED
 from fleetlog.cli.output import output_options, render
 from fleetlog.cli.params import Duration, SinkUri, UtcTime, topic_prefix_option
 from fleetlog.cli.progress import progress_reporter
-from fleetlog.generators.config import DEFAULT_START, SimConfig, SimulationError
+from fleetlog.generators.config import DEFAULT_START, SimConfig
 from fleetlog.generators.faults import SCENARIOS
 from fleetlog.generators.run import simulate
-from fleetlog.ingest.publish import PublishError
-
-EXPECTED.extend([SimulationError, PublishError])
 
 
 @click.command("simulate")

@@ -7,11 +7,8 @@ from pathlib import Path
 import click
 
 from fleetlog.analysis.sql import QueryError, ReadOnlyStore
-from fleetlog.cli.errors import EXPECTED
 from fleetlog.cli.output import output_options, render
 from fleetlog.cli.params import db_option
-
-EXPECTED.append(QueryError)
 
 
 @click.command("sql")

@@ -14,11 +14,13 @@ from typing import Final
 
 import numpy as np
 
+from fleetlog.ingest.contract.errors import FleetlogError
+
 DEFAULT_START: Final = datetime(2026, 1, 5, tzinfo=UTC)
 SOURCE: Final = "fleetlog-sim"
 
 
-class SimulationError(Exception):
+class SimulationError(FleetlogError):
     """A simulation cannot run as asked; the message says what to change."""
 
 

@@ -98,7 +98,7 @@ class DuckDBSink:
     """Lands events in a store file through the shared writer, in transactions of ~500k rows."""
 
     def __init__(self, path: str | Path) -> None:
-        from fleetlog.ingest.writer import open_writer
+        from fleetlog.ingest.store.writer import open_writer
 
         self.path = Path(path)
         self.writer = open_writer(self.path)
@@ -139,8 +139,8 @@ class KafkaSink:
 
     def __init__(self, bootstrap: str, *, topic_prefix: str | None = None,
                  tuning: dict[str, Any] | None = None) -> None:
-        from fleetlog.ingest.kafka_settings import settings_for
-        from fleetlog.ingest.publish import Publisher
+        from fleetlog.ingest.kafka.producer import Publisher
+        from fleetlog.ingest.kafka.settings import settings_for
 
         self.settings = settings_for(bootstrap, topic_prefix=topic_prefix)
         self.publisher = Publisher(self.settings, tuning=tuning, topic_prefix=topic_prefix)

@@ -7,8 +7,10 @@ Whatever was committed before stays committed; the batch in flight is kept whole
 
 from __future__ import annotations
 
+from fleetlog.ingest.contract.errors import FleetlogError
 
-class IngestError(Exception):
+
+class IngestError(FleetlogError):
     """Ingestion cannot go on; the message says why and what to do."""
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,11 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-import duckdb
-
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.consumer import ConsumerTuning, KafkaSource
-from fleetlog.ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest.kafka.consumer import ConsumerTuning, KafkaSource
+from fleetlog.ingest.kafka.settings import KafkaSettings
 from fleetlog.ingest.pipeline import (
     DEFAULT_BATCH_EVENTS,
     BackgroundWriter,
@@ -40,10 +37,10 @@ from fleetlog.ingest.pipeline import (
     fewer_gc_passes,
     stop_on_signals,
 )
-from fleetlog.ingest.shards import RECENT_IDS, handover, write_sidecar
-from fleetlog.ingest.store import StoreError, StoreLocked, open_store
+from fleetlog.ingest.store.database import open_store_waiting
+from fleetlog.ingest.store.shards import RECENT_IDS, handover, write_sidecar
+from fleetlog.ingest.store.writer import BatchResult, Snapshotter, StoreWriter
 from fleetlog.ingest.worker import ProcessWriter, RawBatch, RawPending
-from fleetlog.ingest.writer import BatchResult, Snapshotter, StoreWriter
 
 TP = tuple[str, int]
 Progress = Callable[[IngestStats], None]
@@ -59,7 +56,6 @@ def default_topics(prefix: str) -> list[str]:
 # (they are on disk), so a cap keeps it flat; inserts of 15,360-event batches need far less
 # (its buffer pool stayed at 40 MB under a 64 MB cap while the file grew to 216 MB).
 INGEST_MEMORY_LIMIT: Final = "512MB"
-_SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 
 
 def default_group(prefix: str) -> str:
@@ -86,32 +82,6 @@ class KafkaIngest:
     snapshot: Path | None = None
     snapshot_every_s: float = 300.0
     memory_limit: str = INGEST_MEMORY_LIMIT  # DuckDB's buffer pool in the writer
-
-
-def valid_memory_limit(text: str) -> bool:
-    return bool(_SIZE.match(text.strip()))
-
-
-def open_store_waiting(db: Path, wait_s: float = 5.0,
-                       memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-    """Open for writing; a sibling ingester may hold a read lock for a moment, so retry.
-
-    ``memory_limit`` (e.g. ``"512MB"``) caps DuckDB's buffer pool for a long-running writer.
-    """
-    if memory_limit is not None and not valid_memory_limit(memory_limit):
-        raise StoreError(f"memory limit {memory_limit!r} is not a size like 512MB or 2GB")
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            con = open_store(db)
-            break
-        except StoreLocked:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    if memory_limit is not None:
-        con.execute(f"SET memory_limit = '{memory_limit.strip()}'")
-    return con
 
 
 class _Sink(Protocol):

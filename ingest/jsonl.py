@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fleetlog.ingest.errors import SourceMissing
-from fleetlog.ingest.ingester import INGEST_MEMORY_LIMIT, Progress, open_store_waiting
+from fleetlog.ingest.ingester import INGEST_MEMORY_LIMIT, Progress
 from fleetlog.ingest.pipeline import (
     DEFAULT_BATCH_EVENTS,
     IngestStats,
@@ -23,7 +23,8 @@ from fleetlog.ingest.pipeline import (
     fewer_gc_passes,
     stop_on_signals,
 )
-from fleetlog.ingest.writer import StoreWriter
+from fleetlog.ingest.store.database import open_store_waiting
+from fleetlog.ingest.store.writer import StoreWriter
 
 
 def jsonl_files(folder: Path) -> list[Path]:

@@ -22,7 +22,8 @@ from typing import Any
 import pyarrow as pa
 
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.writer import BatchResult, DeadLetter, StoreWriter
+from fleetlog.ingest.contract import DeadLetter
+from fleetlog.ingest.store.writer import BatchResult, StoreWriter
 
 TP = tuple[str, int]
 

@@ -20,10 +20,11 @@ import duckdb
 import numpy as np
 
 from fleetlog.ingest import contract as c
+from fleetlog.ingest.contract.errors import FleetlogError
 from fleetlog.ingest.store import decode_stored, open_union
 
 
-class ReplayError(Exception):
+class ReplayError(FleetlogError):
     """Replay could not run; the message says what to do."""
 
 
@@ -207,7 +208,7 @@ def replay_to(
     """Replay into ``("kafka", "host:port")`` or ``("duckdb", "path")``."""
     scheme, where = target
     if scheme == "duckdb":
-        from fleetlog.ingest.writer import open_writer
+        from fleetlog.ingest.store.writer import open_writer
 
         sources = {Path(p).resolve() for p in paths}
         if Path(where).resolve() in sources:
@@ -222,8 +223,8 @@ def replay_to(
         finally:
             writer.close()
     if scheme == "kafka":
-        from fleetlog.ingest.kafka_settings import settings_for
-        from fleetlog.ingest.publish import Publisher
+        from fleetlog.ingest.kafka.producer import Publisher
+        from fleetlog.ingest.kafka.settings import settings_for
 
         publisher = Publisher(settings_for(where, topic_prefix=topic_prefix))
         try:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from fleetlog.ingest.store import StoreError
-from fleetlog.ingest.writer import BatchResult
+from fleetlog.ingest.store.writer import BatchResult
 
 TP = tuple[str, int]
 _PR_SET_PDEATHSIG = 1
@@ -292,10 +292,10 @@ def _worker_main(conn: Connection, db: str, group: str, snapshot: str = "",
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if os.getppid() == 1:  # the parent died before the death signal was armed
         return
-    from fleetlog.ingest.ingester import open_store_waiting
     from fleetlog.ingest.pipeline import Pending, fewer_gc_passes, peak_rss_mb
-    from fleetlog.ingest.shards import RECENT_IDS, write_sidecar
-    from fleetlog.ingest.writer import Snapshotter, StoreWriter
+    from fleetlog.ingest.store.database import open_store_waiting
+    from fleetlog.ingest.store.shards import RECENT_IDS, write_sidecar
+    from fleetlog.ingest.store.writer import Snapshotter, StoreWriter
 
     try:
         writer = StoreWriter(

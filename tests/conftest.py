@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetlog.ingest import broker
-from fleetlog.ingest.kafka_settings import KafkaSettings, resolve
+from fleetlog.ingest.kafka import broker
+from fleetlog.ingest.kafka.settings import KafkaSettings, resolve
 
 _BROKER_INFO: dict[str, str] = {}
 

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from fleetlog.ingest import broker
+from fleetlog.ingest.kafka import broker
 
 
 def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetlog.ingest import contract as c
+from fleetlog.ingest.contract import events as contract_events
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
 times = st.integers(min_value=0, max_value=4_102_444_800_000_000)  # up to 2100
@@ -180,7 +181,7 @@ def test_old_versions_are_upcast_on_read(monkeypatch: pytest.MonkeyPatch) -> Non
 
     v1 = c.encode(c.make_event(c.NodeWentDown(node="n7", reason="psu"), time_us=5, source="t"))
     monkeypatch.setitem(c.PAYLOAD_TYPES, "node.went_down", NodeWentDownV2)
-    monkeypatch.setitem(c._msgpack_payload, "node.went_down",
+    monkeypatch.setitem(contract_events._msgpack_payload, "node.went_down",
                         msgspec.msgpack.Decoder(NodeWentDownV2))
     monkeypatch.setitem(
         c.UPCASTERS, ("node.went_down", 1),

@@ -7,7 +7,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest.kafka.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
 

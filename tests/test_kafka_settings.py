@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetlog.ingest.kafka_settings import KafkaConfigError, resolve
+from fleetlog.ingest.kafka.settings import KafkaConfigError, resolve
 
 
 def test_resolution_order(tmp_path: Path) -> None:

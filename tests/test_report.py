@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from fleetlog.analysis.report import run_every, write_report
 from fleetlog.cli.main import cli
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.writer import land
+from fleetlog.ingest.store.writer import land
 
 T0 = 1_767_571_200_000_000  # 2026-01-05T00:00:00Z
 HOUR = 3_600_000_000

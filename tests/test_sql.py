@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from fleetlog.analysis.sql import QueryError, run_query
 from fleetlog.cli.main import cli
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.writer import land
+from fleetlog.ingest.store.writer import land
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from fleetlog.cli.main import cli
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.writer import land
+from fleetlog.ingest.store.writer import land
 
 T0 = 1_767_571_200_000_000  # 2026-01-05T00:00:00Z
 MIN = 60_000_000

@@ -103,7 +103,7 @@ def test_union_of_shards_reads_as_one_store(tmp_path: Path) -> None:
 def _recommendations(path: Path, after: str | None, incident: str) -> None:
     """Land a checkpoint-now and a swap naming it (``after``), as `fleetlog recommend` does."""
     from fleetlog.ingest import contract as c
-    from fleetlog.ingest.writer import land
+    from fleetlog.ingest.store.writer import land
 
     events = [c.make_event(c.RecommendationIssued(
         incident_id=incident, target="job:j1", action=action, reason="r", after=first),

@@ -27,8 +27,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from fleetlog.ingest import contract as c
+from fleetlog.ingest.contract import DeadLetter
+from fleetlog.ingest.contract.time_range import check_us as check_us  # readers import it here
 from fleetlog.ingest.readers.errors import MissingOption, ReaderError
-from fleetlog.ingest.writer import DeadLetter
 
 MAX_RAW: Final = 4096  # bytes of a bad line kept in dead_letters.raw
 MAX_REASON: Final = 300
@@ -222,17 +223,6 @@ def local_us(naive: datetime, tz: tzinfo, out: Collector) -> int | str:
     if status == "ambiguous":
         out.skip("ambiguous local times (first occurrence taken)")
     return aware_us(aware)
-
-
-_MIN_US: Final = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
-_MAX_US: Final = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
-
-
-def check_us(us: int) -> int:
-    """``us`` if it is a representable event time (years 1-9999), else ValueError."""
-    if not _MIN_US <= us <= _MAX_US:
-        raise ValueError(f"time {us} us since the epoch is out of range")
-    return us
 
 
 def us_of_epoch(seconds: float) -> int:

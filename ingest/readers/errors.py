@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from fleetlog.ingest.contract.errors import FleetlogError
 
-class ReaderError(Exception):
+
+class ReaderError(FleetlogError):
     """Root of reader errors: the input needs a decision only the user can make."""
 
 

@@ -2,9 +2,9 @@
 
 Each line goes through the contract's codec (``decode``), so schema versions are upgraded on read
 and a line that does not decode becomes a dead letter with its line number and the codec's
-reason. A line that decodes but could not be published or stored (an integer beyond 64 bits, a
-time outside the years 1-9999) is a dead letter at stage ``validate``. Event ids, times and
-sources are the file's own.
+reason (a time outside the contract's one range, 1970..2200, included). A line that decodes but
+could not be published or stored (an integer beyond 64 bits) is a dead letter at stage
+``validate``. Event ids, times and sources are the file's own.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Final
 import msgspec
 
 from fleetlog.ingest import contract as c
+from fleetlog.ingest.contract import DeadLetter
 from fleetlog.ingest.readers.base import (
     Collector,
     ReadOptions,
@@ -23,7 +24,6 @@ from fleetlog.ingest.readers.base import (
     lines_of,
     short,
 )
-from fleetlog.ingest.writer import DeadLetter
 
 FORMAT: Final = "jsonl"
 

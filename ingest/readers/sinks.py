@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.writer import DeadLetter
+from fleetlog.ingest.contract import DeadLetter
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Sink(Protocol):
 
 class StoreSink:
     def __init__(self, path: str | Path) -> None:
-        from fleetlog.ingest.writer import open_writer
+        from fleetlog.ingest.store.writer import open_writer
 
         self.target = f"duckdb:{path}"
         self.totals = SinkTotals()
@@ -60,8 +60,8 @@ class StoreSink:
 
 class KafkaSink:
     def __init__(self, bootstrap: str, *, topic_prefix: str | None = None) -> None:
-        from fleetlog.ingest.kafka_settings import settings_for
-        from fleetlog.ingest.publish import Publisher
+        from fleetlog.ingest.kafka.producer import Publisher
+        from fleetlog.ingest.kafka.settings import settings_for
 
         settings = settings_for(bootstrap, topic_prefix=topic_prefix)
         self.target = f"kafka://{settings.bootstrap}"

@@ -14,7 +14,7 @@ from fleet_builders import T0, Cluster, job
 
 from fleetlog.cli.main import cli
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.writer import land
+from fleetlog.ingest.store.writer import land
 
 
 def _store(db_path: Path) -> Path:

@@ -12,7 +12,7 @@ from fleetlog.analysis.diagnosis import Incident
 from fleetlog.analysis.pipeline import analyze_store
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.store import open_store
-from fleetlog.ingest.writer import land
+from fleetlog.ingest.store.writer import land
 
 
 def _analyze(cluster: Cluster, db_path: Path) -> list[Incident]:

@@ -10,7 +10,7 @@ from fleetlog.analysis.events import PROJECTION_TYPES, load_events
 from fleetlog.analysis.projections import fold_all, fold_jobs, fold_node_health, fold_topology
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.store import open_store
-from fleetlog.ingest.writer import land
+from fleetlog.ingest.store.writer import land
 
 
 def _events() -> list[c.Envelope]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.writer import land
+from fleetlog.ingest.store.writer import land
 
 T0 = 1_767_571_200_000_000  # 2026-01-05T00:00:00Z
 S = 1_000_000

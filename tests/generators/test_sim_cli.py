@@ -63,7 +63,7 @@ def test_bad_input_is_a_one_line_error(tmp_path: Path) -> None:
 def test_unreachable_broker_is_a_one_line_error(monkeypatch) -> None:
     """The publisher's own error (after kafka-python's 30 s bootstrap wait, faked here)."""
     from fleetlog.generators import sinks
-    from fleetlog.ingest.publish import PublishError
+    from fleetlog.ingest.kafka.producer import PublishError
 
     def refuse(self, bootstrap: str, **_: object) -> None:
         raise PublishError(f"cannot reach Kafka at {bootstrap} (KafkaTimeoutError): start it "

@@ -11,7 +11,7 @@ from fleetlog.generators.config import SimConfig, SimulationError
 from fleetlog.generators.run import simulate
 from fleetlog.generators.sinks import MemorySink, parse_target
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest.kafka.settings import KafkaSettings
 from fleetlog.ingest.store import open_store
 
 CONFIG = SimConfig(nodes=16, hours=0.5, seed=2, scenario="rack_power", fault_rate=20.0)

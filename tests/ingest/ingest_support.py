@@ -15,9 +15,9 @@ import duckdb
 import numpy as np
 
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.kafka_settings import KafkaSettings
-from fleetlog.ingest.publish import Publisher
-from fleetlog.ingest.shards import read_sidecar
+from fleetlog.ingest.kafka.producer import Publisher
+from fleetlog.ingest.kafka.settings import KafkaSettings
+from fleetlog.ingest.store.shards import read_sidecar
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = [f"n{i:04d}" for i in range(4)]

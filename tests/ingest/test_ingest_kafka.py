@@ -25,9 +25,9 @@ from ingest_support import (
     writer_processes,
 )
 
-from fleetlog.ingest import broker
 from fleetlog.ingest.ingester import KafkaIngest, default_topics, ingest_kafka
-from fleetlog.ingest.kafka_settings import KafkaSettings, resolve
+from fleetlog.ingest.kafka import broker
+from fleetlog.ingest.kafka.settings import KafkaSettings, resolve
 
 pytestmark = [pytest.mark.kafka]
 

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from fleetlog.cli.live import LiveIngest
 from fleetlog.ingest.pipeline import IngestStats
-from fleetlog.ingest.writer import BatchResult
+from fleetlog.ingest.store.writer import BatchResult
 
 
 def _stats() -> IngestStats:

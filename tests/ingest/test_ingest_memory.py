@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from ingest_support import rack_event
 
 from fleetlog.cli.main import cli
-from fleetlog.ingest.ingester import open_store_waiting
 from fleetlog.ingest.pipeline import malloc_in_use_bytes
 from fleetlog.ingest.store import StoreError
-from fleetlog.ingest.writer import SHED_TARGET, StoreWriter
+from fleetlog.ingest.store.database import open_store_waiting
+from fleetlog.ingest.store.writer import SHED_TARGET, StoreWriter
 
 
 def _buffer_pool_mb(writer: StoreWriter) -> float:

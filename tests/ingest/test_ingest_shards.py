@@ -9,8 +9,8 @@ import duckdb
 import pytest
 from ingest_support import rack_event
 
-from fleetlog.ingest.shards import group_offsets, handover, read_sidecar, write_sidecar
-from fleetlog.ingest.writer import open_writer
+from fleetlog.ingest.store.shards import group_offsets, handover, read_sidecar, write_sidecar
+from fleetlog.ingest.store.writer import open_writer
 
 
 def _shard(folder: Path, name: str, group: str, offsets: dict) -> Path:
@@ -89,7 +89,7 @@ def test_an_event_landed_by_two_shards_is_read_once(tmp_path: Path):
     shard."""
     from fleetlog.ingest import contract as c
     from fleetlog.ingest.store import open_union
-    from fleetlog.ingest.writer import land
+    from fleetlog.ingest.store.writer import land
 
     def incident(i: int, confidence: float, t: int) -> c.Envelope:
         return c.make_event(c.IncidentOpened(
@@ -116,8 +116,8 @@ def test_the_cross_shard_duplicates_are_found_once_per_state_of_the_shards(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Every command opens the store again: the duplicate scan is kept beside the shards and
     reused while they are unchanged; a shard written since is scanned afresh."""
-    from fleetlog.ingest import store
-    from fleetlog.ingest.writer import land
+    from fleetlog.ingest.store import database as store
+    from fleetlog.ingest.store.writer import land
 
     shared = [rack_event(1), rack_event(2)]
     land(tmp_path / "a.duckdb", [*shared, rack_event(3)])

@@ -11,8 +11,9 @@ import pytest
 from ingest_support import job_event, rack_event
 
 from fleetlog.ingest import contract as c
+from fleetlog.ingest.contract import DeadLetter
 from fleetlog.ingest.store import StoreError
-from fleetlog.ingest.writer import DeadLetter, land, open_writer
+from fleetlog.ingest.store.writer import land, open_writer
 
 
 def _rows(db: Path, sql: str) -> list[tuple]:
@@ -68,7 +69,7 @@ def test_a_failed_batch_leaves_nothing(db_path: Path, monkeypatch: pytest.Monkey
             raise duckdb.IOException("IO Error: No space left on device")
         original(self, table, data)
 
-    from fleetlog.ingest.writer import StoreWriter
+    from fleetlog.ingest.store.writer import StoreWriter
     original = StoreWriter._append
     monkeypatch.setattr(StoreWriter, "_append", broken)
     with pytest.raises(StoreError, match="disk is full"):
@@ -126,7 +127,7 @@ def test_snapshot_is_readable_while_the_writer_holds_the_store(tmp_path: Path) -
 
     from fleetlog.ingest import contract as c
     from fleetlog.ingest.store import open_store
-    from fleetlog.ingest.writer import Snapshotter, StoreWriter
+    from fleetlog.ingest.store.writer import Snapshotter, StoreWriter
 
     snap = tmp_path / "snap.duckdb"
     writer = StoreWriter(open_store(tmp_path / "live.duckdb"), snapshot=Snapshotter(snap, 0.0))

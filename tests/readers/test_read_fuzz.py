@@ -33,7 +33,7 @@ from fleetlog.ingest.readers import (
 from fleetlog.ingest.readers.base import ReadOptions, ReadResult
 from fleetlog.ingest.readers.errors import ReaderError
 from fleetlog.ingest.store import ensure_schema
-from fleetlog.ingest.writer import StoreWriter
+from fleetlog.ingest.store.writer import StoreWriter
 
 OPTS = ReadOptions(node="fuzz-node", tz=UTC, boot_time=datetime(2025, 1, 1, tzinfo=UTC),
                    year=2025, time=datetime(2025, 1, 1, tzinfo=UTC))

@@ -52,6 +52,8 @@ NOT_READABLE = [
     "dcgm/dcgm-exporter__1.x-compatibility-metrics.csv",  # counter lists (configuration)
     "dcgm/dcgm-exporter__dcp-metrics-included.csv",
     "dcgm/dcgm-exporter__default-counters.csv",
+    "faults/infinitehbd/fault_statistics.json",  # a published fault trace, not telemetry
+    "faults/infinitehbd/fault_trace.json",
     "network/infiniband_exporter/ibnetdiscover__test.out",  # topology
     "network/infiniband_exporter/ibswinfo__test1.out",  # switch inventory
     "network/node_exporter__ethtool__eth0_statistics.txt",  # Ethernet, not InfiniBand

@@ -14,7 +14,7 @@ from kafka import KafkaConsumer
 from readers_support import FIXTURES, capture, query, run
 
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest.kafka.settings import KafkaSettings
 from fleetlog.ingest.readers.scrape import parse_interval
 
 T4 = FIXTURES / "dcgm" / "datadog__dcgm-exporter-tesla-t4.metrics"

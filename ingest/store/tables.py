@@ -20,7 +20,7 @@ import pyarrow as pa
 from fleetlog.ingest import contract as c
 
 if TYPE_CHECKING:
-    from fleetlog.ingest.writer import DeadLetter
+    from fleetlog.ingest.contract import DeadLetter
 
 TS: Final = pa.timestamp("us", tz="UTC")
 _json = msgspec.json.Encoder()

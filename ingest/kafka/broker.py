@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from fleetlog.ingest.contract.errors import FleetlogError
+
 KAFKA_VERSION: Final = "4.3.1"  # newest release whose kafka-tools jar Maven Central serves here
 LOG4J_VERSION: Final = "2.26.1"
 SLF4J_VERSION: Final = "2.0.17"
@@ -32,7 +34,7 @@ DEFAULT_PORT: Final = 9092
 DEFAULT_DATA_DIR: Final = Path(".fleetlog/kafka")
 
 
-class BrokerError(Exception):
+class BrokerError(FleetlogError):
     """A broker operation failed; the message names the cause and what to do."""
 
 

@@ -27,6 +27,8 @@ from typing import Any, ClassVar, Final
 import msgspec
 import numpy as np
 
+from fleetlog.ingest.contract.time_range import RANGE_TEXT, in_range
+
 # --------------------------------------------------------------------------------------------
 # Topics (DESIGN.md section 5). The prefix is configurable so pipelines can share a broker.
 
@@ -752,7 +754,6 @@ _json_envelope = msgspec.json.Decoder(_WireEnvelope)
 _msgpack_payload = {t: msgspec.msgpack.Decoder(cls) for t, cls in PAYLOAD_TYPES.items()}
 _json_payload = {t: msgspec.json.Decoder(cls) for t, cls in PAYLOAD_TYPES.items()}
 _MAX_VERSION_GAP: Final = 100
-_MAX_TIME_US: Final = 7_258_118_400_000_000  # 2200-01-01T00:00:00Z
 
 
 def encode(event: Envelope) -> bytes:
@@ -785,9 +786,9 @@ def _decode(data: bytes) -> Envelope | DecodeFailure:
         wire = (_json_envelope if is_json else _msgpack_envelope).decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return DecodeFailure(stage="envelope", reason=str(exc)[:500])
-    if not 0 <= wire.time_us <= _MAX_TIME_US:
+    if not in_range(wire.time_us):
         return DecodeFailure(
-            stage="envelope", reason=f"event time {wire.time_us} us is outside 1970..2200",
+            stage="envelope", reason=f"event time {wire.time_us} us is outside {RANGE_TEXT}",
             event_type=wire.type, event_id=wire.id,
         )
     cls = PAYLOAD_TYPES.get(wire.type)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetlog.ingest.errors import BrokerUnavailable
-from fleetlog.ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest.kafka.settings import KafkaSettings
 
 TP = tuple[str, int]
 

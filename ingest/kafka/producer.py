@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.kafka_settings import KafkaSettings
+from fleetlog.ingest.contract.errors import FleetlogError
+from fleetlog.ingest.kafka.settings import KafkaSettings
 
 
-class PublishError(Exception):
+class PublishError(FleetlogError):
     """Events could not be delivered; the message names the broker and what to do."""
 
 

@@ -24,33 +24,8 @@ import duckdb
 import pyarrow as pa
 
 from fleetlog.ingest import contract as c
-from fleetlog.ingest import tables
-from fleetlog.ingest.store import StoreError, open_store
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """Input that could not become an event, kept with where it came from and why."""
-
-    origin: str  # Kafka topic or file path
-    stage: str
-    error: str
-    raw: bytes | None = None
-    partition: int | None = None
-    offset: int | None = None  # Kafka offset, or line number for files
-    event_type: str | None = None
-    event_id: str | None = None
-
-    @classmethod
-    def from_failure(
-        cls, failure: c.DecodeFailure, *, origin: str, raw: bytes | None,
-        partition: int | None = None, offset: int | None = None,
-    ) -> DeadLetter:
-        return cls(
-            origin=origin, stage=failure.stage, error=failure.reason, raw=raw,
-            partition=partition, offset=offset, event_type=failure.event_type,
-            event_id=failure.event_id,
-        )
+from fleetlog.ingest.contract import DeadLetter
+from fleetlog.ingest.store import StoreError, open_store, tables
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from fleetlog.ingest.contract import DEFAULT_TOPIC_PREFIX
+from fleetlog.ingest.contract.errors import FleetlogError
 
 DEFAULT_BOOTSTRAP: Final = "127.0.0.1:9092"
 ENV_PREFIX: Final = "FLEETLOG_KAFKA_"
@@ -28,7 +29,7 @@ _KEYS: Final = (
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 
-class KafkaConfigError(ValueError):
+class KafkaConfigError(FleetlogError, ValueError):
     """The Kafka settings are inconsistent; the message says which one to fix."""
 
 
@@ -206,7 +207,7 @@ def settings_for(
     config_file: str | Path | None = None,
 ) -> KafkaSettings:
     """Resolve settings the way every command does, including the local broker's state file."""
-    from fleetlog.ingest.broker import data_dir_default
+    from fleetlog.ingest.kafka.broker import data_dir_default
 
     return resolve(
         bootstrap, config_file=config_file, topic_prefix=topic_prefix,

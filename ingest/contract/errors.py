@@ -1,0 +1,19 @@
+"""The one root of fleetlog's exceptions. Each message is one line that says what to do.
+
+Every failure a user can act on derives from ``FleetlogError``; the CLI turns exactly this class
+into a one-line message (``fleetlog.cli.errors.translate``), anything else is a bug and keeps its
+traceback. Bad input is never an exception: it becomes a dead letter (``DeadLetter``).
+
+The families, each defined beside the code that raises it:
+- ``StoreError`` (``store.schema``): the DuckDB file is missing, locked, full or unreadable;
+- ``BrokerError``, ``KafkaConfigError``, ``PublishError`` (``kafka``): the broker runner, the
+  connection settings, the producer;
+- ``IngestError`` (``ingest.errors``) and ``ReaderError`` (``readers.errors``), ``ReplayError``;
+- ``SimulationError`` (generators), ``AnalysisError``, ``QueryError``, ``ReportError`` (analysis).
+"""
+
+from __future__ import annotations
+
+
+class FleetlogError(Exception):
+    """A failure the user can act on; the message's first line says what to do."""
