@@ -1,8 +1,9 @@
 """Healthy capacity of each virtual cluster at a moment, and whether a failed job should migrate.
 
-Read from events only (no generator): the virtual cluster and spare flag of each node come from
-``node.registered``, which nodes are busy from the jobs' placements, and which are out of service
-from the host events and the stored incidents. A node is *out* (suspect, drained or down):
+Read from the projections only (no generator, no store): the virtual cluster and spare flag of
+each node come from the topology (``node.registered``), which nodes are busy from the jobs'
+placements (``analysis.job_history``), and which are out of service from node health's outages
+and the stored incidents. A node is *out* (suspect, drained or down):
 - from ``node.went_down`` to ``node.came_up``, from ``node.maintenance_started`` to ``_ended``;
 - from the detection of an incident rooted on it (a GPU, NIC or node of it, a link facing it, its
   rack, its leaf switch; not ``software``) until it is seen healthy again: a job placed, restarted
@@ -14,7 +15,7 @@ restarts a failed job on spares, then on other idle nodes of its virtual cluster
 that needs k fresh nodes has to wait when fewer than k are idle and healthy there (the local pool
 lacks healthy capacity). Moving the whole job to another virtual cluster with enough idle
 healthy nodes (Project Forge: pause, checkpoint, move, resume; a failed job resumes from its
-last checkpoint) costs ``MIGRATE_S`` more than a local restart.
+last checkpoint) costs ``whatif.MIGRATE_S`` more than a local restart.
 
 Waiting estimate (the migration's GPU-hours saved). Nodes go out and come back by *cause* (an
 incident or a host outage: a leaf switch takes 32 nodes out and its repair brings all of them
@@ -32,23 +33,14 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
-
-import duckdb
+from typing import Final
 
 from fleetlog.analysis.job_history import US, JobHistory
-from fleetlog.analysis.projections import Topology
+from fleetlog.analysis.projections import NodeHealth, Topology
+from fleetlog.analysis.stored_incidents import StoredIncident
 
-if TYPE_CHECKING:
-    from fleetlog.analysis.whatif_data import StoredIncident
-
-# Extra time a migration takes over a local restart: the checkpoint read from the other virtual
-# cluster's storage and the scheduler's move. An assumption (the simulator's move takes
-# 60-180 s; cross-cluster moves in production are slower), stated so it can be challenged.
-MIGRATE_S: Final = 300.0
 DEFAULT_REPAIR_S: Final = 4 * 3600.0  # drained nodes come back within hours (no measurement yet)
 NOT_DRAINING: Final = frozenset({"software"})  # a bug in the job takes no node out
-_OUT_TYPES: Final = ("node.went_down", "node.maintenance_started")
 
 
 @dataclass(frozen=True)
@@ -188,27 +180,14 @@ def _next(times: Sequence[int], after: int) -> int | None:
     return times[i] if i < len(times) else None
 
 
-def load_capacity(con: duckdb.DuckDBPyConnection, topo: Topology,
-                  jobs: Mapping[str, JobHistory],
-                  incidents: Sequence[StoredIncident]) -> Capacity:
-    """Out-of-service spans of every node from the host events and the stored incidents."""
-    back: dict[str, list[int]] = {}
+def build_capacity(topo: Topology, health: NodeHealth, jobs: Mapping[str, JobHistory],
+                   incidents: Sequence[StoredIncident]) -> Capacity:
+    """Out-of-service spans of every node from node health's outages and the stored
+    incidents."""
     spans: dict[str, list[tuple[int, int | None, str]]] = {}
-    open_host: dict[tuple[str, str], int] = {}
-    for node, kind, ts in con.execute(
-        "SELECT node, type, epoch_us(ts) FROM host_events WHERE type IN "
-        "('node.went_down', 'node.came_up', 'node.maintenance_started', "
-        "'node.maintenance_ended') ORDER BY ts, node").fetchall():
-        family = "down" if kind in ("node.went_down", "node.came_up") else "maintenance"
-        if kind in _OUT_TYPES:
-            open_host.setdefault((node, family), int(ts))
-        else:
-            back.setdefault(node, []).append(int(ts))
-            start = open_host.pop((node, family), None)
-            if start is not None:
-                spans.setdefault(node, []).append((start, int(ts), f"{family}:{node}:{start}"))
-    for (node, family), start in open_host.items():
-        spans.setdefault(node, []).append((start, None, f"{family}:{node}:{start}"))
+    for outage in health.outages:
+        spans.setdefault(outage.node, []).append((outage.start_us, outage.end_us, outage.cause))
+    back = {node: sorted(times) for node, times in health.back_us.items()}
     placed = _placed_times(jobs)
     for s in incidents:
         if s.incident.category in NOT_DRAINING:

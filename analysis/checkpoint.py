@@ -63,6 +63,14 @@ def expected_loss_fraction(interval_s: float, checkpoint_s: float, restart_s: fl
     return min(1.0, overhead + rework)
 
 
+def lead_covers_checkpoint(lead_s: float, checkpoint_s: float) -> bool:
+    """A warning ``lead_s`` ahead leaves time for a checkpoint-now to complete first: the
+    failure then costs that checkpoint, not the work since the last periodic one. The replay
+    (``analysis.whatif``) and the recommended interval (``analysis.job_actions``) use this one
+    rule."""
+    return lead_s > checkpoint_s
+
+
 def _check(checkpoint_s: float, mtbf_s: float) -> None:
     if checkpoint_s <= 0 or mtbf_s <= 0:
         raise ValueError("checkpoint time and MTBF must be positive")

@@ -16,8 +16,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from fleetlog.analysis.events import load_events
-from fleetlog.analysis.projections import Projections, fold_all
+from fleetlog.analysis.events import fold_store
+from fleetlog.analysis.projections import Projections
 
 US: int = 1_000_000
 
@@ -97,7 +97,7 @@ def build_context(
     since = bounds[0] if since_us is None else since_us
     until = bounds[1] + 1 if until_us is None else until_us
     interval = infer_interval_us(con, max(since - int(lookback_s * US), bounds[0]), until)
-    projections = fold_all(load_events(con, until_us=until))
+    projections = fold_store(con, until_us=until)
     return AnalysisContext(
         con=con, since_us=since, until_us=until, interval_us=interval,
         lookback_us=int(lookback_s * US), projections=projections,

@@ -25,14 +25,14 @@ Metrics:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 import numpy as np
 
-from fleetlog.analysis.context import US
+from fleetlog.analysis.context import US, infer_interval_us
 from fleetlog.analysis.diagnosis import Incident
 from fleetlog.analysis.pipeline import AnalysisResult, analyze_store
 from fleetlog.analysis.projections import Topology
@@ -131,6 +131,22 @@ def match(
     false_alarms = [inc for i, inc in enumerate(incidents) if i not in related_i]
     duplicates = [inc for i, inc in enumerate(incidents) if i in related_i and i not in used_i]
     return matches, false_alarms, duplicates
+
+
+def truth_by_incident(
+    con: duckdb.DuckDBPyConnection, incidents: Mapping[str, Incident], topo: Topology,
+    since_us: int, until_us: int,
+) -> dict[str, TruthFault]:
+    """Incident id -> the truth fault ``match`` pairs it with, over the data in
+    ``[since_us, until_us)`` (its sample interval; open faults end at ``until_us``). The what-if
+    replay (``analysis.whatif_data``) attributes failures with it."""
+    faults = load_truth(con)
+    if not faults or not incidents:
+        return {}
+    interval = infer_interval_us(con, since_us, until_us)
+    by_object = {id(incident): incident_id for incident_id, incident in incidents.items()}
+    matches, _fa, _dup = match(list(incidents.values()), faults, topo, interval, until_us)
+    return {by_object[id(m.incident)]: m.fault for m in matches if m.incident is not None}
 
 
 def _ac(incident: Incident | None, fault: TruthFault, k: int) -> float:

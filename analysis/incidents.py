@@ -1,5 +1,6 @@
 """Incidents as events: ``incident.opened`` written to the store (the ``incidents`` view) and, when
-a broker is given, published on ``<prefix>.analysis``.
+a broker is given, published on ``<prefix>.analysis``. Both go through the kernel's one ``Sink``
+(``StoreSink``, ``KafkaSink``), as every other stage's events do.
 
 The event id is the incident id (a hash of category, root entity and first symptom), so running
 the analysis twice over the same data stores nothing new: the writer skips ids it already has.
@@ -18,8 +19,11 @@ import duckdb
 
 from fleetlog.analysis.diagnosis import Incident
 from fleetlog.ingest import contract as c
+from fleetlog.ingest.contract import Sink
 from fleetlog.ingest.contract.errors import FleetlogError
 from fleetlog.ingest.kafka.settings import KafkaSettings
+from fleetlog.ingest.kafka.sink import KafkaSink
+from fleetlog.ingest.store.sink import StoreSink
 
 SOURCE: Final = "fleetlog-analysis"
 MAX_EVIDENCE: Final = 200
@@ -48,27 +52,29 @@ def to_event(incident: Incident) -> c.Envelope:
 
 
 def store_incidents(con: duckdb.DuckDBPyConnection, incidents: Sequence[Incident]) -> int:
-    """Write ``incident.opened`` events through the shared writer; returns how many were new."""
-    from fleetlog.ingest.store.writer import StoreWriter
-
+    """Write ``incident.opened`` events to the store behind ``con`` (the kernel's ``StoreSink``,
+    sharing the connection: it stays open); returns how many were new."""
     if not incidents:
         return 0
-    writer = StoreWriter(con)  # shares the connection: do not close it here
-    result = writer.write_batch([to_event(i) for i in incidents])
-    return result.events
+    return _emit(StoreSink.sharing(con), incidents)
 
 
 def publish_incidents(
     settings: KafkaSettings, incidents: Sequence[Incident], topic_prefix: str | None = None
 ) -> int:
-    from fleetlog.ingest.kafka.producer import Publisher
-
+    """Publish ``incident.opened`` events on ``<prefix>.analysis`` (the kernel's
+    ``KafkaSink``); returns how many were sent."""
     if not incidents:
         return 0
-    with Publisher(settings, topic_prefix=topic_prefix) as publisher:
-        for incident in incidents:
-            publisher.send(to_event(incident))
-    return len(incidents)
+    return _emit(KafkaSink(settings, topic_prefix=topic_prefix), incidents)
+
+
+def _emit(sink: Sink, incidents: Sequence[Incident]) -> int:
+    try:
+        sink.write([to_event(i) for i in incidents])
+    finally:
+        sink.close()
+    return sink.totals.events
 
 
 def incident_row(incident: Incident) -> dict[str, Any]:

@@ -4,13 +4,15 @@ For each incident that affects jobs:
 - ``restart_from_checkpoint`` for every job whose ``job.failed`` is in the incident's evidence:
   restart from the last checkpoint on spare nodes, leaving out the suspect node(s) (the nodes the
   incident's root sits on that the job held). Estimated saving, only for hangs and slowdowns
-  (nccl_hang, gpu_thermal, sdc, cooling, storage — a crash is seen at exit by any scheduler):
+  (``job_history.IMPLICIT_CATEGORIES``: nccl_hang, gpu_thermal, sdc, cooling, storage — a crash
+  is seen at exit by any scheduler):
   ``gpus × max(0, watchdog − detection delay) / 3600`` GPU-hours, the detection delay being the
   incident's detection time minus its first symptom.
 - ``migrate_job`` instead of the restart when the job's virtual cluster lacks healthy capacity
   (fewer healthy idle nodes than the restart needs) and another virtual cluster has room for the
   whole job (``analysis.capacity``: how capacity is read from events, and the estimate of the
-  wait). Estimated saving: ``gpus × max(0, expected wait for the local pool − MIGRATE_S) / 3600``,
+  wait). Estimated saving: ``gpus × max(0, expected wait for the local pool − MIGRATE_S) / 3600``
+  (``whatif.MIGRATE_S``),
   plus the restart's own saving above.
 - ``checkpoint_now`` for every job running on the incident's nodes when a precursor incident
   (gpu_hbm, gpu_sram, gpu_thermal, network — rising ECC or link symbol errors) is detected, if the
@@ -27,11 +29,11 @@ For each incident that affects jobs:
 - ``set_checkpoint_interval`` once per affected job: Daly's interval (``analysis.checkpoint``) for
   its δ and its MTBF (the fleet's measured node MTBF ÷ the job's nodes; failures a precursor
   warned early enough for a checkpoint-now are not counted: they cost that checkpoint, not
-  periodic rework — ``precursors.lead_covers_checkpoint``, the rule the what-if replay applies),
+  periodic rework — ``checkpoint.lead_covers_checkpoint``, the rule the what-if replay applies),
   when it differs from the job's submitted interval by more than 10%. Estimated saving:
   ``gpus × wall hours × (loss(current interval) − loss(Daly))`` with ``expected_loss_fraction``.
 
-No truth is read: only jobs, topology and the stored incidents.
+No truth is read: only the projections (jobs, node health, topology) and the stored incidents.
 """
 
 from __future__ import annotations
@@ -42,26 +44,30 @@ from typing import Final
 
 import duckdb
 
-from fleetlog.analysis.capacity import MIGRATE_S, Capacity, MigrationCheck, load_capacity
+from fleetlog.analysis.capacity import Capacity, MigrationCheck, build_capacity
 from fleetlog.analysis.checkpoint import (
     daly_interval,
     expected_loss_fraction,
     job_mtbf_s,
+    lead_covers_checkpoint,
     node_count,
     node_mtbf_s,
 )
-from fleetlog.analysis.job_history import US, JobHistory, load_jobs
-from fleetlog.analysis.precursors import can_swap, earliest_warning, lead_covers_checkpoint
-from fleetlog.analysis.whatif_data import (
+from fleetlog.analysis.events import HISTORY_TYPES, fold_store
+from fleetlog.analysis.job_history import (
     IMPLICIT_CATEGORIES,
-    PRECURSOR_CATEGORIES,
+    US,
+    JobHistory,
+    failure_start_us,
+    job_histories,
+)
+from fleetlog.analysis.precursors import PRECURSOR_CATEGORIES, can_swap, earliest_warning
+from fleetlog.analysis.stored_incidents import (
     StoredIncident,
     explaining_incidents,
-    failure_start_us,
-    last_steps,
     load_incidents,
-    load_topology,
 )
+from fleetlog.analysis.whatif import MIGRATE_S
 from fleetlog.ingest import contract as c
 
 INTERVAL_TOLERANCE: Final = 0.10
@@ -136,20 +142,18 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def _failure_leads(con: duckdb.DuckDBPyConnection, jobs: dict[str, JobHistory],
-                   incidents: list[StoredIncident], precursors: list[StoredIncident]
-                   ) -> list[tuple[JobHistory, float]]:
+def _failure_leads(jobs: dict[str, JobHistory], incidents: list[StoredIncident],
+                   precursors: list[StoredIncident]) -> list[tuple[JobHistory, float]]:
     """Per job failure: the job, and the lead of the earliest precursor that warned it (0: none)
     up to when the failure began — as the replay measures it (``whatif_data.failure_record``),
     with the category from the incident that explains the failure (no truth here)."""
     explaining = explaining_incidents(incidents)
-    steps = last_steps(con)
     out = []
     for h in jobs.values():
         for fail_us, event_id in h.failures:
             s = explaining.get(event_id)
             at_us = failure_start_us(h, fail_us, s.incident.category if s else "",
-                                     steps.get(event_id))
+                                     h.last_step_before.get(event_id))
             lead, _first = earliest_warning(h, at_us, set(h.nodes_at(fail_us - 1)), precursors)
             out.append((h, lead))
     return out
@@ -199,12 +203,12 @@ def _unwarned_node_mtbf_s(jobs: dict[str, JobHistory],
 
 def job_actions(con: duckdb.DuckDBPyConnection, *, watchdog_s: float = 1800.0) -> list[JobAction]:
     """Job-level actions for every stored incident that affects jobs, in time order."""
-    jobs = load_jobs(con)
-    topo = load_topology(con)
-    incidents = load_incidents(con, topo)
-    capacity = load_capacity(con, topo, jobs, incidents)
+    state = fold_store(con, HISTORY_TYPES)
+    jobs = job_histories(state.jobs)
+    incidents = load_incidents(con, state.topology)
+    capacity = build_capacity(state.topology, state.health, jobs, incidents)
     precursors = [s for s in incidents if s.incident.category in PRECURSOR_CATEGORIES]
-    leads = _failure_leads(con, jobs, incidents, precursors)
+    leads = _failure_leads(jobs, incidents, precursors)
     lead_s = _median_lead_s(leads)
     failed = {event_id: (h, t) for h in jobs.values() for t, event_id in h.failures}
     node_mtbf = _unwarned_node_mtbf_s(jobs, leads)

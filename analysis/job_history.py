@@ -1,24 +1,28 @@
-"""What the store says about each job: size, lifetime, placements, checkpoints and failures.
+"""What the store says about each job, summarised from the jobs projection: size, lifetime,
+placements, checkpoints, failures, and the medians the replay and the recommendations use.
 
-Shared by the what-if replay (``analysis.whatif_data``) and the job-level recommendations
-(``analysis.job_actions``). Reads the ``job_events`` view only.
+Read by the what-if replay (``analysis.whatif_data``), capacity (``analysis.capacity``) and the
+job-level recommendations (``analysis.job_actions``). Nothing here reads the store: the facts
+come from ``projections.Jobs`` (folded with the step reports: ``events.HISTORY_TYPES``), this
+module only groups them per job and fills the defaults.
 """
 
 from __future__ import annotations
 
 import bisect
-import json
 import statistics
+from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Final
 
-import duckdb
+from fleetlog.analysis.projections import JobFailure, Jobs
 
 US: Final = 1_000_000
 DEFAULT_RESTART_S: Final = 600.0  # when a job never restarted
 DEFAULT_CHECKPOINT_S: Final = 60.0  # when no job in the store completed a checkpoint
-_PLACING: Final = ("job.placed", "job.restarted", "job.migrated")
+# Hangs and slowdowns: nothing exits, a timeout must notice them (a crash is seen at exit).
+IMPLICIT_CATEGORIES: Final = frozenset({"nccl_hang", "gpu_thermal", "sdc", "cooling", "storage"})
 
 
 @dataclass
@@ -39,6 +43,8 @@ class JobHistory:
     # failure event id -> overhead_s of the job.restarted that followed it (includes any wait
     # for healthy nodes: the scheduler restarts only when it has them)
     restart_after: dict[str, float] = field(default_factory=dict)
+    # failure event id -> the job's last step report before it
+    last_step_before: dict[str, int] = field(default_factory=dict)
 
     @property
     def wall_s(self) -> float:
@@ -74,55 +80,44 @@ class JobHistory:
         return self.first_us <= ts_us and (self.ended_us is None or ts_us < self.ended_us)
 
 
-def load_jobs(con: duckdb.DuckDBPyConnection) -> dict[str, JobHistory]:
-    """Every job in the store, with what the replay and the recommendations need."""
-    jobs: dict[str, JobHistory] = {}
-    for job, first, last in con.execute(
-        "SELECT job, epoch_us(min(ts)), epoch_us(max(ts)) FROM job_events GROUP BY job"
-    ).fetchall():
-        jobs[job] = JobHistory(job, first_us=int(first), last_us=int(last))
-    overheads: dict[str, list[float]] = {}
-    durations: dict[str, list[float]] = {}
-    rows = con.execute(
-        "SELECT job, type, epoch_us(ts), event_id, payload FROM job_events WHERE type IN "
-        "('job.submitted', 'job.placed', 'job.restarted', 'job.migrated', 'job.failed', "
-        "'job.checkpoint_completed', 'job.completed', 'job.cancelled') "
-        "ORDER BY job, ts, event_id"
-    ).fetchall()
-    pending: dict[str, str] = {}  # job -> its last failure not yet followed by a restart
-    for job, kind, ts_us, event_id, payload in rows:
-        h = jobs[job]
-        body = json.loads(payload) if isinstance(payload, str) else dict(payload or {})
-        where = body.get("to_vcluster") or body.get("vcluster")
-        if kind in ("job.submitted", "job.placed", "job.migrated") and where:
-            h.vclusters.append((int(ts_us), str(where)))
-        if kind == "job.submitted":
-            h.gpus = int(body.get("gpus", 0))
-            h.interval_s = float(body.get("checkpoint_interval_s", 3600.0))
-        elif kind == "job.failed":
-            h.failures.append((int(ts_us), str(event_id)))
-            pending[job] = str(event_id)
-        elif kind == "job.checkpoint_completed":
-            h.checkpoints.append(int(ts_us))
-            durations.setdefault(job, []).append(float(body.get("duration_s", 0.0)))
-        elif kind in ("job.completed", "job.cancelled"):
-            h.ended_us = int(ts_us)
-        if kind in _PLACING and body.get("nodes"):
-            h.placements.append((int(ts_us), tuple(body["nodes"])))
-        if kind == "job.restarted" and body.get("overhead_s"):
-            overheads.setdefault(job, []).append(float(body["overhead_s"]))
-            if job in pending:
-                h.restart_after[pending.pop(job)] = float(body["overhead_s"])
-    every = [d for ds in durations.values() for d in ds if d > 0]
+def job_histories(jobs: Jobs) -> dict[str, JobHistory]:
+    """Every job of the projection, by name, with what the replay and the recommendations
+    need."""
+    placements: dict[str, list[tuple[int, tuple[str, ...]]]] = defaultdict(list)
+    for p in jobs.placements:
+        if p.nodes:  # a restart naming no nodes (some schedulers' records) moves nothing
+            placements[p.job].append((p.start_us, p.nodes))
+    completed: dict[str, list[int]] = defaultdict(list)
+    durations: dict[str, list[float]] = defaultdict(list)
+    for cp in jobs.checkpoints:
+        if cp.completed_us is not None:
+            completed[cp.job].append(cp.completed_us)
+            if cp.duration_s is not None and cp.duration_s > 0:
+                durations[cp.job].append(cp.duration_s)
+    failures: dict[str, list[JobFailure]] = defaultdict(list)
+    for f in jobs.failures:
+        failures[f.job].append(f)
+    every = [d for ds in durations.values() for d in ds]
     fleet_delta = statistics.median(every) if every else DEFAULT_CHECKPOINT_S
-    for job, h in jobs.items():
-        mine = [d for d in durations.get(job, []) if d > 0]
-        h.checkpoint_s = statistics.median(mine) if mine else fleet_delta
-        if overheads.get(job):
-            h.restart_s = statistics.median(overheads[job])
+    out: dict[str, JobHistory] = {}
+    for name, info in sorted(jobs.jobs.items()):
+        mine = failures[name]
+        overheads = [o for o in info.restart_overheads_s if o]
+        h = out[name] = JobHistory(
+            name, gpus=info.gpus, first_us=info.first_us, last_us=info.last_us,
+            interval_s=info.checkpoint_interval_s,
+            checkpoint_s=statistics.median(durations[name]) if durations[name] else fleet_delta,
+            restart_s=statistics.median(overheads) if overheads else DEFAULT_RESTART_S,
+            placements=placements[name], failures=[(f.ts_us, f.event_id) for f in mine],
+            checkpoints=sorted(completed[name]), ended_us=info.ended_us,
+            vclusters=list(info.vclusters),
+            restart_after={f.event_id: f.restart_overhead_s for f in mine
+                           if f.restart_overhead_s is not None},
+            last_step_before={f.event_id: f.last_step_us for f in mine
+                              if f.last_step_us is not None})
         if h.gpus <= 0 and h.placements:
             h.gpus = 8 * len(h.placements[0][1])
-    return jobs
+    return out
 
 
 def fleet_restart_s(jobs: dict[str, JobHistory], exclude: Collection[str] = ()) -> float:
@@ -133,3 +128,13 @@ def fleet_restart_s(jobs: dict[str, JobHistory], exclude: Collection[str] = ()) 
     if not every:
         every = [o for h in jobs.values() for o in h.restart_after.values()]
     return statistics.median(every) if every else DEFAULT_RESTART_S
+
+
+def failure_start_us(h: JobHistory, fail_us: int, category: str,
+                     last_step_us: int | None) -> int:
+    """When a failure began: a hang or slowdown (``IMPLICIT_CATEGORIES``) at the job's last
+    step report before its ``job.failed``, anything else at the ``job.failed``."""
+    if (category in IMPLICIT_CATEGORIES and last_step_us is not None
+            and h.first_us <= last_step_us < fail_us):
+        return last_step_us
+    return fail_us

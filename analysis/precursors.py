@@ -16,22 +16,16 @@ one checkpoint and one restart, and no work since a checkpoint is lost.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from fleetlog.analysis.capacity import Capacity
 from fleetlog.analysis.job_history import US, JobHistory
+from fleetlog.analysis.stored_incidents import StoredIncident
+from fleetlog.analysis.whatif import Alarm
 
-if TYPE_CHECKING:
-    from fleetlog.analysis.whatif_data import StoredIncident
-
+# Incidents that come before a failure: rising ECC, SRAM errors, a hot GPU, link symbol errors.
+PRECURSOR_CATEGORIES: Final = frozenset({"gpu_hbm", "gpu_sram", "gpu_thermal", "network"})
 STILL_OPEN_US: Final = 600 * US
-
-
-@dataclass(frozen=True)
-class Alarm:
-    at_s: float  # detection, seconds since the job's start
-    swap: bool  # fleetlog would swap the suspect node out (one node, a healthy spare at hand)
 
 
 def warnings_for(h: JobHistory, at_us: int, nodes: set[str],
@@ -49,14 +43,6 @@ def earliest_warning(h: JobHistory, at_us: int, nodes: set[str],
     first = min(warnings_for(h, at_us, nodes, precursors),
                 key=lambda p: (p.incident.detect_us, p.incident_id), default=None)
     return ((at_us - first.incident.detect_us) / US, first) if first else (0.0, None)
-
-
-def lead_covers_checkpoint(lead_s: float, checkpoint_s: float) -> bool:
-    """A warning ``lead_s`` ahead leaves time for a checkpoint-now to complete first: the
-    failure then costs that checkpoint, not the work since the last periodic one. The replay
-    (``analysis.whatif``) and the recommended interval (``analysis.job_actions``) use this one
-    rule."""
-    return lead_s > checkpoint_s
 
 
 def can_swap(capacity: Capacity, h: JobHistory, p: StoredIncident) -> bool:

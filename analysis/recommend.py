@@ -22,7 +22,7 @@ from fleetlog.analysis.job_actions import job_actions
 from fleetlog.analysis.remediation import Failure, RemediationConfig, plan
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.store import open_store, store_files
-from fleetlog.ingest.store.writer import StoreWriter
+from fleetlog.ingest.store.sink import StoreSink
 
 _GPU_CATEGORIES = ("gpu_hw", "gpu_hbm", "gpu_sram", "gpu_gsp")
 
@@ -100,7 +100,9 @@ def recommend(
                          "catalog_action": None, "reason": job_action.reason,
                          "gpu_hours_saved": job_action.gpu_hours_saved, "after": after})
         if write and events:
-            StoreWriter(con).write_batch(events)
+            sink = StoreSink.sharing(con)  # the analysis results' one sink
+            sink.write(events)
+            sink.close()
         return rows
     finally:
         con.close()

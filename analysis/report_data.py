@@ -1,18 +1,26 @@
-"""What a batch report says, computed from the store's public views for one time window.
+"""What a batch report says, computed from the store for one time window.
 
-Every figure here is a query over views any store has (nodes, host_events, xid_events,
-job_events, incidents, recommendations, dead_letters), so a report works on simulated and on
-imported real data alike, and the same window always gives the same numbers.
+Node health and job figures come from the projections folded over the store's events (node
+health up to the window's end; the jobs over the window's events alone); the rest is a query
+over views any store has (nodes, xid_events, incidents, recommendations, dead_letters). So a
+report works on simulated and on imported real data alike, and the same window always gives the
+same numbers.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import duckdb
 
+from fleetlog.analysis.events import HOST_TYPES, INVENTORY_TYPES, JOB_TYPES, fold_store
+from fleetlog.analysis.job_history import US
+from fleetlog.analysis.projections import Jobs, NodeHealth
+from fleetlog.ingest.contract import to_us
 from fleetlog.ingest.contract.errors import FleetlogError
 
 
@@ -58,24 +66,21 @@ def _records(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> lis
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
-def fleet_health(con: duckdb.DuckDBPyConnection, w: Window) -> dict[str, Any]:
+def fleet_health(con: duckdb.DuckDBPyConnection, w: Window, health: NodeHealth,
+                 jobs: Jobs) -> dict[str, Any]:
+    """The fleet, node health at the window's end (``health``), and counts in the window
+    (``jobs``: the window's job events folded)."""
     fleet = _records(con, """SELECT count(*) AS nodes, coalesce(sum(gpu_count), 0) AS gpus,
         count(*) FILTER (WHERE spare) AS spares, count(DISTINCT rack) AS racks FROM nodes""", [])[0]
-    states = _records(con, """
-        WITH last AS (
-            SELECT node, arg_max(type, ts) AS last_type FROM host_events WHERE ts <= ?
-            GROUP BY node)
-        SELECT count(*) FILTER (WHERE last_type = 'node.went_down') AS down,
-               count(*) FILTER (WHERE last_type = 'node.maintenance_started') AS in_maintenance
-        FROM last""", [w.end])[0]
+    states = list(health.state.values())
     counts = _records(con, """SELECT
         (SELECT count(*) FROM incidents WHERE start_ts BETWEEN ? AND ?) AS incidents,
-        (SELECT count(*) FROM xid_events WHERE ts BETWEEN ? AND ? AND fatal) AS fatal_xids,
-        (SELECT count(*) FROM job_events WHERE ts BETWEEN ? AND ? AND type = 'job.failed')
-            AS job_failures,
-        (SELECT count(*) FROM dead_letters) AS dead_letters""",
-        [w.start, w.end] * 3)[0]
-    return {**fleet, **states, **counts}
+        (SELECT count(*) FROM xid_events WHERE ts BETWEEN ? AND ? AND fatal) AS fatal_xids""",
+        [w.start, w.end] * 2)[0]
+    dead_letters = _records(con, "SELECT count(*) AS dead_letters FROM dead_letters", [])[0]
+    return {**fleet, "down": states.count("down"), "in_maintenance": states.count("maintenance"),
+            **counts, "job_failures": sum(info.failures for info in jobs.jobs.values()),
+            **dead_letters}
 
 
 def incidents(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[str, Any]]:
@@ -95,32 +100,37 @@ def incidents_by_category(con: duckdb.DuckDBPyConnection, w: Window) -> list[dic
         [w.start, w.end])
 
 
-def jobs_goodput(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[str, Any]]:
-    """Per job: ETTR = productive time ÷ wall time in the window (Meta's definition), where
-    unproductive time is work lost to failures, restart overhead and checkpoint writes."""
-    return _records(con, """
-        WITH size AS (
-            SELECT job, arg_max(TRY_CAST(payload->>'gpus' AS INTEGER), ts) AS gpus
-            FROM job_events WHERE type = 'job.submitted' GROUP BY job),
-        win AS (
-            SELECT job,
-                epoch(max(ts) - min(ts)) AS wall_s,
-                coalesce(sum(TRY_CAST(payload->>'lost_s' AS DOUBLE))
-                         FILTER (WHERE type = 'job.failed'), 0) AS lost_s,
-                coalesce(sum(TRY_CAST(payload->>'overhead_s' AS DOUBLE))
-                         FILTER (WHERE type = 'job.restarted'), 0) AS restart_s,
-                coalesce(sum(duration_s) FILTER (WHERE type = 'job.checkpoint_completed'), 0)
-                    AS checkpoint_s,
-                count(*) FILTER (WHERE type = 'job.failed') AS failures
-            FROM job_events WHERE ts BETWEEN ? AND ? GROUP BY job)
-        SELECT win.job, size.gpus, win.failures,
-            round(win.wall_s / 3600, 3) AS wall_h,
-            round((win.lost_s + win.restart_s) * coalesce(size.gpus, 0) / 3600, 2)
-                AS lost_gpu_hours,
-            CASE WHEN win.wall_s > 0 THEN round(greatest(0, win.wall_s - win.lost_s
-                - win.restart_s - win.checkpoint_s) / win.wall_s, 4) END AS ettr
-        FROM win LEFT JOIN size USING (job)
-        ORDER BY lost_gpu_hours DESC, win.job""", [w.start, w.end])
+def _sql_round(x: float, digits: int) -> float:
+    """Round as SQL's ``round`` does (these figures were SQL's): the exact value to ``digits``
+    decimals, halves away from zero (Python's ``round`` halves to even: 0.125 -> 0.12)."""
+    return float(Decimal(x).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def jobs_goodput(window: Jobs, sizes: Jobs) -> list[dict[str, Any]]:
+    """Per job with events in the window (``window``: those events folded): ETTR = productive
+    time ÷ wall time in the window (Meta's definition), where unproductive time is work lost to
+    failures, restart overhead and checkpoint writes. A job's size is its latest
+    ``job.submitted`` (``sizes``), whenever that came."""
+    lost: dict[str, float] = defaultdict(float)
+    for f in window.failures:
+        lost[f.job] += f.lost_s
+    checkpoint: dict[str, float] = defaultdict(float)
+    for cp in window.checkpoints:
+        if cp.completed_us is not None and cp.duration_s is not None:
+            checkpoint[cp.job] += cp.duration_s
+    rows = []
+    for name, info in window.jobs.items():
+        gpus = sizes.jobs[name].gpus if name in sizes.jobs else None
+        wall_s = (info.last_us - info.first_us) / US
+        restart_s = sum(info.restart_overheads_s)
+        productive_s = max(0.0, wall_s - lost[name] - restart_s - checkpoint[name])
+        rows.append({
+            "job": name, "gpus": gpus, "failures": info.failures,
+            "wall_h": _sql_round(wall_s / 3600, 3),
+            "lost_gpu_hours": _sql_round((lost[name] + restart_s) * (gpus or 0) / 3600, 2),
+            "ettr": _sql_round(productive_s / wall_s, 4) if wall_s > 0 else None,
+        })
+    return sorted(rows, key=lambda r: (-r["lost_gpu_hours"], r["job"]))
 
 
 def mtbf_trend(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[str, Any]]:
@@ -170,12 +180,16 @@ def rack_error_heatmap(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[s
 
 
 def report_data(con: duckdb.DuckDBPyConnection, w: Window) -> dict[str, Any]:
-    jobs = jobs_goodput(con, w)
+    start_us, end_us = to_us(w.start), to_us(w.end) + 1  # the window includes its end
+    health = fold_store(con, (*INVENTORY_TYPES, *HOST_TYPES), until_us=end_us).health
+    window = fold_store(con, JOB_TYPES, since_us=start_us, until_us=end_us).jobs
+    sizes = fold_store(con, ("job.submitted",)).jobs
+    jobs = jobs_goodput(window, sizes)
     total_lost = round(sum(j["lost_gpu_hours"] or 0 for j in jobs), 2)
     return {
         "window": {"start": w.start, "end": w.end, "hours": round(w.hours, 3),
                    "bucket": w.bucket},
-        "fleet": fleet_health(con, w),
+        "fleet": fleet_health(con, w, health, window),
         "incidents_by_category": incidents_by_category(con, w),
         "incidents": incidents(con, w),
         "jobs": jobs,

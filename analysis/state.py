@@ -13,8 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fleetlog.analysis.events import load_events
-from fleetlog.analysis.projections import fold_all
+from fleetlog.analysis.events import fold_store
 from fleetlog.ingest.contract import to_us
 from fleetlog.ingest.store import open_union
 
@@ -23,8 +22,8 @@ def fleet_state(paths: Sequence[str | Path], at: datetime) -> dict[str, Any]:
     at_us = to_us(at)
     con = open_union(paths)
     try:
-        # `until` is exclusive in load_events; the state *at* T includes events stamped T.
-        state = fold_all(load_events(con, until_us=at_us + 1))
+        # `until` is exclusive in fold_store; the state *at* T includes events stamped T.
+        state = fold_store(con, until_us=at_us + 1)
         cursor = con.execute(
             """SELECT incident_id, start_ts, category, root_entity, round(confidence, 3)
                FROM incidents WHERE start_ts <= ? AND (end_ts IS NULL OR end_ts > ?)

@@ -6,7 +6,7 @@ how often the job checkpoints, how long a failure takes to be noticed, and wheth
 work since its last checkpoint, the time until the failure is noticed, and the restart overhead;
 every checkpoint costs its write time. ETTR = productive time ÷ wall time (Meta's definition).
 
-Policies (DESIGN.md section 7, issue #7):
+Policies (docs/design.md#checkpoint-math, issue #7):
 - ``baseline``: hourly checkpoints; a crash is noticed when the job exits, a hang only when the
   watchdog times out.
 - ``daly``: Daly's interval for the job's size and measured MTBF; detection as baseline.
@@ -30,20 +30,35 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
-from fleetlog.analysis.capacity import MIGRATE_S
 from fleetlog.analysis.checkpoint import (
     daly_interval,
     expected_loss_fraction,
     job_mtbf_s,
+    lead_covers_checkpoint,
     node_count,
     node_mtbf_s,
 )
-from fleetlog.analysis.precursors import Alarm, lead_covers_checkpoint
 
 POLICIES = ("baseline", "daly", "fleetlog", "oracle")
 BASELINE_INTERVAL_S = 3600.0
 NO_FAILURE_MTBF_S = 30 * 86400.0  # a job's MTBF when the store holds no failure to measure
+# Extra time a migration takes over a local restart: the checkpoint read from the other virtual
+# cluster's storage and the scheduler's move. An assumption (the simulator's move takes
+# 60-180 s; cross-cluster moves in production are slower), stated so it can be challenged.
+# The replay charges it, and the job actions (``analysis.job_actions``) weigh it against the
+# expected wait for a repair (``analysis.capacity``).
+MIGRATE_S: Final = 300.0
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """A precursor on a job's nodes that no failure of the job followed (``analysis.precursors``):
+    acting on it costs a checkpoint (and a restart, for a swap) and saves nothing."""
+
+    at_s: float  # detection, seconds since the job's start
+    swap: bool  # fleetlog would swap the suspect node out (one node, a healthy spare at hand)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,17 @@
 """What-if inputs from a store: the recorded jobs and failures as ``whatif`` records; the report.
 
 Needs a store that ``fleetlog analyze`` has run on (the stored ``incidents``) and, being an
-evaluation, reads the ground truth (``truth_faults``) for when each fault began.
+evaluation, pairs them with the ground truth for when each fault began: through
+``analysis.evaluate`` (``truth_by_incident``), which alone reads ``truth_faults``. Jobs, node
+health and topology come from the projections (``events.fold_store``), as for capacity and the
+job actions.
 
 The model and its assumptions:
-- A job (``JobRecord``) spans its first to its last ``job_events`` row; its size is
-  ``job.submitted.gpus``; δ (checkpoint cost) is the median ``job.checkpoint_completed.duration_s``
-  of the job (the fleet's median when it never checkpointed, 60 s when nobody did); the restart
-  overhead is the median ``job.restarted.overhead_s`` (600 s when it never restarted).
+- A job (``JobRecord``) spans its first to its last job event (step reports included); its size
+  is ``job.submitted.gpus``; δ (checkpoint cost) is the median
+  ``job.checkpoint_completed.duration_s`` of the job (the fleet's median when it never
+  checkpointed, 60 s when nobody did); the restart overhead is the median
+  ``job.restarted.overhead_s`` (600 s when it never restarted) (``analysis.job_history``).
 - Every ``job.failed`` is one failure. Its cause is the incident whose ``evidence`` lists the
   failure's event id, and the truth fault ``analysis.evaluate.match`` pairs with that incident.
   The failure is *implicit* (a hang or slowdown: nothing exits, a timeout must notice it) when
@@ -41,22 +45,36 @@ The model and its assumptions:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import duckdb
 
-from fleetlog.analysis.capacity import Capacity, MigrationCheck, load_capacity
-from fleetlog.analysis.context import infer_interval_us
-from fleetlog.analysis.diagnosis import Incident
-from fleetlog.analysis.evaluate import TruthFault, load_truth, match
-from fleetlog.analysis.events import INVENTORY_TYPES, load_events
-from fleetlog.analysis.job_history import US, JobHistory, fleet_restart_s, load_jobs
-from fleetlog.analysis.precursors import can_swap, earliest_warning, false_alarms
-from fleetlog.analysis.projections import Topology, fold_topology
+from fleetlog.analysis.capacity import Capacity, MigrationCheck, build_capacity
+from fleetlog.analysis.evaluate import TruthFault, truth_by_incident
+from fleetlog.analysis.events import HISTORY_TYPES, fold_store
+from fleetlog.analysis.job_history import (
+    IMPLICIT_CATEGORIES,
+    US,
+    JobHistory,
+    failure_start_us,
+    fleet_restart_s,
+    job_histories,
+)
+from fleetlog.analysis.precursors import (
+    PRECURSOR_CATEGORIES,
+    can_swap,
+    earliest_warning,
+    false_alarms,
+)
+from fleetlog.analysis.projections import Topology
+from fleetlog.analysis.stored_incidents import (
+    StoredIncident,
+    explaining_incidents,
+    load_incidents,
+)
 from fleetlog.analysis.whatif import (
     NO_FAILURE_MTBF_S,
     POLICIES,
@@ -67,104 +85,6 @@ from fleetlog.analysis.whatif import (
     expected_periodic_loss,
     measured_mtbf_s,
 )
-
-IMPLICIT_CATEGORIES: Final = frozenset({"nccl_hang", "gpu_thermal", "sdc", "cooling", "storage"})
-PRECURSOR_CATEGORIES: Final = frozenset({"gpu_hbm", "gpu_sram", "gpu_thermal", "network"})
-
-
-@dataclass(frozen=True)
-class StoredIncident:
-    incident: Incident
-    incident_id: str
-    evidence: frozenset[str]
-    nodes: frozenset[str]  # nodes the root sits on or faces (a link's NIC)
-
-
-def load_topology(con: duckdb.DuckDBPyConnection) -> Topology:
-    return fold_topology(load_events(con, INVENTORY_TYPES))
-
-
-def root_nodes(root: str, topo: Topology) -> frozenset[str]:
-    """The nodes an incident's root entity sits on (or, for a link, faces; for a rack, holds)."""
-    kind, _, rest = root.partition(":")
-    if kind in ("gpu", "nic", "node"):
-        return frozenset({rest.split("/", 1)[0]})
-    if kind == "link":
-        switch, _, port = rest.rpartition("/")
-        peer = topo.links.get((switch, int(port))) if port.isdigit() else None
-        if peer and peer.startswith("nic:"):
-            return frozenset({peer[4:].split("/", 1)[0]})
-    if kind == "rack":
-        return frozenset(topo.rack_nodes(rest))
-    if kind == "switch":
-        return frozenset(topo.leaf_node_ports().get(rest, {}).values())
-    return frozenset()
-
-
-def load_incidents(con: duckdb.DuckDBPyConnection, topo: Topology) -> list[StoredIncident]:
-    """The stored incidents; detection time = the event time of their ``incident.opened``."""
-    rows = con.execute(
-        "SELECT i.incident_id, i.category, i.root_entity, epoch_us(i.start_ts), "
-        "epoch_us(i.end_ts), coalesce(epoch_us(d.ts), epoch_us(i.start_ts)), i.candidates, "
-        "i.evidence FROM incidents i LEFT JOIN (SELECT event_id, min(ts) AS ts FROM event_log "
-        "WHERE type = 'incident.opened' GROUP BY event_id) d ON d.event_id = i.incident_id "
-        "ORDER BY i.start_ts, i.incident_id"
-    ).fetchall()
-    out = []
-    for incident_id, category, root, start, end, detect, candidates, evidence in rows:
-        ranked = json.loads(candidates) if isinstance(candidates, str) else candidates or []
-        incident = Incident(
-            category=category, root=root, start_us=int(start), detect_us=int(detect),
-            end_us=int(end if end is not None else start),
-            candidates=[(r["category"], r["entity"], float(r["score"])) for r in ranked],
-            affected={root})
-        out.append(StoredIncident(incident, incident_id, frozenset(evidence or ()),
-                                  root_nodes(root, topo)))
-    return out
-
-
-def _fault_of(con: duckdb.DuckDBPyConnection, incidents: Sequence[StoredIncident],
-              topo: Topology) -> dict[str, TruthFault]:
-    """incident id -> the truth fault evaluation pairs it with."""
-    faults = load_truth(con)
-    if not faults or not incidents:
-        return {}
-    bounds = con.execute("SELECT epoch_us(min(ts)), epoch_us(max(ts)) FROM job_events").fetchone()
-    since, until = (int(bounds[0]), int(bounds[1]) + 1) if bounds and bounds[0] else (0, 2**62)
-    interval = infer_interval_us(con, since, until)
-    by_object = {id(s.incident): s.incident_id for s in incidents}
-    matches, _fa, _dup = match([s.incident for s in incidents], faults, topo, interval, until)
-    return {by_object[id(m.incident)]: m.fault for m in matches if m.incident is not None}
-
-
-def last_steps(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """job.failed event id -> the job's last step report before it."""
-    rows = con.execute(
-        "SELECT f.event_id, epoch_us(max(s.ts)) FROM job_events f JOIN job_events s "
-        "ON s.job = f.job AND s.type = 'job.step_reported' AND s.ts < f.ts "
-        "WHERE f.type = 'job.failed' GROUP BY f.event_id"
-    ).fetchall()
-    return {str(e): int(t) for e, t in rows if t is not None}
-
-
-def failure_start_us(h: JobHistory, fail_us: int, category: str,
-                     last_step_us: int | None) -> int:
-    """When a failure began: a hang or slowdown (``IMPLICIT_CATEGORIES``) at the job's last
-    step report before its ``job.failed``, anything else at the ``job.failed``."""
-    if (category in IMPLICIT_CATEGORIES and last_step_us is not None
-            and h.first_us <= last_step_us < fail_us):
-        return last_step_us
-    return fail_us
-
-
-def explaining_incidents(incidents: Sequence[StoredIncident]) -> dict[str, StoredIncident]:
-    """Evidence event id -> the incident claiming it; the latest-starting one wins, as in
-    diagnosis."""
-    out: dict[str, StoredIncident] = {}
-    for s in incidents:  # in start order (load_incidents)
-        for event_id in s.evidence:
-            out[event_id] = s
-    return out
 
 
 def failure_record(
@@ -207,18 +127,26 @@ def migration_checks(capacity: Capacity, jobs: dict[str, JobHistory],
     return out
 
 
+def _truth_of(con: duckdb.DuckDBPyConnection, incidents: Sequence[StoredIncident],
+              jobs: dict[str, JobHistory], topo: Topology) -> dict[str, TruthFault]:
+    """incident id -> the truth fault evaluation pairs it with, over the span of the jobs."""
+    since, until = (min(h.first_us for h in jobs.values()),
+                    max(h.last_us for h in jobs.values()) + 1) if jobs else (0, 2**62)
+    return truth_by_incident(con, {s.incident_id: s.incident for s in incidents},
+                             topo, since, until)
+
+
 def load_records(con: duckdb.DuckDBPyConnection) -> tuple[list[JobRecord], dict[str, Any]]:
     """The replay's inputs from one store, plus counts describing them."""
-    jobs = load_jobs(con)
-    topo = load_topology(con)
-    incidents = load_incidents(con, topo)
-    faults = _fault_of(con, incidents, topo)
+    state = fold_store(con, HISTORY_TYPES)
+    jobs = job_histories(state.jobs)
+    incidents = load_incidents(con, state.topology)
+    faults = _truth_of(con, incidents, jobs, state.topology)
     by_evidence = explaining_incidents(incidents)
-    capacity = load_capacity(con, topo, jobs, incidents)
+    capacity = build_capacity(state.topology, state.health, jobs, incidents)
     checks = migration_checks(capacity, jobs, by_evidence)
     normal_restart = fleet_restart_s(jobs, {e for e, check in checks.items() if check.short})
     precursors = [s for s in incidents if s.incident.category in PRECURSOR_CATEGORIES]
-    steps = last_steps(con)
     records: list[JobRecord] = []
     categories: dict[str, int] = {}
     stats = {"failures": 0, "implicit": 0, "detected": 0, "warned": 0, "matched_to_truth": 0,
@@ -235,7 +163,7 @@ def load_records(con: duckdb.DuckDBPyConnection) -> tuple[list[JobRecord], dict[
             fault = faults.get(explained.incident_id) if explained else None
             record, category = failure_record(
                 h, fail_us, event_id, explained=explained, fault=fault,
-                last_step_us=steps.get(event_id), precursors=precursors,
+                last_step_us=h.last_step_before.get(event_id), precursors=precursors,
                 capacity=capacity)
             check = checks[event_id]
             wait = max(0.0, h.restart_after.get(event_id, restart_s) - restart_s)

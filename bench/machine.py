@@ -11,7 +11,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -215,7 +214,3 @@ def run_timed(command: list[str], *, cwd: Path | None = None, env: dict[str, str
                                                           - before.children_system)
     return Timed(out, err, process.returncode, round(wall, 3), round(cpu, 2),
                  round(sampler.peak_mb, 1))
-
-
-def python() -> str:
-    return sys.executable

@@ -71,7 +71,7 @@ def analyze_command(
     from fleetlog.ingest.kafka.settings import settings_for
 
     if follow:
-        from fleetlog.analysis.follow import follow as run_follow
+        from fleetlog.follow import follow as run_follow
 
         if len(db) != 1:
             raise click.UsageError("--follow needs exactly one --db (its own store file)")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from fleetlog.analysis.demo import run_demo
 from fleetlog.cli.output import output_options, render
 from fleetlog.cli.params import bootstrap_option
+from fleetlog.demo import run_demo
 
 
 @click.command("demo")

@@ -1,6 +1,6 @@
 """Expected failures become one-line messages with a documented exit code, never a traceback.
 
-Exit codes (documented in the README):
+Exit codes (documented in docs/commands.md):
   0  success
   1  an expected failure (missing database, broker unreachable, bad input); the message says
      what to do

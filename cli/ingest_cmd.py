@@ -57,7 +57,7 @@ def _check_size(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Land the files of `fleetlog simulate --to jsonl:DIR` instead of Kafka.")
 @click.option("--batch-events", type=click.IntRange(min=1), default=DEFAULT_BATCH_EVENTS,
               show_default=True, help="Events per DuckDB transaction (at most; bigger ones "
-              "land faster and smaller on disk, see the README).")
+              "land faster and smaller on disk, see docs/ingest.md#batch-size).")
 @click.option("--broker-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               metavar="SECONDS", help="Stop with an error when Kafka is gone this long.")
 @click.option("--session-timeout", type=click.FloatRange(min=6), default=10.0,
@@ -65,7 +65,7 @@ def _check_size(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="How soon a dead ingester's partitions move to the others.")
 @click.option("--in-process/--writer-process", default=True, show_default=True,
               help="Decode and write on a thread of this process, or in a second process with "
-              "its own GIL (more CPU per event for the hand-over; see the README).")
+              "its own GIL (more CPU per event for the hand-over; see docs/ingest.md).")
 @click.option("--snapshot", type=click.Path(path_type=Path), default=None,
               help="Keep a read-only copy of the store here for reports, SQL and analysis "
               "(a running ingester's own file cannot be opened by anyone else).")

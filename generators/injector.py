@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 NODE_CATEGORIES: Final = ("gpu_hw", "gpu_hbm", "gpu_sram", "gpu_gsp", "gpu_thermal", "nic",
                           "host_maintenance", "host_hw")
-JOB_CATEGORIES: Final = ("sdc", "software", "nccl_hang")
 BENIGN_XIDS: Final = ((13, 0.4), (31, 0.4), (43, 0.2))
 BENIGN_XID_PER_GPU_DAY: Final = 0.01
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from fleetlog.generators.config import SimConfig
 from fleetlog.generators.simulator import Simulator
-from fleetlog.generators.sinks import Sink, open_sink
+from fleetlog.generators.sinks import open_sink
+from fleetlog.ingest.contract import Sink
 
 
 def simulate(
@@ -25,7 +26,8 @@ def simulate(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """Run ``config`` into ``target`` (a URI, (scheme, rest), or a sink); return the summary."""
+    """Run ``config`` into ``target`` (a URI, (scheme, rest), or any ``Sink``); return the
+    summary."""
     sim = Simulator(config)
     sink = open_sink(target, topic_prefix=topic_prefix) if isinstance(target, str | tuple) \
         else target

@@ -1,77 +1,90 @@
-"""Where simulated events go: Kafka, JSON-lines files, a DuckDB store, memory, or nowhere.
+"""Where simulated events go: Kafka, a DuckDB store, JSON-lines files, memory, or nowhere.
 
-Every sink has ``write(events)`` (a chunk, in stream order) and ``close()`` (flush, release), and
-``describe()`` for the run summary. Kafka goes through the shared ``ingest.publish.Publisher``
-(tuned producer, keys as in DESIGN.md section 5); DuckDB through ``ingest.writer.StoreWriter`` (one
-transaction per batch, dedup by event id), which is the embedded mode with no broker.
+Every sink is the kernel's one ``Sink`` (``fleetlog.ingest.contract.sink``): ``write(events)`` (a
+chunk, in stream order; the simulator has no dead letters), ``close()`` (flush, release), and
+``describe()`` for the run summary. Kafka and the store are the kernel's own sinks, shared with
+the readers, replay and analysis rather than copied here: ``KafkaSink`` (the tuned
+``Publisher``, keys as in docs/design.md#topics-and-keys) and ``StoreSink`` (``StoreWriter``:
+one transaction per ~500k rows, dedup by event id), which is the embedded mode with no broker.
+What only the simulator writes to lives here: JSON-lines files, memory, nowhere, and the
+``--to`` URI.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, Final, Protocol
+from typing import IO, Any, Final
 
 from fleetlog.generators.config import SimulationError
 from fleetlog.ingest import contract as c
+from fleetlog.ingest.contract import DeadLetter, SinkTotals
+from fleetlog.ingest.contract import Sink as Sink  # re-exported: what `simulate` takes
+from fleetlog.ingest.kafka.sink import KafkaSink as KafkaSink  # re-exported: one Kafka sink
+from fleetlog.ingest.store.sink import StoreSink
 
 SCHEMES: Final = ("kafka", "duckdb", "jsonl", "null")
 DUCKDB_BATCH_ROWS: Final = 500_000  # sample rows per store transaction
-
-
-class Sink(Protocol):
-    def write(self, events: list[c.Envelope]) -> None: ...
-
-    def close(self) -> None: ...
-
-    def describe(self) -> dict[str, Any]: ...
 
 
 class NullSink:
     """Discards events (benchmarks): counts them only."""
 
     def __init__(self) -> None:
-        self.events = 0
+        self.target = "null:"
+        self.totals = SinkTotals()
 
-    def write(self, events: list[c.Envelope]) -> None:
-        self.events += len(events)
+    def write(self, events: Sequence[c.Envelope], dead: Sequence[DeadLetter] = ()) -> None:
+        self.totals.events += len(events)
+        self.totals.dead_letters += len(dead)
 
     def close(self) -> None:
         pass
 
     def describe(self) -> dict[str, Any]:
-        return {"to": "null:"}
+        return {"to": self.target}
 
 
 class MemorySink:
-    """Keeps every event (tests, notebooks)."""
+    """Keeps every event (tests, notebooks) in ``events``, and dead letters in ``dead``."""
 
     def __init__(self) -> None:
+        self.target = "memory"
+        self.totals = SinkTotals()
         self.events: list[c.Envelope] = []
+        self.dead: list[DeadLetter] = []
 
-    def write(self, events: list[c.Envelope]) -> None:
+    def write(self, events: Sequence[c.Envelope], dead: Sequence[DeadLetter] = ()) -> None:
         self.events.extend(events)
+        self.dead.extend(dead)
+        self.totals.events += len(events)
+        self.totals.dead_letters += len(dead)
 
     def close(self) -> None:
         pass
 
     def describe(self) -> dict[str, Any]:
-        return {"to": "memory"}
+        return {"to": self.target}
 
 
 class JsonlSink:
     """One file per topic family in ``folder`` (``gpu.jsonl``, ``jobs.jsonl``…), appended to;
-    each line is ``contract.encode_json(event)``."""
+    each line is ``contract.encode_json(event)``. The files hold events only: a dead letter has
+    no place in them, so one given is refused (the simulator makes none)."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        self.target = f"jsonl:{self.folder}"
+        self.totals = SinkTotals()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SimulationError(f"cannot create {self.folder}: {exc.strerror}") from exc
         self._files: dict[str, IO[bytes]] = {}
-        self.lines = 0
 
-    def write(self, events: list[c.Envelope]) -> None:
+    def write(self, events: Sequence[c.Envelope], dead: Sequence[DeadLetter] = ()) -> None:
+        if dead:
+            raise ValueError(f"{self.target} holds events only: {len(dead)} dead letters given")
         for event in events:
             family = event.topic_family
             out = self._files.get(family)
@@ -82,7 +95,7 @@ class JsonlSink:
                 except OSError as exc:
                     raise SimulationError(f"cannot write {path}: {exc.strerror}") from exc
             out.write(c.encode_json(event) + b"\n")
-        self.lines += len(events)
+        self.totals.events += len(events)
 
     def close(self) -> None:
         for out in self._files.values():
@@ -90,73 +103,8 @@ class JsonlSink:
         self._files = {}
 
     def describe(self) -> dict[str, Any]:
-        return {"to": f"jsonl:{self.folder}", "files": sorted(f"{k}.jsonl" for k in
-                                                              self._files) or None}
-
-
-class DuckDBSink:
-    """Lands events in a store file through the shared writer, in transactions of ~500k rows."""
-
-    def __init__(self, path: str | Path) -> None:
-        from fleetlog.ingest.store.writer import open_writer
-
-        self.path = Path(path)
-        self.writer = open_writer(self.path)
-        self._buffer: list[c.Envelope] = []
-        self._rows = 0
-        self.landed = 0
-        self.duplicates = 0
-
-    def write(self, events: list[c.Envelope]) -> None:
-        self._buffer.extend(events)
-        for event in events:
-            if isinstance(event.payload, c.GpuSampled | c.PortSampled):
-                self._rows += event.payload.rows
-        self._rows += len(events)
-        if self._rows >= DUCKDB_BATCH_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._buffer:
-            result = self.writer.write_batch(self._buffer)
-            self.landed += result.events
-            self.duplicates += result.duplicates
-        self._buffer, self._rows = [], 0
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self.writer.close()
-
-    def describe(self) -> dict[str, Any]:
-        return {"to": f"duckdb:{self.path}", "landed": self.landed,
-                "duplicates": self.duplicates}
-
-
-class KafkaSink:
-    """Publishes each event to ``<prefix>.<family>`` keyed by ``event.key``."""
-
-    def __init__(self, bootstrap: str, *, topic_prefix: str | None = None,
-                 tuning: dict[str, Any] | None = None) -> None:
-        from fleetlog.ingest.kafka.producer import Publisher
-        from fleetlog.ingest.kafka.settings import settings_for
-
-        self.settings = settings_for(bootstrap, topic_prefix=topic_prefix)
-        self.publisher = Publisher(self.settings, tuning=tuning, topic_prefix=topic_prefix)
-
-    def write(self, events: list[c.Envelope]) -> None:
-        send = self.publisher.send
-        for event in events:
-            send(event)
-
-    def close(self) -> None:
-        self.publisher.close()
-
-    def describe(self) -> dict[str, Any]:
-        stats = self.publisher.stats
-        return {"to": f"kafka://{self.settings.bootstrap}", "topic_prefix": self.publisher.prefix,
-                "messages": stats.messages, "bytes": stats.bytes}
+        return {"to": self.target, "files": sorted(f"{k}.jsonl" for k in
+                                                   self._files) or None}
 
 
 def parse_target(uri: str) -> tuple[str, str]:
@@ -177,7 +125,7 @@ def open_sink(target: str | tuple[str, str], *, topic_prefix: str | None = None)
     if scheme == "jsonl":
         return JsonlSink(where)
     if scheme == "duckdb":
-        return DuckDBSink(where)
+        return StoreSink.open(Path(where), batch_rows=DUCKDB_BATCH_ROWS)
     if scheme == "kafka":
         return KafkaSink(where, topic_prefix=topic_prefix)
     raise SimulationError(f"unknown target scheme {scheme!r}: use one of {', '.join(SCHEMES)}")

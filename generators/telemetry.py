@@ -26,11 +26,10 @@ import numpy as np
 
 from fleetlog.generators.batches import BatchSet
 from fleetlog.generators.config import SimConfig
-from fleetlog.generators.topology import PORT_DOWN, PORT_SPINE, PORT_UP, Topology
+from fleetlog.generators.topology import PORT_DOWN, PORT_UP, Topology
 from fleetlog.ingest import contract as c
 
 PHASE_IDLE, PHASE_COMPUTE, PHASE_COMM, PHASE_CKPT, PHASE_HANG = 0, 1, 2, 3, 4
-PHASES: Final = ("idle", "compute", "communication", "checkpoint", "hang")
 
 F4 = np.float32
 FloatArray = np.ndarray[Any, np.dtype[np.float32]]
@@ -142,7 +141,6 @@ class Telemetry:
         kind = topo.port_kind
         self._down = np.flatnonzero(kind == PORT_DOWN)
         self._down_gpu = topo.port_gpu[self._down]
-        self._down_node = self._down_gpu // topo.gpus_per_node
         down_leaf = topo.port_switch[self._down]
         self._down_starts = np.flatnonzero(np.r_[True, down_leaf[1:] != down_leaf[:-1]])
         self._up = np.flatnonzero(kind == PORT_UP)
@@ -151,7 +149,6 @@ class Telemetry:
         self._up_leaf = up_leaf
         self._up_share = (0.5 / np.maximum(uplinks_per_leaf[up_leaf], 1)).astype(np.float64)
         self._up_peer = topo.port_peer[self._up]
-        self._spine = np.flatnonzero(kind == PORT_SPINE)
         self._rack_nodes = [topo.node_names[a:b] for a, b in
                             itertools.pairwise(topo.rack_node_start.tolist())]
         self._rack_keys = [c.rack_entity(r) for r in topo.rack_names]

@@ -98,12 +98,6 @@ class Topology:
     def su_nodes(self, su: int) -> range:
         return range(int(self.su_node_start[su]), int(self.su_node_start[su + 1]))
 
-    def vc_nodes(self, vc: int) -> list[int]:
-        return [int(n) for n in np.flatnonzero(self.node_vc == vc)]
-
-    def leaf_of(self, su: int, rail: int) -> int:
-        return su * self.gpus_per_node + rail
-
     def switch_ports(self, switch: int) -> range:
         return range(int(self.port_start[switch]), int(self.port_start[switch + 1]))
 

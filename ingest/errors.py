@@ -1,7 +1,8 @@
 """The root of ingestion errors. Each message is one line that says what to do.
 
 Bad input is never an error (it becomes a dead letter); these are failures that are not the
-data's fault and stop ingestion: the broker gone for too long, a source that does not exist.
+data's fault and stop ingestion: a source that does not exist. (The broker gone for too long is
+the kernel's ``kafka.consumer.BrokerUnavailable``: the consumer raises it, for any stage.)
 Whatever was committed before stays committed; the batch in flight is kept whole or not at all.
 """
 
@@ -12,10 +13,6 @@ from fleetlog.ingest.contract.errors import FleetlogError
 
 class IngestError(FleetlogError):
     """Ingestion cannot go on; the message says why and what to do."""
-
-
-class BrokerUnavailable(IngestError):
-    """Kafka did not answer for longer than the configured time."""
 
 
 class SourceMissing(IngestError):

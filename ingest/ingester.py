@@ -4,13 +4,17 @@ The loop: poll records, decode them into the pending batch, and hand a full batc
 waited ``linger_s``) to the writer thread (or, with ``worker_process``, to a writer process that
 also decodes: ``ingest.worker``), which commits rows, dead letters and the next offset of each
 partition in ONE DuckDB transaction. On start, and whenever partitions are assigned, each
-partition resumes at the furthest offset stored by any shard of the group (``ingest.shards``); an
+partition resumes at the furthest offset stored by any shard of the group (``store.shards``); an
 event id seen before is skipped by the writer. A crash loses at most the uncommitted batch, which
 is read again; a rebalance drops what was buffered for the partitions that moved.
 
 Stops: SIGINT/SIGTERM (the batch being built is committed whole), ``until_idle_s`` of quiet once
-caught up, or an error that is not the data's fault (``IngestError``, ``StoreError``) after the
-batch in flight has finished.
+caught up, or an error that is not the data's fault (``BrokerUnavailable``, ``StoreError``) after
+the batch in flight has finished.
+
+Work that needs the store as it fills rides on this loop rather than copying it: ``between_batches``
+is called on the loop's thread whenever no batch is in flight, with the batches committed since
+(``fleetlog.follow``: ``analyze --follow`` re-analyzes and emits incidents there).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, cast
 
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.kafka.consumer import ConsumerTuning, KafkaSource
@@ -31,6 +35,7 @@ from fleetlog.ingest.pipeline import (
     DEFAULT_BATCH_EVENTS,
     BackgroundWriter,
     Batch,
+    BatchWriter,
     IngestStats,
     Pending,
     YoungGarbage,
@@ -44,6 +49,9 @@ from fleetlog.ingest.worker import ProcessWriter, RawBatch, RawPending
 
 TP = tuple[str, int]
 Progress = Callable[[IngestStats], None]
+# (the store's writer, the batches committed since the last call, whether the loop has ended)
+BetweenBatches = Callable[[StoreWriter, Sequence[tuple[Batch, BatchResult]], bool], None]
+_Turn = Callable[[Sequence[tuple[Any, BatchResult]], bool], None]  # the same, inside the loop
 
 
 def default_topics(prefix: str) -> list[str]:
@@ -81,30 +89,27 @@ class KafkaIngest:
     # A read-only copy of the store for readers (DuckDB lets no one else open a writer's file).
     snapshot: Path | None = None
     snapshot_every_s: float = 300.0
-    memory_limit: str = INGEST_MEMORY_LIMIT  # DuckDB's buffer pool in the writer
-
-
-class _Sink(Protocol):
-    write_s: float
-    wait_s: float
-
-    @property
-    def busy(self) -> bool: ...  # a batch is in flight
-    @property
-    def room(self) -> bool: ...  # submit() would not have to wait
-    def submit(self, batch: Any) -> None: ...
-    def wait_room(self) -> Sequence[tuple[Any, BatchResult]]: ...
-    def wait(self) -> Sequence[tuple[Any, BatchResult]]: ...
-    def collect(self) -> Sequence[tuple[Any, BatchResult]]: ...
-    def quiesce(self, timeout_s: float | None = None) -> None: ...
-    def exclude(self, event_ids: set[str]) -> None: ...
+    # DuckDB's buffer pool in the writer; None leaves DuckDB's default (80% of the memory).
+    memory_limit: str | None = INGEST_MEMORY_LIMIT
 
 
 def ingest_kafka(
     job: KafkaIngest, settings: KafkaSettings, *, progress: Progress | None = None,
-    stop: threading.Event | None = None,
+    stop: threading.Event | None = None, between_batches: BetweenBatches | None = None,
+    handle_signals: bool = True,
 ) -> IngestStats:
-    """Consume ``job.topics`` into ``job.db`` until stopped, idle, or failed."""
+    """Consume ``job.topics`` into ``job.db`` until stopped, idle, or failed.
+
+    ``between_batches(writer, landed, last)`` (in-process writer only) rides on the loop: it is
+    called on the loop's thread at each turn while no batch is in flight, so it may read and
+    write the store through ``writer.con``, with the batches committed since its last call
+    (oldest first; often none) and ``last`` False; once more with ``last`` True after the final
+    commit of a loop that ended (stop, idle), never after an error. It may set ``stop``.
+    ``handle_signals`` False leaves SIGINT/SIGTERM to the caller (Ctrl-C then raises
+    ``KeyboardInterrupt`` once the batch in flight has ended whole).
+    """
+    if between_batches is not None and job.worker_process:
+        raise ValueError("between_batches needs the in-process writer: the store is elsewhere")
     stop = stop or threading.Event()
     db = Path(job.db)
     stats = IngestStats(db=str(db.resolve()), source=f"kafka:{settings.bootstrap}",
@@ -119,18 +124,19 @@ def ingest_kafka(
 
     with contextlib.ExitStack() as cleanup:
         garbage = cleanup.enter_context(fewer_gc_passes())
-        sink: _Sink
+        batches: BatchWriter
         pending: Pending | RawPending
+        turn: _Turn | None = None
         if job.worker_process:
             def on_ack(batch: RawBatch, result: BatchResult) -> None:
                 remember(batch.next_offsets)  # the worker wrote the sidecar before its ack
 
             process = ProcessWriter(db, job.group, on_ack, snapshot=job.snapshot,
                                     snapshot_every_s=job.snapshot_every_s,
-                                    memory_limit=job.memory_limit)
+                                    memory_limit=job.memory_limit or "")
             cleanup.callback(process.close)
             remember(process.stored_offsets)
-            sink, pending = process, RawPending()
+            batches, pending = process, RawPending()
         else:
             writer = StoreWriter(
                 open_store_waiting(db, memory_limit=job.memory_limit),
@@ -145,51 +151,71 @@ def ingest_kafka(
                 recent.extend(e.id for e in batch.events)
                 write_sidecar(db, job.group, remember(batch.offsets), recent)
 
-            sink, pending = BackgroundWriter(writer, on_commit), Pending()
+            batches, pending = BackgroundWriter(writer, on_commit), Pending()
+            if between_batches is not None:
+                rider, store = between_batches, writer
+
+                def ride(landed: Sequence[tuple[Any, BatchResult]], last: bool) -> None:
+                    rider(store, cast("Sequence[tuple[Batch, BatchResult]]", landed), last)
+
+                turn = ride
+        signals = stop_on_signals(stop) if handle_signals else contextlib.nullcontext(stop)
         try:
-            with stop_on_signals(stop):
-                _run(job, db, settings, sink, pending, stored, lock, stats, progress, stop,
-                     garbage)
+            with signals:
+                _run(job, db, settings, batches, pending, stored, lock, stats, progress, stop,
+                     garbage, turn)
         finally:
             stats.elapsed_s = time.monotonic() - stats.started
-            stats.write_s, stats.wait_s = sink.write_s, sink.wait_s
-            if isinstance(sink, ProcessWriter):
-                stats.worker_rss_mb = sink.peak_rss_mb
+            stats.write_s, stats.wait_s = batches.write_s, batches.wait_s
+            if isinstance(batches, ProcessWriter):
+                stats.worker_rss_mb = batches.peak_rss_mb
     if progress is not None:
         progress(stats)
     return stats
 
 
 def _run(
-    job: KafkaIngest, db: Path, settings: KafkaSettings, sink: _Sink,
+    job: KafkaIngest, db: Path, settings: KafkaSettings, batches: BatchWriter,
     pending: Pending | RawPending, stored: dict[TP, int], lock: threading.Lock,
     stats: IngestStats, progress: Progress | None, stop: threading.Event,
-    garbage: YoungGarbage,
+    garbage: YoungGarbage, turn: _Turn | None,
 ) -> None:
     def positions(assigned: set[TP]) -> dict[TP, int]:
         with lock:
             mine = dict(stored)
         others, landed_elsewhere = handover(db, job.group, job.topics, mine, assigned)
         if landed_elsewhere:
-            sink.exclude(landed_elsewhere)
+            batches.exclude(landed_elsewhere)
         starts = {tp: max(mine.get(tp, -1), others.get(tp, -1)) for tp in assigned}
         return {tp: offset for tp, offset in starts.items() if offset >= 0}
 
     source = KafkaSource(settings, job.topics, job.group, positions=positions,
-                         quiesce=sink.quiesce, tuning=job.tuning,
+                         quiesce=batches.quiesce, tuning=job.tuning,
                          broker_timeout_s=job.broker_timeout_s)
     last_records = time.monotonic()
     next_report = 0.0
+
+    landed: list[tuple[Any, BatchResult]] = []  # committed, not yet shown to ``turn``
 
     def finish(done: Sequence[tuple[Any, BatchResult]]) -> None:
         for batch, result in done:
             stats.add(result)
             source.commit(batch.next_offsets if isinstance(batch, RawBatch) else batch.offsets)
+        if turn is not None:
+            landed.extend(done)
+
+    def between(last: bool = False) -> None:
+        """Let ``turn`` ride, while no batch is in flight (it may use the store then)."""
+        if turn is not None and not batches.busy:
+            done = landed.copy()
+            landed.clear()
+            turn(done, last)
 
     def flush() -> None:
-        finish(sink.wait_room())
+        finish(batches.wait_room())
+        between()  # also between back-to-back batches, when the writer never idles otherwise
         if pending:
-            sink.submit(pending.take())
+            batches.submit(pending.take())
 
     try:
         while not stop.is_set():
@@ -205,19 +231,20 @@ def _run(
                 else:
                     pending.add_values(key, key[0], [(r.offset, r.value) for r in records],
                                        records[-1].offset + 1)
-            finish(sink.collect())  # a batch done meanwhile: count it, tell Kafka
+            finish(batches.collect())  # a batch done meanwhile: count it, tell Kafka
+            between()
             garbage.tick()
             now = time.monotonic()
             if polled.count or polled.assigned:
                 last_records = now
             full = pending.events >= job.batch_events
             if pending and (full or now - pending.since >= job.linger_s):
-                if full or sink.room:
+                if full or batches.room:
                     flush()
             elif not polled.count:
                 source.check_broker()
                 if (job.until_idle_s is not None and now - last_records >= job.until_idle_s
-                        and not pending and not sink.busy and source.caught_up()):
+                        and not pending and not batches.busy and source.caught_up()):
                     stats.stopped_by = "idle"
                     break
             if progress is not None and now >= next_report:
@@ -226,10 +253,11 @@ def _run(
         else:
             stats.stopped_by = "signal"
         flush()  # the batch being built is committed whole
-        finish(sink.wait())
+        finish(batches.wait())
+        between(last=True)
     finally:
         with contextlib.suppress(Exception):  # on an error path the first error is raised
-            sink.wait()  # let the batch in flight end (commit or roll back) whole
+            batches.wait()  # let the batch in flight end (commit or roll back) whole
         stats.lag = {f"{t}[{p}]": lag for (t, p), lag in source.lag().items()}
         source.close()
 

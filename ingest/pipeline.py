@@ -4,6 +4,7 @@
 partition that moves to another ingester can be dropped from it whole. ``BackgroundWriter`` writes
 one batch at a time on a worker thread: DuckDB releases the GIL while it inserts, so the main
 thread polls and decodes the next batch meanwhile. A batch is committed whole or not at all.
+``BatchWriter`` is what the ingester's loop needs of it (or of ``worker.ProcessWriter``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -100,6 +101,32 @@ class Pending:
 
     def __bool__(self) -> bool:
         return bool(self.parts)
+
+
+class BatchWriter(Protocol):
+    """The ingester's writer side: ``BackgroundWriter`` (a thread) or ``worker.ProcessWriter``.
+
+    Not a ``Sink`` (``contract.sink``), though both take events somewhere: a sink is handed
+    events and is done with them, while this holds batches in flight whose Kafka offsets commit
+    in the same transaction as their rows, hands each result back for the consumer to tell Kafka
+    (``wait``, ``collect``), is waited on when partitions move (``quiesce``), and is told of ids
+    another shard landed (``exclude``). The simulator, readers, replay and analysis have none of
+    that, so this keeps its own name rather than stretching theirs.
+    """
+
+    write_s: float
+    wait_s: float
+
+    @property
+    def busy(self) -> bool: ...  # a batch is in flight
+    @property
+    def room(self) -> bool: ...  # submit() would not have to wait
+    def submit(self, batch: Any) -> None: ...
+    def wait_room(self) -> Sequence[tuple[Any, BatchResult]]: ...
+    def wait(self) -> Sequence[tuple[Any, BatchResult]]: ...
+    def collect(self) -> Sequence[tuple[Any, BatchResult]]: ...
+    def quiesce(self, timeout_s: float | None = None) -> None: ...
+    def exclude(self, event_ids: set[str]) -> None: ...
 
 
 class BackgroundWriter:

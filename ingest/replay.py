@@ -5,6 +5,9 @@ The store keeps every event: non-sample payloads verbatim (JSON, with their sche
 rebuilds the envelopes (same ids, so a target store deduplicates a second replay), streams them in
 time windows to bound memory, and keeps each key's events in their original order: events are
 sorted by event time, then by landing time, then by id.
+
+``replay`` feeds them to any callable (a ``Sink``'s ``write``, a list's ``extend``); ``replay_to``
+writes them to the kernel's ``KafkaSink`` or ``StoreSink``, the same sinks every stage uses.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ import duckdb
 import numpy as np
 
 from fleetlog.ingest import contract as c
+from fleetlog.ingest.contract import Sink
 from fleetlog.ingest.contract.errors import FleetlogError
+from fleetlog.ingest.kafka.sink import KafkaSink
 from fleetlog.ingest.store import decode_stored, open_union
+from fleetlog.ingest.store.sink import StoreSink
 
 
 class ReplayError(FleetlogError):
@@ -205,34 +211,21 @@ def replay_to(
     until: datetime | None = None, speed: float = 0.0, topic_prefix: str | None = None,
     progress: Callable[[ReplayStats], None] | None = None,
 ) -> ReplayStats:
-    """Replay into ``("kafka", "host:port")`` or ``("duckdb", "path")``."""
+    """Replay into ``("kafka", "host:port")`` or ``("duckdb", "path")``: the kernel's sinks
+    (``KafkaSink``, ``StoreSink``), one transaction or one run of sends per replayed batch."""
     scheme, where = target
+    sink: Sink
     if scheme == "duckdb":
-        from fleetlog.ingest.store.writer import open_writer
-
         sources = {Path(p).resolve() for p in paths}
         if Path(where).resolve() in sources:
             raise ReplayError(f"cannot replay {where} into itself: choose another --to file")
-        writer = open_writer(where)
-        try:
-            def write(events: list[c.Envelope]) -> None:
-                writer.write_batch(events)
-
-            return replay(paths, write, since=since, until=until, speed=speed,
-                          progress=progress)
-        finally:
-            writer.close()
-    if scheme == "kafka":
-        from fleetlog.ingest.kafka.producer import Publisher
-        from fleetlog.ingest.kafka.settings import settings_for
-
-        publisher = Publisher(settings_for(where, topic_prefix=topic_prefix))
-        try:
-            def send(events: list[c.Envelope]) -> None:
-                for event in events:
-                    publisher.send(event)
-
-            return replay(paths, send, since=since, until=until, speed=speed, progress=progress)
-        finally:
-            publisher.close()
-    raise ReplayError(f"cannot replay to {scheme}: use kafka://HOST:PORT or duckdb:PATH")
+        sink = StoreSink.open(where)
+    elif scheme == "kafka":
+        sink = KafkaSink(where, topic_prefix=topic_prefix)
+    else:
+        raise ReplayError(f"cannot replay to {scheme}: use kafka://HOST:PORT or duckdb:PATH")
+    try:
+        return replay(paths, sink.write, since=since, until=until, speed=speed,
+                      progress=progress)
+    finally:
+        sink.close()

@@ -1,4 +1,4 @@
-"""Daly's published cases (DESIGN.md section 7) and Young's formula."""
+"""Daly's published cases (docs/design.md#checkpoint-math) and Young's formula."""
 
 from __future__ import annotations
 

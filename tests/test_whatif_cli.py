@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from fleetlog.analysis.diagnosis import Incident
 from fleetlog.analysis.job_history import US, JobHistory
 from fleetlog.analysis.sql import run_query
-from fleetlog.analysis.whatif_data import StoredIncident, failure_record
+from fleetlog.analysis.stored_incidents import StoredIncident
+from fleetlog.analysis.whatif_data import failure_record
 from fleetlog.cli.main import cli
 
 

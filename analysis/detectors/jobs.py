@@ -1,6 +1,6 @@
 """Job detectors over ``job_events``: what the training job itself says.
 
-Signals and why (docs/faults.md, DESIGN.md section 7):
+Signals and why (docs/faults.md, docs/design.md#analysis):
 - ``job.failed`` -> the job stopped (exit code, reason). A consequence of most faults, and the
   only sign of a software bug: the diagnosis attributes it to a hardware incident on the job's
   nodes when there is one.

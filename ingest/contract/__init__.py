@@ -3,6 +3,7 @@
 - ``events``: every fact fleetlog produces or reads, its envelope, topic, key and codec;
 - ``time_range``: the one valid event time;
 - ``dead_letter``: input that could not become an event;
+- ``sink``: the one ``Sink`` protocol (where a stage puts events) and its ``SinkTotals``;
 - ``errors``: the one root exception, ``FleetlogError``.
 
 Stages import it as ``from fleetlog.ingest import contract as c``; the names of ``events`` are
@@ -14,6 +15,8 @@ from __future__ import annotations
 from fleetlog.ingest.contract.dead_letter import DeadLetter as DeadLetter
 from fleetlog.ingest.contract.errors import FleetlogError as FleetlogError
 from fleetlog.ingest.contract.events import *  # noqa: F403  # the event vocabulary, re-exported
+from fleetlog.ingest.contract.sink import Sink as Sink
+from fleetlog.ingest.contract.sink import SinkTotals as SinkTotals
 from fleetlog.ingest.contract.time_range import MAX_TIME_US as MAX_TIME_US
 from fleetlog.ingest.contract.time_range import MIN_TIME_US as MIN_TIME_US
 from fleetlog.ingest.contract.time_range import check_us as check_us

@@ -6,8 +6,8 @@ traceback. Bad input is never an exception: it becomes a dead letter (``DeadLett
 
 The families, each defined beside the code that raises it:
 - ``StoreError`` (``store.schema``): the DuckDB file is missing, locked, full or unreadable;
-- ``BrokerError``, ``KafkaConfigError``, ``PublishError`` (``kafka``): the broker runner, the
-  connection settings, the producer;
+- ``BrokerError``, ``KafkaConfigError``, ``PublishError``, ``BrokerUnavailable`` (``kafka``): the
+  broker runner, the connection settings, the producer, the consumer;
 - ``IngestError`` (``ingest.errors``) and ``ReaderError`` (``readers.errors``), ``ReplayError``;
 - ``SimulationError`` (generators), ``AnalysisError``, ``QueryError``, ``ReportError`` (analysis).
 """

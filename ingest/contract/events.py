@@ -30,7 +30,8 @@ import numpy as np
 from fleetlog.ingest.contract.time_range import RANGE_TEXT, in_range
 
 # --------------------------------------------------------------------------------------------
-# Topics (DESIGN.md section 5). The prefix is configurable so pipelines can share a broker.
+# Topics (docs/design.md#topics-and-keys). The prefix is configurable so pipelines can share a
+# broker.
 
 DEFAULT_TOPIC_PREFIX: Final = "fleetlog"
 TOPIC_FAMILIES: Final = ("inventory", "gpu", "net", "host", "jobs", "truth", "analysis", "dlq")
@@ -48,7 +49,7 @@ def all_topics(prefix: str = DEFAULT_TOPIC_PREFIX) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Entity names (DESIGN.md section 6): gpu:<node>/<index>, node:<node>, nic:<node>/<index>,
+# Entity names (docs/design.md#entities): gpu:<node>/<index>, node:<node>, nic:<node>/<index>,
 # switch:<name>, link:<switch>/<port>, rack:<name>, job:<id>.
 
 
@@ -81,7 +82,7 @@ def job_entity(job: str) -> str:
 
 
 def storage_entity(name: str) -> str:
-    """Shared checkpoint storage. Added to DESIGN.md's kinds for the `storage` scenario's root."""
+    """Shared checkpoint storage. An entity kind of its own for the `storage` scenario's root."""
     return f"storage:{name}"
 
 
@@ -185,7 +186,7 @@ PORT_STATE_DOWN: Final = 1.0
 PORT_STATE_ACTIVE: Final = 4.0
 
 # --------------------------------------------------------------------------------------------
-# Fault taxonomy (DESIGN.md section 3, contract).
+# Fault taxonomy (docs/design.md#fault-taxonomy).
 
 FAULT_CATEGORIES: Final = (
     "gpu_hw", "gpu_hbm", "gpu_sram", "gpu_gsp", "gpu_thermal", "sdc", "software", "nccl_hang",
@@ -286,7 +287,7 @@ class GpuSampled(Payload, frozen=True, kw_only=True):
     ``values`` holds the arrays of the columns named in ``signals``, one after another (each
     ``rows`` little-endian values of its signal's dtype; NaN = not reported). One buffer per
     message: decoding creates one bytes object, and a batch of same-shaped messages becomes
-    columns by one reshape (ingest/tables.py).
+    columns by one reshape (ingest/store/tables.py).
     """
 
     TYPE: ClassVar[str] = "gpu.sampled"

@@ -4,5 +4,6 @@
   local broker), secrets redacted;
 - ``producer``: publishes contract events to their topics, tuned for throughput;
 - ``consumer``: a consumer in a group, positioned by the store, never handing a record twice;
+- ``sink``: ``KafkaSink``, the one ``Sink`` (``contract.sink``) that publishes, for every stage;
 - ``broker``: fetches Apache Kafka from Maven Central and runs a single-node KRaft broker.
 """

@@ -26,8 +26,14 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetlog.ingest.errors import BrokerUnavailable
+from fleetlog.ingest.contract.errors import FleetlogError
 from fleetlog.ingest.kafka.settings import KafkaSettings
+
+
+class BrokerUnavailable(FleetlogError):
+    """Kafka did not answer for longer than the configured time (defined here, in the kernel
+    where it is raised, so the kernel imports nothing of the ingestion stage)."""
+
 
 TP = tuple[str, int]
 

@@ -2,7 +2,7 @@
 
 kafka-python's defaults (linger 0 ms, 16 KiB batches) send one small request per message; telemetry
 is many mid-sized messages, so we wait a few milliseconds and fill large batches. Keys are the
-events' keys (DESIGN.md section 5), so an entity's events stay in order on one partition.
+events' keys (docs/design.md#topics-and-keys), so an entity's events stay in order on one partition.
 """
 
 from __future__ import annotations

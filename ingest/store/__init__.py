@@ -4,6 +4,8 @@
 - ``database``: open one file (writers create or upgrade it), or the union of shards (readers);
 - ``tables``: contract events -> Arrow tables, one per raw table (pure, no DuckDB);
 - ``writer``: one transaction per batch, deduplicated by event id, offsets with the rows;
+- ``sink``: ``StoreSink``, the one ``Sink`` (``contract.sink``) that lands events, for every stage
+  (imported from its module: it loads the writer, which ``import fleetlog.ingest.store`` does not);
 - ``shards``: where each Kafka partition resumes when several ingesters share a group.
 """
 

@@ -1,9 +1,10 @@
 """The store's schema: versioned migrations, raw append-only tables, public SQL views.
 
 Raw tables (``*_raw``, ``event_log``) are the landed events and only ever grow. The public views
-(DESIGN.md section 6: ``gpu_samples``, ``port_samples``, ``xid_events``, ``job_events``, ``nodes``,
-``truth_faults``, ``incidents``, ``recommendations``, ``dead_letters``) are the stable SQL surface;
-they exist even when empty. All times are UTC ``TIMESTAMPTZ``; columns carry their units.
+(docs/design.md#the-store: ``gpu_samples``, ``port_samples``, ``xid_events``, ``job_events``,
+``nodes``, ``truth_faults``, ``incidents``, ``recommendations``, ``dead_letters``) are the stable
+SQL surface; they exist even when empty. All times are UTC ``TIMESTAMPTZ``; columns carry their
+units.
 
 Schema creation is idempotent and versioned: ``MIGRATIONS`` is append-only, each step applied once
 inside a transaction and recorded in ``schema_migrations``.

@@ -3,7 +3,7 @@
 ``StoreWriter.write_batch`` takes decoded events, dead letters and (for Kafka) the next offset of
 each partition, and writes all of it in ONE transaction: rows, dead letters and offsets commit
 together or not at all, so a crash neither loses nor duplicates an event. Rows go in as Arrow
-tables (``ingest.tables``; no per-row inserts); an event whose id is already stored is skipped.
+tables (``store.tables``; no per-row inserts); an event whose id is already stored is skipped.
 
 An event that the store refuses (a value out of its column's range) would otherwise fail every
 retry of its batch and stall ingestion: the writer finds it by bisection, keeps it as a dead

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from fleetlog.analysis.follow import follow
 from fleetlog.analysis.pipeline import analyze_store
+from fleetlog.follow import follow
 from fleetlog.generators.config import SimConfig
 from fleetlog.generators.run import simulate
 from fleetlog.ingest import contract as c

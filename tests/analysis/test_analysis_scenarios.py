@@ -1,7 +1,7 @@
 """Every fault category on its named scenario (from the generator, `fleetlog simulate`): the
 analysis finds each injected fault, names its category and root entity first, and raises no
 false alarm. Small clusters and a few simulated hours keep this under a minute; the evaluation
-figures (README) come from other seeds and larger clusters."""
+figures (docs/analysis.md) come from other seeds and larger clusters."""
 
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from vc_fleet import T0, Fleet, S, node_name
 
-from fleetlog.analysis.capacity import DEFAULT_REPAIR_S, MIGRATE_S
+from fleetlog.analysis.capacity import DEFAULT_REPAIR_S
 from fleetlog.analysis.job_actions import job_actions
-from fleetlog.analysis.whatif import evaluate
+from fleetlog.analysis.whatif import MIGRATE_S, evaluate
 from fleetlog.analysis.whatif_data import load_records
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.store import open_store

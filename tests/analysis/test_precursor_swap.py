@@ -12,8 +12,7 @@ import pytest
 from vc_fleet import FAIL, T0, Fleet, S
 
 from fleetlog.analysis.job_actions import job_actions
-from fleetlog.analysis.precursors import Alarm
-from fleetlog.analysis.whatif import FailureRecord, JobRecord, evaluate, replay_losses
+from fleetlog.analysis.whatif import Alarm, FailureRecord, JobRecord, evaluate, replay_losses
 from fleetlog.analysis.whatif_data import load_records
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.store import open_store

@@ -2,6 +2,11 @@
 
 simulate -> (Kafka -> ingest, when a broker is given or running; straight into the store
 otherwise) -> analyze -> recommend -> evaluate against the injected faults -> report.
+
+It composes every stage (generators, the Kafka ingester, analysis), so it lives here on the top
+floor, where importing them all is no backwards import: below, analysis reads the store and
+imports neither the generators nor the ingestion stage. The stages are imported when the demo
+runs, not when the command line loads.
 """
 
 from __future__ import annotations
