@@ -11,7 +11,7 @@ TEST_KAFKA_DIR  := .fleetlog/test-kafka
 TEST_KAFKA_PORT ?= 19092
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo test lint unit kafka-up kafka-down bench clean
+.PHONY: help install browser demo test lint unit quick kafka-up kafka-down bench clean
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ lint: $(STAMP) ## ruff and mypy
 
 unit: $(STAMP) ## the tests without Kafka
 	$(BIN)/pytest -m 'not kafka'
+
+quick: $(STAMP) ## the tests that take under a few seconds each, without Kafka (~2 min)
+	$(BIN)/pytest -m 'not kafka and not slow'
 
 test: $(STAMP) browser ## set up, lint, start a local Kafka broker, run every test, stop the broker
 	$(BIN)/ruff check .

@@ -329,13 +329,15 @@ class YoungGarbage:
     and the arenas they leave half-empty otherwise keep the resident size creeping up.
     """
 
-    def __init__(self, every_s: float = 1.0, full_every_s: float = 60.0) -> None:
+    def __init__(self, every_s: float = 1.0, full_every_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.every_s, self.full_every_s = every_s, full_every_s
-        now = time.monotonic()
+        self.clock = clock  # a test passes its own, so "a second later" needs no real second
+        now = clock()
         self._next, self._next_full = now + every_s, now + full_every_s
 
     def tick(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if now < self._next:
             return
         if now >= self._next_full:
@@ -392,7 +394,7 @@ def malloc_in_use_bytes() -> int | None:
 
 
 @contextlib.contextmanager
-def fewer_gc_passes() -> Iterator[YoungGarbage]:
+def fewer_gc_passes(clock: Callable[[], float] = time.monotonic) -> Iterator[YoungGarbage]:
     """Run the cycle collector less often while ingesting; call ``tick()`` of what it yields.
 
     Ingestion allocates millions of short-lived, acyclic objects (Kafka records, events, their
@@ -405,6 +407,6 @@ def fewer_gc_passes() -> Iterator[YoungGarbage]:
     previous = gc.get_threshold()
     gc.set_threshold(100_000, 50, 1000)
     try:
-        yield YoungGarbage()
+        yield YoungGarbage(clock=clock)
     finally:
         gc.set_threshold(*previous)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import setuptools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,7 @@ def test_no_module_imports_a_stage_by_its_bare_folder_name() -> None:
     assert offenders == []
 
 
+@pytest.mark.slow
 def test_folders_named_like_the_stages_in_the_working_directory_shadow_nothing(
         tmp_path: Path) -> None:
     for stage in STAGES:

@@ -27,6 +27,8 @@ from fleetlog.ingest import contract as c
 from fleetlog.ingest.store import open_store
 from fleetlog.ingest.store.writer import land
 
+pytestmark = pytest.mark.slow  # the module's store takes seconds to build
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:

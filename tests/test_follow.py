@@ -15,6 +15,7 @@ from fleetlog.ingest import contract as c
 from fleetlog.ingest.store import open_store
 
 
+@pytest.mark.slow
 @pytest.mark.kafka
 def test_follow_finds_what_batch_finds(tmp_path: Path, kafka_settings: Any,
                                        unique_name: Any) -> None:

@@ -22,7 +22,7 @@ from fleetlog.ingest.store.writer import land
 
 T0 = 1_767_571_200_000_000  # 2026-01-05T00:00:00Z
 HOUR = 3_600_000_000
-ARTIFACTS = Path(__file__).parent.parent / ".fleetlog" / "test-artifacts"
+ARTIFACTS = Path(__file__).parents[2] / ".fleetlog" / "test-artifacts"
 
 
 def _store(path: Path) -> Path:
@@ -118,7 +118,7 @@ def test_every_stops_on_sigterm(tmp_path: Path) -> None:
         [sys.executable, "-m", "fleetlog", "report", "--db", str(db), "--out",
          str(tmp_path / "out"), "--every", "1h"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parents[2],
     )
     assert process.stdout is not None
     first = process.stdout.readline()  # the first report is written at once

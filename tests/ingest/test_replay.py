@@ -127,6 +127,7 @@ def test_bad_ranges_and_self_replay_are_one_line(tmp_path: Path) -> None:
     assert "has no time zone" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.kafka
 def test_replay_to_kafka(tmp_path: Path, kafka_bootstrap: str, unique_name) -> None:
     source = tmp_path / "a.duckdb"
@@ -143,6 +144,7 @@ def test_replay_to_kafka(tmp_path: Path, kafka_bootstrap: str, unique_name) -> N
         e.id for e in _events())
 
 
+@pytest.mark.slow
 def test_replayed_store_analyzes_to_the_same_projections_and_incidents(tmp_path: Path) -> None:
     """Issue #8: replay a store into a fresh one, analyze both: identical results."""
     from fleetlog.analysis.events import load_events

@@ -73,6 +73,7 @@ def _check_exactly_once(feeds: list[Feed], *dbs: Path) -> None:
     assert counts["dead_letters"] == garbage, "a message was read twice (or lost)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("worker_process", [True, False], ids=["writer-process", "in-process"])
 def test_duplicates_and_garbage_land_once_and_a_second_run_adds_nothing(
     kafka_settings: KafkaSettings, unique_name, db_path: Path, worker_process: bool,
@@ -194,6 +195,7 @@ def test_two_ingesters_in_a_group_one_killed_land_every_event_once(
     assert store_counts(dbs[0])["events"] > 0 and store_counts(dbs[1])["events"] > 0
 
 
+@pytest.mark.slow
 def test_cli_help_unreachable_broker_and_locked_store(tmp_path: Path, db_path: Path):
     result = subprocess.run([*ingest_cmd("127.0.0.1:1", "x", db_path)[:-1], "--help"],
                             capture_output=True, text=True, check=False)

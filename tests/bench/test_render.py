@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-FIXTURE = Path(__file__).parent / "fixtures" / "bench" / "results.json"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "bench" / "results.json"
 sys.path.insert(0, str(BENCH))
 
 import polars_detect  # noqa: E402

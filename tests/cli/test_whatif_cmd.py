@@ -15,6 +15,8 @@ from fleetlog.analysis.stored_incidents import StoredIncident
 from fleetlog.analysis.whatif_data import failure_record
 from fleetlog.cli.main import cli
 
+pytestmark = pytest.mark.slow  # the module's store takes seconds to build
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:

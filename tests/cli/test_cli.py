@@ -40,7 +40,7 @@ def test_every_command_has_help_with_an_example(path: tuple[str, ...]) -> None:
 
 
 def test_every_command_is_documented_in_the_readme() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     for path, command in ALL:
         if isinstance(command, click.Group):
             continue
@@ -102,6 +102,7 @@ def test_locked_store_exits_3(tmp_path: Path) -> None:
     assert result.output.strip().count("\n") == 0
 
 
+@pytest.mark.slow
 def test_demo_runs_and_exits_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FLEETLOG_KAFKA_BOOTSTRAP", raising=False)  # the embedded mode
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo"), "--json"])
@@ -113,6 +114,7 @@ def test_demo_runs_and_exits_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert Path(summary["report"]).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.kafka
 def test_demo_through_the_real_broker(tmp_path: Path, kafka_bootstrap: str) -> None:
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo"), "--bootstrap",

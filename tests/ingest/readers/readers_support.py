@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from fleetlog.cli.main import cli
 
-DATA = (Path(__file__).parents[2] / ".." / "shared" / "data").resolve()
-FIXTURES = Path(__file__).parents[1] / "fixtures"
+DATA = (Path(__file__).parents[3] / ".." / "shared" / "data").resolve()
+FIXTURES = Path(__file__).parents[2] / "fixtures"
 
 
 def capture(relative: str) -> Path:

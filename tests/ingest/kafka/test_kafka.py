@@ -12,6 +12,7 @@ from fleetlog.ingest.kafka.settings import KafkaSettings
 pytestmark = pytest.mark.kafka
 
 
+@pytest.mark.slow
 def test_contract_events_round_trip_through_kafka(kafka_settings: KafkaSettings, unique_name):
     topic = unique_name("roundtrip")
     admin = KafkaAdminClient(**kafka_settings.client_kwargs())
@@ -41,6 +42,7 @@ def test_contract_events_round_trip_through_kafka(kafka_settings: KafkaSettings,
         assert c.encode(r) == c.encode(by_id[r.id])  # type: ignore[union-attr, arg-type]
 
 
+@pytest.mark.slow
 def test_keys_keep_an_entitys_events_in_order(kafka_settings: KafkaSettings, unique_name):
     topic = unique_name("order")
     producer = KafkaProducer(**kafka_settings.client_kwargs())
