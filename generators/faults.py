@@ -8,7 +8,7 @@ unit), so several faults overlap in time and topology.
 
 ``plan_faults`` is a pure function of the config and a seed: the plan is drawn before the
 simulation starts, and the simulator injects every planned fault (deferring one whose target does
-not exist yet, e.g. a job fault while no job runs).
+not exist yet, e.g. a job fault while no job runs). A ``Fault`` is one of them once injected.
 """
 
 from __future__ import annotations
@@ -84,6 +84,47 @@ class PlannedFault:
     variant: str
     scripted: int | None = None  # index in the scenario's scripted list
     near: int | None = None
+
+
+@dataclass(eq=False)
+class Fault:
+    """A planned fault once injected: its target, and the ground truth it collects.
+
+    ``start_us`` is the earliest symptom (``symptom(t)``), ``affected`` every entity that showed
+    one (``touch``); the injector reports them when the fault is over. The target is held as
+    indices (-1: none), the job by its slot in the scheduler's list, so this record needs nothing
+    of the parts that act on it (it sits below them all, ``Job`` included).
+    """
+
+    fault_id: str
+    category: str
+    variant: str
+    entity: str
+    scenario: str
+    planned: PlannedFault
+    su: int = -1  # scalable unit of the root (for "near" faults), -1 if none
+    nodes: list[int] = field(default_factory=list)  # nodes held while the fault is open
+    gpu: int = -1
+    node: int = -1
+    port: int = -1
+    leaf: int = -1
+    rack: int = -1
+    vc: int = -1
+    job: int = -1  # slot of the target job (job categories)
+    start_us: int | None = None
+    end_us: int | None = None
+    affected: dict[str, None] = field(default_factory=dict)
+    detail: str = ""
+    hold: int = 0  # symptoms still to come (e.g. slowed checkpoints in flight)
+    closing: bool = False
+    done: bool = False
+
+    def symptom(self, t_us: int) -> None:
+        self.start_us = t_us if self.start_us is None else min(self.start_us, t_us)
+
+    def touch(self, *entities: str) -> None:
+        for entity in entities:
+            self.affected.setdefault(entity, None)
 
 
 def _one_per_variant(category: str) -> tuple[Scripted, ...]:

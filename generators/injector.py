@@ -1,11 +1,14 @@
 """Injects planned faults: picks the root entity, runs the category's symptoms, records the truth.
 
-A ``Fault`` collects its ground truth while it unfolds: ``start_us`` is the earliest symptom
-(``symptom(t)``), ``affected`` every entity that showed one (``touch``). When the fault is repaired
-(or, for job faults, when the job has failed) one ``fault.injected`` event goes to the truth topic,
-with event time = ``start_us``. A fault that showed no symptom inside the window is not reported
-(it was not observable); ``Injector.unobserved`` counts them. Faults still open at the end of the
-window are reported with their planned repair time.
+A ``Fault`` (``faults.Fault``) collects its ground truth while it unfolds: ``start_us`` is the
+earliest symptom (``symptom(t)``), ``affected`` every entity that showed one (``touch``). When the
+fault is repaired (or, for job faults, when the job has failed) one ``fault.injected`` event goes
+to the truth topic, with event time = ``start_us``. A fault that showed no symptom inside the
+window is not reported (it was not observable); ``Injector.unobserved`` counts them. Faults still
+open at the end of the window are reported with their planned repair time.
+
+The injector sees the simulator as a ``world.World``; the symptoms see it back as the
+``FaultLedger`` there, so they need not import this module.
 
 Targets: a random healthy node (up, not drained, no other fault in progress), GPU, NIC, link, leaf,
 rack, running job or virtual cluster, as the category needs; "near" faults of a scenario pick a
@@ -15,17 +18,14 @@ one scrape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import numpy as np
 
-from fleetlog.generators.faults import PlannedFault
+from fleetlog.generators.faults import Fault, PlannedFault
+from fleetlog.generators.symptoms import SYMPTOMS
+from fleetlog.generators.world import World
 from fleetlog.ingest import contract as c
-
-if TYPE_CHECKING:
-    from fleetlog.generators.jobs import Job
-    from fleetlog.generators.simulator import Simulator
 
 NODE_CATEGORIES: Final = ("gpu_hw", "gpu_hbm", "gpu_sram", "gpu_gsp", "gpu_thermal", "nic",
                           "host_maintenance", "host_hw")
@@ -33,41 +33,8 @@ BENIGN_XIDS: Final = ((13, 0.4), (31, 0.4), (43, 0.2))
 BENIGN_XID_PER_GPU_DAY: Final = 0.01
 
 
-@dataclass(eq=False)
-class Fault:
-    fault_id: str
-    category: str
-    variant: str
-    entity: str
-    scenario: str
-    planned: PlannedFault
-    su: int = -1  # scalable unit of the root (for "near" faults), -1 if none
-    nodes: list[int] = field(default_factory=list)  # nodes held while the fault is open
-    gpu: int = -1
-    node: int = -1
-    port: int = -1
-    leaf: int = -1
-    rack: int = -1
-    vc: int = -1
-    job: Job | None = None
-    start_us: int | None = None
-    end_us: int | None = None
-    affected: dict[str, None] = field(default_factory=dict)
-    detail: str = ""
-    hold: int = 0  # symptoms still to come (e.g. slowed checkpoints in flight)
-    closing: bool = False
-    done: bool = False
-
-    def symptom(self, t_us: int) -> None:
-        self.start_us = t_us if self.start_us is None else min(self.start_us, t_us)
-
-    def touch(self, *entities: str) -> None:
-        for entity in entities:
-            self.affected.setdefault(entity, None)
-
-
 class Injector:
-    def __init__(self, sim: Simulator, plan: list[PlannedFault]) -> None:
+    def __init__(self, sim: World, plan: list[PlannedFault]) -> None:
         self.sim = sim
         self.plan = plan
         self.rng = sim.rng_fault
@@ -168,16 +135,14 @@ class Injector:
         node = self._pick(busy)
         if node is None:
             return None
-        fault = new(sim.sched.jobs[int(sim.sched.node_job[node])].entity,
-                    su=int(topo.node_su[node]))
-        fault.job = sim.sched.jobs[int(sim.sched.node_job[node])]
+        slot = int(sim.sched.node_job[node])
+        fault = new(sim.sched.jobs[slot].entity, su=int(topo.node_su[node]))
+        fault.job = slot
         return fault
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def _inject(self, planned: PlannedFault) -> None:
-        from fleetlog.generators.symptoms import SYMPTOMS
-
         sim = self.sim
         fault = self._target(planned, f"{sim.tag}-f{len(self.faults) + 1:04d}")
         if fault is None:

@@ -9,14 +9,12 @@ interval and run length grow with the job.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import numpy as np
 
+from fleetlog.generators.faults import Fault
 from fleetlog.ingest import contract as c
-
-if TYPE_CHECKING:
-    from fleetlog.generators.injector import Fault
 
 FILL_SHARE: Final = 0.9  # of a virtual cluster's non-spare nodes the initial jobs take
 _SMALL_SIZES: Final = (1, 2, 4, 8, 16, 32, 64, 128)

@@ -9,6 +9,10 @@ own times. Each chunk is that interval's events sorted by time, then the scrape'
 Determinism: every random draw comes from one of a few numpy Generators spawned from the seed (so
 adding draws in one part does not shift another), actions with equal times run in the order they
 were scheduled, and nothing reads the wall clock or iterates over an unordered set.
+
+The ``Simulator`` is the composition: it builds the telemetry, the scheduler (``workload``) and the
+injector (which runs ``symptoms``) and hands each one itself, seen as a ``world.World``; no part
+imports this module (or another part for its types).
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from fleetlog.generators.config import SOURCE, SimConfig, SimulationError
-from fleetlog.generators.faults import PlannedFault, get_scenario, plan_faults
+from fleetlog.generators.faults import Fault, PlannedFault, get_scenario, plan_faults
 from fleetlog.generators.injector import Injector
 from fleetlog.generators.jobs import Job
+from fleetlog.generators.symptoms import XID_TEXT
 from fleetlog.generators.telemetry import Telemetry
 from fleetlog.generators.topology import Topology, build_topology, pci_bus_id
 from fleetlog.generators.workload import Scheduler
@@ -63,7 +68,7 @@ class Simulator:
         self._ids = map(f"{self.tag}-{{}}".format, itertools.count(1))
         self._started = False
 
-    # ---- the world's API (used by the scheduler, injector and symptoms) -------------------
+    # ---- the world's API (used by the scheduler, injector and symptoms: world.World) -------
 
     def at(self, t_us: int, action: Callable[[], None]) -> None:
         """Run ``action`` at simulated time ``t_us`` (never in the past)."""
@@ -82,13 +87,11 @@ class Simulator:
         start, step = self.config.start_us, self.config.interval_us
         return start + max(0, -(-(t_us - start) // step)) * step
 
-    def xid(self, gpu: int, code: int, *, fault: Any = None, at: int | None = None,
+    def xid(self, gpu: int, code: int, *, fault: Fault | None = None, at: int | None = None,
             pid: int | None = None) -> None:
         node, index = divmod(gpu, self.topo.gpus_per_node)
         if pid is None and self.sched.node_job[node] >= 0:
             pid = self.sched.jobs[int(self.sched.node_job[node])].pid
-        from fleetlog.generators.symptoms import XID_TEXT
-
         t = self.now_us if at is None else at
         self.emit(c.XidReported(node=self.topo.node_names[node], gpu=index,
                                 pci_bus_id=pci_bus_id(index), xid=code,

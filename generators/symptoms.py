@@ -6,22 +6,23 @@ would drain, and schedules the repair, which undoes everything and reports the f
 sample-borne symptoms are the first scrape that shows them (``sim.next_tick``); event-borne ones
 are the event's time. Precursor durations are drawn from the documented ranges, shortened (never
 below the range's low end) to fit a short window.
+
+The simulator is seen as a ``world.World`` (with the scheduler and the injector behind it as
+``JobControl`` and ``FaultLedger``): this module imports no other part, the injector imports it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import numpy as np
 
-from fleetlog.generators.faults import REPAIR_HOURS
+from fleetlog.generators.faults import REPAIR_HOURS, Fault
+from fleetlog.generators.jobs import Job
 from fleetlog.generators.telemetry import Overlay
+from fleetlog.generators.world import World
 from fleetlog.ingest import contract as c
-
-if TYPE_CHECKING:
-    from fleetlog.generators.injector import Fault
-    from fleetlog.generators.simulator import Simulator
 
 # Kernel log text per XID (the part after "NVRM: Xid (PCI:...): <code>, pid=..., ").
 XID_TEXT: Final = {
@@ -67,17 +68,17 @@ def _us(seconds: float) -> int:
     return round(seconds * 1_000_000)
 
 
-def _between(sim: Simulator, lo_s: float, hi_s: float) -> int:
+def _between(sim: World, lo_s: float, hi_s: float) -> int:
     return _us(float(sim.rng_fault.uniform(lo_s, hi_s)))
 
 
-def _lead(sim: Simulator, lo_s: float, hi_s: float) -> int:
+def _lead(sim: World, lo_s: float, hi_s: float) -> int:
     """A precursor's duration: the documented range, cut to half the window left (>= lo_s)."""
     room = (sim.config.end_us - sim.now_us) / 1e6 * 0.5
     return _between(sim, lo_s, max(lo_s, min(hi_s, room)))
 
 
-def _repair_time(sim: Simulator, fault: Fault, t_us: int) -> int:
+def _repair_time(sim: World, fault: Fault, t_us: int) -> int:
     lo, hi = REPAIR_HOURS[fault.category]
     return t_us + _between(sim, lo * 3600, hi * 3600)
 
@@ -86,7 +87,7 @@ def _index(*items: int) -> np.ndarray[tuple[int], np.dtype[np.intp]]:
     return np.asarray(items, dtype=np.intp)
 
 
-def _jitter(sim: Simulator) -> int:
+def _jitter(sim: World) -> int:
     """Puts an event between two scrapes."""
     return _between(sim, 0.5, sim.config.interval_s - 0.5)
 
@@ -94,7 +95,7 @@ def _jitter(sim: Simulator) -> int:
 # ---- GPU -------------------------------------------------------------------------------------
 
 
-def _gpu_fatal(sim: Simulator, f: Fault, codes: list[int], failure: tuple[int, str],
+def _gpu_fatal(sim: World, f: Fault, codes: list[int], failure: tuple[int, str],
                fail_within_s: tuple[float, float], end_us: int, *, absent: bool = False,
                idle: bool = False, dbe: bool = False, remap_failure: bool = False) -> None:
     """The XID (and a DBE), the GPU gone or idle, the node drained, the job failing, the repair."""
@@ -132,7 +133,7 @@ def _gpu_fatal(sim: Simulator, f: Fault, codes: list[int], failure: tuple[int, s
     sim.at(max(end_us, sim.now_us + 1), repair)
 
 
-def _counter_then_xid(sim: Simulator, f: Fault, column: str, lead: tuple[float, float],
+def _counter_then_xid(sim: World, f: Fault, column: str, lead: tuple[float, float],
                       rates: tuple[float, float]) -> tuple[int, int]:
     """A counter rising from the next scrape; returns (XID time, repair time)."""
     t0 = sim.next_tick(sim.now_us)
@@ -145,7 +146,7 @@ def _counter_then_xid(sim: Simulator, f: Fault, column: str, lead: tuple[float, 
     return t_xid, end
 
 
-def gpu_hw(sim: Simulator, f: Fault) -> None:
+def gpu_hw(sim: World, f: Fault) -> None:
     sim.injector.hold_nodes(f, [f.node])
     if f.variant == "nvlink_xid74":
         t_xid, end = _counter_then_xid(sim, f, "nvlink_crc_flit_errors", (60, 300), (5, 300))
@@ -157,7 +158,7 @@ def gpu_hw(sim: Simulator, f: Fault) -> None:
                idle=code != 79)
 
 
-def gpu_hbm(sim: Simulator, f: Fault) -> None:
+def gpu_hbm(sim: World, f: Fault) -> None:
     sim.injector.hold_nodes(f, [f.node])
     t0 = sim.next_tick(sim.now_us)
     rates = (float(sim.rng_fault.uniform(1, 3)), float(sim.rng_fault.uniform(20, 80)))
@@ -172,21 +173,21 @@ def gpu_hbm(sim: Simulator, f: Fault) -> None:
                                      dbe=True, remap_failure=f.variant == "xid63_64"))
 
 
-def gpu_sram(sim: Simulator, f: Fault) -> None:
+def gpu_sram(sim: World, f: Fault) -> None:
     sim.injector.hold_nodes(f, [f.node])
     t_xid, end = _counter_then_xid(sim, f, "sram_ecc_total", (120, 600), (2, 40))
     code = 94 if f.variant == "xid94" else 95
     sim.at(t_xid, lambda: _gpu_fatal(sim, f, [code], ECC_FAILURE, (0.5, 5), end))
 
 
-def gpu_gsp(sim: Simulator, f: Fault) -> None:
+def gpu_gsp(sim: World, f: Fault) -> None:
     sim.injector.hold_nodes(f, [f.node])
     f.end_us = _repair_time(sim, f, sim.now_us)
     code = 119 if f.variant == "xid119" else 120
     _gpu_fatal(sim, f, [code], GSP_FAILURE, (10, 60), f.end_us, idle=True)
 
 
-def _heat(sim: Simulator, f: Fault, gpus: list[int], ramp_s: tuple[float, float],
+def _heat(sim: World, f: Fault, gpus: list[int], ramp_s: tuple[float, float],
           rise_c: tuple[float, float], clock: tuple[float, float], hw_above: float) -> None:
     """Temperatures ramp up from the next scrape, then the GPUs throttle until the repair."""
     t0 = sim.next_tick(sim.now_us)
@@ -208,12 +209,12 @@ def _heat(sim: Simulator, f: Fault, gpus: list[int], ramp_s: tuple[float, float]
     sim.at(f.end_us, repair)
 
 
-def gpu_thermal(sim: Simulator, f: Fault) -> None:
+def gpu_thermal(sim: World, f: Fault) -> None:
     sim.injector.hold_nodes(f, [f.node])
     _heat(sim, f, [f.gpu], (300, 900), (10, 25), (0.2, 0.4), hw_above=18)
 
 
-def cooling(sim: Simulator, f: Fault) -> None:
+def cooling(sim: World, f: Fault) -> None:
     nodes = list(sim.topo.rack_nodes(f.rack))
     sim.injector.busy_racks.add(f.rack)
     sim.injector.hold_nodes(f, nodes)
@@ -226,22 +227,25 @@ def cooling(sim: Simulator, f: Fault) -> None:
 # ---- jobs ------------------------------------------------------------------------------------
 
 
-def sdc(sim: Simulator, f: Fault) -> None:
-    assert f.job is not None
-    sim.sched.corrupt(f.job, f, f.variant)
+def _job(sim: World, f: Fault) -> Job:
+    assert f.job >= 0, f"{f.category} fault without a target job"
+    return sim.sched.jobs[f.job]
 
 
-def software(sim: Simulator, f: Fault) -> None:
-    assert f.job is not None
+def sdc(sim: World, f: Fault) -> None:
+    sim.sched.corrupt(_job(sim, f), f, f.variant)
+
+
+def software(sim: World, f: Fault) -> None:
+    job = _job(sim, f)
     code, reason = SOFTWARE_FAILURES[f.variant]
     f.symptom(sim.now_us)
-    sim.sched.fail(f.job, code, reason, f)
+    sim.sched.fail(job, code, reason, f)
     sim.injector.finish(f, sim.now_us)
 
 
-def nccl_hang(sim: Simulator, f: Fault) -> None:
-    assert f.job is not None
-    sim.sched.hang(f.job, f)
+def nccl_hang(sim: World, f: Fault) -> None:
+    sim.sched.hang(_job(sim, f), f)
     f.symptom(sim.next_tick(sim.now_us))
     f.end_us = sim.now_us + _us(sim.config.nccl_timeout_s)
 
@@ -249,11 +253,11 @@ def nccl_hang(sim: Simulator, f: Fault) -> None:
 # ---- network ---------------------------------------------------------------------------------
 
 
-def network(sim: Simulator, f: Fault) -> None:
+def network(sim: World, f: Fault) -> None:
     (_leaf_down if f.variant == "switch" else _cable)(sim, f)
 
 
-def _cable(sim: Simulator, f: Fault) -> None:
+def _cable(sim: World, f: Fault) -> None:
     tel, sched, port, node = sim.tel, sim.sched, f.port, f.node
     sim.injector.hold_nodes(f, [node])
     rail = f.gpu % sim.topo.gpus_per_node
@@ -302,7 +306,7 @@ def _cable(sim: Simulator, f: Fault) -> None:
     sim.at(f.end_us, repair)
 
 
-def _leaf_down(sim: Simulator, f: Fault) -> None:
+def _leaf_down(sim: World, f: Fault) -> None:
     tel, sched, topo = sim.tel, sim.sched, sim.topo
     sim.injector.busy_leaves.add(f.leaf)
     ports = list(topo.switch_ports(f.leaf))
@@ -328,7 +332,7 @@ def _leaf_down(sim: Simulator, f: Fault) -> None:
     sim.at(f.end_us, repair)
 
 
-def nic(sim: Simulator, f: Fault) -> None:
+def nic(sim: World, f: Fault) -> None:
     tel, sched, port, node = sim.tel, sim.sched, f.port, f.node
     sim.injector.hold_nodes(f, [node])
     f.touch(sim.topo.link_entity(port))
@@ -359,7 +363,7 @@ def nic(sim: Simulator, f: Fault) -> None:
 # ---- hosts, racks, storage -------------------------------------------------------------------
 
 
-def _bring_up(sim: Simulator, f: Fault, nodes: list[int], *, maintenance: bool = False,
+def _bring_up(sim: World, f: Fault, nodes: list[int], *, maintenance: bool = False,
               stagger_s: float = 0.0) -> None:
     """At ``f.end_us``: the nodes come back (``node.came_up``), rejoin the pool; then report."""
     remaining = [len(nodes)]
@@ -380,7 +384,7 @@ def _bring_up(sim: Simulator, f: Fault, nodes: list[int], *, maintenance: bool =
         sim.at(at, lambda node=node: come_up(node))  # type: ignore[misc]
 
 
-def _went_down(sim: Simulator, f: Fault, node: int, reason: str) -> Callable[[], None]:
+def _went_down(sim: World, f: Fault, node: int, reason: str) -> Callable[[], None]:
     def went_down() -> None:
         sim.tel.set_node_up(node, False)
         sim.emit(c.NodeWentDown(node=sim.topo.node_names[node], reason=reason))
@@ -389,7 +393,7 @@ def _went_down(sim: Simulator, f: Fault, node: int, reason: str) -> Callable[[],
     return went_down
 
 
-def host_maintenance(sim: Simulator, f: Fault) -> None:
+def host_maintenance(sim: World, f: Fault) -> None:
     node = f.node
     sim.injector.hold_nodes(f, [node])
     sim.emit(c.NodeMaintenanceStarted(node=sim.topo.node_names[node],
@@ -404,7 +408,7 @@ def host_maintenance(sim: Simulator, f: Fault) -> None:
     _bring_up(sim, f, [node], maintenance=True)
 
 
-def host_hw(sim: Simulator, f: Fault) -> None:
+def host_hw(sim: World, f: Fault) -> None:
     node = f.node
     sim.injector.hold_nodes(f, [node])
     sim.tel.set_node_up(node, False)
@@ -419,7 +423,7 @@ def host_hw(sim: Simulator, f: Fault) -> None:
     _bring_up(sim, f, [node])
 
 
-def rack_power(sim: Simulator, f: Fault) -> None:
+def rack_power(sim: World, f: Fault) -> None:
     nodes = list(sim.topo.rack_nodes(f.rack))
     sim.injector.busy_racks.add(f.rack)
     sim.injector.hold_nodes(f, nodes)
@@ -436,7 +440,7 @@ def rack_power(sim: Simulator, f: Fault) -> None:
     _bring_up(sim, f, nodes, stagger_s=60)
 
 
-def storage(sim: Simulator, f: Fault) -> None:
+def storage(sim: World, f: Fault) -> None:
     factor = float(sim.rng_fault.uniform(5, 20))
     sim.sched.storage[f.vc] = (factor, f)
     f.detail = f"checkpoint writes {factor:.1f}x slower on {sim.topo.vc_names[f.vc]}"
@@ -449,7 +453,7 @@ def storage(sim: Simulator, f: Fault) -> None:
     sim.at(f.end_us, repair)
 
 
-SYMPTOMS: Final[dict[str, Callable[[Simulator, Fault], None]]] = {
+SYMPTOMS: Final[dict[str, Callable[[World, Fault], None]]] = {
     "gpu_hw": gpu_hw, "gpu_hbm": gpu_hbm, "gpu_sram": gpu_sram, "gpu_gsp": gpu_gsp,
     "gpu_thermal": gpu_thermal, "sdc": sdc, "software": software, "nccl_hang": nccl_hang,
     "network": network, "nic": nic, "host_maintenance": host_maintenance, "host_hw": host_hw,

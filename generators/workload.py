@@ -16,10 +16,11 @@ Callbacks scheduled for a job carry its ``epoch``; a failure bumps the epoch, so
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
 import numpy as np
 
+from fleetlog.generators.faults import Fault
 from fleetlog.generators.jobs import (
     Job,
     WorkloadStats,
@@ -35,18 +36,15 @@ from fleetlog.generators.telemetry import (
     PHASE_HANG,
     PHASE_IDLE,
 )
+from fleetlog.generators.world import NodeArray, World
 from fleetlog.ingest import contract as c
-
-if TYPE_CHECKING:
-    from fleetlog.generators.injector import Fault
-    from fleetlog.generators.simulator import Simulator
 
 _US: Final = 1_000_000
 RETRY_US: Final = 60 * _US
 
 
 class Scheduler:
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: World) -> None:
         self.sim = sim
         self.topo = sim.topo
         self.tel = sim.tel
@@ -55,8 +53,8 @@ class Scheduler:
         n = self.topo.n_nodes
         self.jobs: list[Job] = []
         self.active: list[Job] = []
-        self.node_job = np.full(n, -1, dtype=np.int32)
-        self.drained = np.zeros(n, dtype=np.int32)
+        self.node_job: NodeArray = np.full(n, -1, dtype=np.int32)
+        self.drained: NodeArray = np.zeros(n, dtype=np.int32)
         n_vcs = len(self.topo.vc_names)
         self.spares: list[set[int]] = [set() for _ in range(n_vcs)]
         self.free: list[set[int]] = [set() for _ in range(n_vcs)]
@@ -386,9 +384,9 @@ class Scheduler:
             job = self.jobs[slot]
             if job.state in ("running", "checkpointing", "hung"):
                 job.slowdown = max(job.slowdown, 1.0 / factor)
-                touch: Any = getattr(owner, "touch", None)
-                if touch is not None and job.state == "running":
-                    touch(job.entity)
+                # the overlay's owner is the fault slowing it: the job is affected too
+                if isinstance(owner, Fault) and job.state == "running":
+                    owner.touch(job.entity)
 
     def _report(self, job: Job, t_us: int, prev_us: int) -> None:
         step = int(job.progress)
