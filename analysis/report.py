@@ -1,15 +1,21 @@
 """Batch reports: one window of the store as self-contained HTML, Markdown and JSON.
 
 ``write_report`` is deterministic: the same store and window give the same files, under names
-derived from the window, so reporting a window again rewrites the same report. ``run_every``
-repeats it on a schedule and stops cleanly on SIGTERM or SIGINT.
+derived from the window, so reporting a window again rewrites the same report. Those names are
+predictable, so each file is written to a temporary file in the folder and renamed into place (a
+reader sees the old report or the new one, never half of one), and a symbolic link at a file's
+name is refused rather than followed. ``run_every`` repeats it on a schedule and stops cleanly
+on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
+import os
 import signal
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -137,7 +143,12 @@ def write_report(
         data = report_data(con, window)
     finally:
         con.close()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise ReportError(f"{out} is a file: --out names the folder for the reports") from exc
+    except OSError as exc:
+        raise ReportError(f"cannot create the report folder {out}: {exc.strerror}") from exc
     stem = f"report-{window.slug()}"
     svgs = {
         "incidents": charts.incidents_over_time(data["mtbf_trend"],
@@ -147,24 +158,54 @@ def write_report(
     written: list[str] = []
     if "html" in formats:
         path = out / f"{stem}.html"
-        path.write_text(render_html(data, svgs), "utf-8")
+        write_file(path, render_html(data, svgs))
         written.append(str(path))
     if "md" in formats:
         chart_files = {}
         for name, svg in svgs.items():
             chart = out / f"{stem}.{name}.svg"
-            chart.write_text(svg, "utf-8")
+            write_file(chart, svg)
             chart_files[name] = chart.name
         path = out / f"{stem}.md"
-        path.write_text(render_md(data, chart_files), "utf-8")
+        write_file(path, render_md(data, chart_files))
         written.append(str(path))
     if "json" in formats:
         path = out / f"{stem}.json"
-        path.write_text(json.dumps(data, default=_json_default, indent=2, sort_keys=True),
-                        "utf-8")
+        write_file(path, json.dumps(data, default=_json_default, indent=2, sort_keys=True))
         written.append(str(path))
     return {"window_start": window.start, "window_end": window.end,
             "incidents": len(data["incidents"]), "files": written}
+
+
+def write_file(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically: a temporary file in its folder, renamed into
+    place. A symbolic link at ``path`` is refused: the names are predictable, and following one
+    planted there would write wherever it points."""
+    if path.is_symlink():
+        raise ReportError(f"{path} is a symbolic link: remove it (fleetlog writes reports only "
+                          "as regular files), or pass another --out")
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ReportError(f"cannot write in {path.parent}: {exc.strerror}") from exc
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes it private; a report is not
+        tmp.replace(path)  # renames over the name: never follows a link planted since the check
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise ReportError(f"cannot write {path}: {exc.strerror}") from exc
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def run_every(

@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Final
 
 import duckdb
 
@@ -22,6 +22,7 @@ from fleetlog.analysis.job_history import US
 from fleetlog.analysis.projections import Jobs, NodeHealth
 from fleetlog.ingest.contract import to_us
 from fleetlog.ingest.contract.errors import FleetlogError
+from fleetlog.ingest.contract.time_range import MAX_TIME_US, MIN_TIME_US, RANGE_TEXT
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,17 @@ def resolve_window(
     end = until or latest_event_time(con)
     if end is None:
         raise ReportError("the store holds no events yet: ingest or simulate some first")
-    return Window(start=end - timedelta(seconds=window_s), end=end)
+    if not 0 < window_s <= _MAX_WINDOW_S:  # also refuses nan
+        raise ReportError(f"a report window of {window_s:g} s is not in (0, {_MAX_WINDOW_S:g}] s "
+                          f"(the valid time range {RANGE_TEXT})")
+    try:
+        return Window(start=end - timedelta(seconds=window_s), end=end)
+    except OverflowError as exc:  # an end near year 1 (a library caller's --until)
+        raise ReportError(f"the window of {window_s:g} s before {end} starts before year 1: "
+                          "give a shorter window or a later end") from exc
+
+
+_MAX_WINDOW_S: Final = (MAX_TIME_US - MIN_TIME_US) / 1e6  # the span of the valid time range
 
 
 def _records(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:

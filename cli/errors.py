@@ -4,7 +4,8 @@ Exit codes (documented in docs/commands.md):
   0  success
   1  an expected failure (missing database, broker unreachable, bad input); the message says
      what to do
-  2  a usage error (unknown option, bad value), from click
+  2  a usage error: an unknown option, or a bad value (out of its range, not finite, a time
+     outside 1970..2200), refused before the command runs
   3  the database is locked by another process (an ingester)
   130 interrupted (Ctrl-C)
 """
@@ -22,6 +23,7 @@ EXIT_FAILURE = 1
 EXIT_LOCKED = 3
 EXIT_INTERRUPTED = 130
 
+
 class CommandFailed(click.ClickException):
     """A ClickException with its own exit code."""
 
@@ -31,6 +33,17 @@ class CommandFailed(click.ClickException):
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"Error: {self.format_message()}", err=True, file=file)
+
+
+class Interrupted(CommandFailed):
+    """Ctrl-C (SIGINT): "Interrupted." and exit code 130, the shell's convention, from every
+    command. click would otherwise turn ``KeyboardInterrupt`` into "Aborted!" and exit 1."""
+
+    def __init__(self) -> None:
+        super().__init__("Interrupted.", EXIT_INTERRUPTED)
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(self.format_message(), err=True, file=file)
 
 
 def translate(exc: Exception) -> CommandFailed | None:

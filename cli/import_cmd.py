@@ -70,6 +70,10 @@ def import_command(
     Lines that cannot be read become dead letters (file, line, reason); importing the same
     file again lands nothing new.
 
+    A PATH is a file, a folder (sysfs) or a pipe: /dev/stdin (cat f | fleetlog import ...
+    /dev/stdin) or <(cmd). Device files and named pipes are refused (redirect a FIFO: /dev/stdin
+    < FIFO). Limits: 1 GiB per input, 1 MiB per line (longer: a dead letter).
+
     Example: fleetlog import --db fleet.duckdb --tz UTC --node gpu-node-1 dmesg.log sacct.txt
     """
     from fleetlog.ingest.readers.base import ReadOptions, parse_tz

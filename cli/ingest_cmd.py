@@ -8,7 +8,13 @@ import click
 
 from fleetlog.cli.live import LiveIngest
 from fleetlog.cli.output import output_options, render
-from fleetlog.cli.params import Duration, bootstrap_option, topic_prefix_option
+from fleetlog.cli.params import (
+    MAX_DURATION_S,
+    Duration,
+    FiniteFloat,
+    bootstrap_option,
+    topic_prefix_option,
+)
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.ingester import (
     INGEST_MEMORY_LIMIT,
@@ -25,10 +31,19 @@ from fleetlog.ingest.store.database import valid_memory_limit
 
 
 def _topics(values: tuple[str, ...], prefix: str) -> list[str]:
+    """Families (``gpu``) or their topics (``<prefix>.gpu``) -> topics. Anything else is
+    refused: subscribing to a name the broker does not know would create that topic."""
     names = [name.strip() for value in values for name in value.split(",") if name.strip()]
     if not names:
         return default_topics(prefix)
-    return [c.topic_name(n, prefix) if n in c.TOPIC_FAMILIES else n for n in names]
+    known = {family: c.topic_name(family, prefix) for family in c.TOPIC_FAMILIES}
+    topics = set(known.values())
+    for name in names:
+        if name not in known and name not in topics:
+            raise click.BadParameter(
+                f"{name[:80]!r} is not a fleetlog topic family: use "
+                f"{', '.join(c.TOPIC_FAMILIES)} (or {prefix}.<family>)", param_hint="--topics")
+    return list(dict.fromkeys(known.get(name, name) for name in names))
 
 
 def _check_size(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -51,18 +66,21 @@ def _check_size(ctx: click.Context, param: click.Parameter, value: str) -> str:
               "[default: <prefix>-ingest].")
 @click.option("--follow", "mode", flag_value="follow", default=True,
               help="Run until stopped (SIGINT/SIGTERM) [default].")
-@click.option("--until-idle", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+@click.option("--until-idle", type=FiniteFloat(min=0, max=MAX_DURATION_S), default=None,
+              metavar="SECONDS",
               help="Stop once caught up and the topics have been quiet this long.")
 @click.option("--from", "source", default=None, metavar="jsonl:DIR",
               help="Land the files of `fleetlog simulate --to jsonl:DIR` instead of Kafka.")
 @click.option("--batch-events", type=click.IntRange(min=1), default=DEFAULT_BATCH_EVENTS,
               show_default=True, help="Events per DuckDB transaction (at most; bigger ones "
               "land faster and smaller on disk, see docs/ingest.md#batch-size).")
-@click.option("--broker-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
-              metavar="SECONDS", help="Stop with an error when Kafka is gone this long.")
-@click.option("--session-timeout", type=click.FloatRange(min=6), default=10.0,
+@click.option("--broker-timeout", type=FiniteFloat(min=1, max=MAX_DURATION_S), default=60.0,
               show_default=True, metavar="SECONDS",
-              help="How soon a dead ingester's partitions move to the others.")
+              help="Stop with an error when Kafka is gone this long.")
+@click.option("--session-timeout", type=FiniteFloat(min=6, max=1800), default=10.0,
+              show_default=True, metavar="SECONDS",
+              help="How soon a dead ingester's partitions move to the others (6 to 1800: the "
+              "broker's default bounds).")
 @click.option("--in-process/--writer-process", default=True, show_default=True,
               help="Decode and write on a thread of this process, or in a second process with "
               "its own GIL (more CPU per event for the hand-over; see docs/ingest.md).")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from fleetlog.cli.output import output_options, render
-from fleetlog.cli.params import kafka_dir_option
+from fleetlog.cli.params import FiniteFloat, kafka_dir_option
 from fleetlog.ingest.kafka import broker
 
 
@@ -23,11 +23,12 @@ def kafka_group() -> None:
 
 @kafka_group.command("up")
 @kafka_dir_option
-@click.option("--port", type=int, default=broker.DEFAULT_PORT, show_default=True,
+@click.option("--port", type=click.IntRange(1, 65535), default=broker.DEFAULT_PORT,
+              show_default=True,
               help="Broker port on 127.0.0.1.")
-@click.option("--controller-port", type=int, default=None,
+@click.option("--controller-port", type=click.IntRange(1, 65535), default=None,
               help="KRaft controller port (default: --port + 1).")
-@click.option("--timeout", type=float, default=90.0, show_default=True,
+@click.option("--timeout", type=FiniteFloat(min=0.0), default=90.0, show_default=True,
               help="Seconds to wait for the broker to answer.")
 @click.option("--heap", default="1g", show_default=True, help="JVM heap (-Xmx).")
 @output_options

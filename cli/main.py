@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from fleetlog.cli.errors import EXIT_INTERRUPTED, translate
+from fleetlog.cli.errors import EXIT_INTERRUPTED, Interrupted, translate
 
 # Command modules, in the order `fleetlog --help` lists them. Add yours here.
 COMMAND_MODULES = (
@@ -33,9 +33,15 @@ COMMAND_MODULES = (
 
 
 class FleetlogGroup(click.Group):
+    """Turns every expected failure into its one-line message and exit code, in one place:
+    ``FleetlogError`` (``translate``), and Ctrl-C, which click would report as "Aborted!" with
+    exit code 1, into "Interrupted." with 130 (``Interrupted``)."""
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise Interrupted() from exc
         except click.ClickException:
             raise
         except Exception as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
@@ -45,7 +46,27 @@ def _default(value: Any) -> Any:
 
 
 def to_json(data: Any, *, indent: int | None = 2) -> str:
-    return json.dumps(data, default=_default, indent=indent, ensure_ascii=False)
+    """JSON as the standard has it: NaN and ±Infinity, which JSON has no words for, are null
+    (as JavaScript's JSON.stringify writes them), never the bare NaN Python would print."""
+    try:
+        return json.dumps(data, default=_default, indent=indent, ensure_ascii=False,
+                          allow_nan=False)
+    except ValueError:  # a non-finite number somewhere: the rare case pays for the walk
+        return json.dumps(_finite(data), default=_default, indent=indent, ensure_ascii=False,
+                          allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN and infinity (float or Decimal, at any depth) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _cell(value: Any) -> str:

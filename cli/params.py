@@ -1,13 +1,22 @@
-"""Options shared by several commands, defined once."""
+"""Options and parameter types shared by several commands, defined once.
+
+Every bad option value is refused here, by a parameter type raising ``click.BadParameter``: one
+line, exit code 2, before the command runs. Numbers are finite (``nan`` and ``inf`` are refused)
+and in their range; times lie in the contract's valid range (1970..2200); durations are at most
+that range's span.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 import click
+
+from fleetlog.ingest.contract.time_range import MAX_TIME_US, MIN_TIME_US, RANGE_TEXT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,7 +60,30 @@ class UtcTime(click.ParamType[datetime]):
                       ctx)
         if parsed.tzinfo is None:
             self.fail(f"{text!r} has no time zone: add one, e.g. {text}Z for UTC", param, ctx)
+        if not MIN_TIME <= parsed <= MAX_TIME:
+            self.fail(f"{text!r} is outside the valid time range {RANGE_TEXT}", param, ctx)
         return parsed.astimezone(UTC)
+
+
+MIN_TIME: Final = datetime.fromtimestamp(MIN_TIME_US / 1e6, UTC)
+MAX_TIME: Final = datetime.fromtimestamp(MAX_TIME_US / 1e6, UTC)
+# The longest duration any option takes: the span of the valid time range (230 years).
+MAX_DURATION_S: Final = (MAX_TIME_US - MIN_TIME_US) / 1e6
+
+
+class FiniteFloat(click.FloatRange):
+    """A finite number (``nan`` and ``inf`` refused, which ``click.FloatRange`` lets through:
+    comparisons with nan are false) in its range."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 since_option = click.option("--since", type=UtcTime(), default=None,
@@ -89,21 +121,38 @@ _SINK_EXAMPLES = {"kafka": "kafka://HOST:PORT", "duckdb": "duckdb:PATH", "jsonl"
 
 
 class Duration(click.ParamType[float]):
-    """``90s``, ``10m``, ``1h``, ``7d`` (or plain seconds) -> seconds."""
+    """``90s``, ``10m``, ``1h``, ``7d`` (or plain seconds) -> seconds: finite, positive, at least
+    ``min_s`` and at most ``max_s`` (the span of the valid time range unless told)."""
 
     name = "DURATION"
     _UNITS: ClassVar[dict[str, float]] = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
+    def __init__(self, min_s: float = 0.0, max_s: float = MAX_DURATION_S) -> None:
+        self.min_s, self.max_s = min_s, max_s
+
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
-        if isinstance(value, int | float):
-            return float(value)
-        text = str(value).strip().lower()
-        number, unit = (text[:-1], text[-1]) if text[-1:] in self._UNITS else (text, "s")
-        try:
-            seconds = float(number) * self._UNITS[unit]
-        except ValueError:
-            self.fail(f"{value!r} is not a duration (e.g. 30s, 10m, 1h, 7d)", param, ctx)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            text = str(value).strip().lower()
+            number, unit = (text[:-1], text[-1]) if text[-1:] in self._UNITS else (text, "s")
+            try:
+                seconds = float(number) * self._UNITS[unit]
+            except ValueError:
+                self.fail(f"{value!r} is not a duration (e.g. 30s, 10m, 1h, 7d)", param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite duration", param, ctx)
         if seconds <= 0:
             self.fail(f"{value!r} must be positive", param, ctx)
+        if seconds < self.min_s:
+            self.fail(f"{value!r} must be at least {self.min_s:g}s", param, ctx)
+        if seconds > self.max_s:
+            self.fail(f"{value!r} is longer than {_span(self.max_s)}", param, ctx)
         return seconds
+
+
+def _span(seconds: float) -> str:
+    if seconds == MAX_DURATION_S:
+        return f"the valid time range {RANGE_TEXT} ({seconds / 86400 / 365.25:.0f} years)"
+    return f"{seconds:g}s"

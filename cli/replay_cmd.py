@@ -8,7 +8,14 @@ from pathlib import Path
 import click
 
 from fleetlog.cli.output import output_options, render
-from fleetlog.cli.params import SinkUri, db_option, since_option, topic_prefix_option, until_option
+from fleetlog.cli.params import (
+    FiniteFloat,
+    SinkUri,
+    db_option,
+    since_option,
+    topic_prefix_option,
+    until_option,
+)
 from fleetlog.cli.progress import progress_reporter
 from fleetlog.ingest.replay import replay_to
 
@@ -17,7 +24,7 @@ from fleetlog.ingest.replay import replay_to
 @db_option
 @since_option
 @until_option
-@click.option("--speed", type=float, default=0.0, show_default=True,
+@click.option("--speed", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="1 = real time, 60 = a simulated minute per second, 0 = as fast as possible.")
 @click.option("--to", "target", type=SinkUri(("kafka", "duckdb")), required=True,
               help="kafka://HOST:PORT or duckdb:PATH.")

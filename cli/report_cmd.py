@@ -14,8 +14,9 @@ from fleetlog.cli.params import Duration, db_option, until_option
 
 @click.command("report")
 @db_option
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Folder for the report files (named after the window).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the report files (named after the window; a symbolic link at "
+              "a file's name is refused).")
 @click.option("--window", "window_s", type=Duration(), default="24h", show_default=True,
               help="How far back from the end of the window (e.g. 1h, 24h, 7d).")
 @until_option

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import click
 
 from fleetlog.cli.output import output_options, render
-from fleetlog.cli.params import Duration, SinkUri, UtcTime, topic_prefix_option
+from fleetlog.cli.params import (
+    MAX_DURATION_S,
+    MAX_TIME,
+    Duration,
+    FiniteFloat,
+    SinkUri,
+    UtcTime,
+    topic_prefix_option,
+)
 from fleetlog.cli.progress import progress_reporter
 from fleetlog.generators.config import DEFAULT_START, SimConfig
 from fleetlog.generators.faults import SCENARIOS
@@ -15,34 +23,34 @@ from fleetlog.generators.run import simulate
 
 
 @click.command("simulate")
-@click.option("--nodes", type=int, default=64, show_default=True,
+@click.option("--nodes", type=click.IntRange(min=1), default=64, show_default=True,
               help="Nodes in the cluster (8 GPUs and 8 NICs each by default).")
-@click.option("--hours", type=float, default=1.0, show_default=True,
+@click.option("--hours", type=FiniteFloat(min=0, min_open=True), default=1.0, show_default=True,
               help="Simulated time to generate.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Same seed and parameters give the identical event stream.")
 @click.option("--scenario", type=click.Choice(list(SCENARIOS)), default="llama3",
               show_default=True, help="What goes wrong (`fleetlog scenarios` lists them).")
-@click.option("--fault-rate", type=float, default=1.0, show_default=True,
+@click.option("--fault-rate", type=FiniteFloat(min=0), default=1.0, show_default=True,
               help="Multiplier on the base hazard of random faults.")
-@click.option("--base-hazard", type=float, default=5e-3, show_default=True,
+@click.option("--base-hazard", type=FiniteFloat(min=0), default=5e-3, show_default=True,
               help="Job-interrupting failures per 8-GPU node-day (Llama 3: 3.8e-3).")
-@click.option("--speed", type=float, default=0.0, show_default=True,
+@click.option("--speed", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="0 = as fast as possible, 1 = wall clock, 60 = a simulated minute per second.")
 @click.option("--to", "target", type=SinkUri(), required=True,
               help="kafka://HOST:PORT, duckdb:PATH, jsonl:DIR or null:.")
-@click.option("--interval", type=Duration(), default=10.0, show_default=True,
+@click.option("--interval", type=Duration(min_s=1.0), default=10.0, show_default=True,
               help="GPU and port scrape cadence (e.g. 10s, 1m).")
 @click.option("--start", type=UtcTime(), default=DEFAULT_START.isoformat(), show_default=True,
               help="Simulated start time (ISO 8601 with zone).")
-@click.option("--gpus-per-node", type=int, default=8, show_default=True)
-@click.option("--nodes-per-rack", type=int, default=4, show_default=True)
-@click.option("--racks-per-su", type=int, default=8, show_default=True,
+@click.option("--gpus-per-node", type=click.IntRange(1, 16), default=8, show_default=True)
+@click.option("--nodes-per-rack", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--racks-per-su", type=click.IntRange(min=1), default=8, show_default=True,
               help="Racks sharing one set of rail leaf switches (a scalable unit).")
-@click.option("--spines", type=int, default=None,
+@click.option("--spines", type=click.IntRange(min=1), default=None,
               help="Spine switches per region (default: one per SU, 2 to 8).")
-@click.option("--regions", type=int, default=1, show_default=True)
-@click.option("--vclusters", type=int, default=None,
+@click.option("--regions", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--vclusters", type=click.IntRange(min=1), default=None,
               help="Virtual clusters (default: 2, or 1 for a one-rack cluster).")
 @click.option("--restart-overhead", type=Duration(), default=600.0, show_default=True,
               help="Time from a job failure to its restart.")
@@ -65,6 +73,10 @@ def simulate_command(
     Example: fleetlog simulate --nodes 64 --hours 2 --seed 7 --scenario mixed
     --to duckdb:fleet.duckdb --table
     """
+    if start + timedelta(hours=min(hours, MAX_DURATION_S / 3600)) > MAX_TIME:
+        raise click.BadParameter(f"the simulation would run past {MAX_TIME:%Y-%m-%d}, the end "
+                                 "of the valid time range: give fewer --hours or an earlier "
+                                 "--start", param_hint="--hours")
     config = SimConfig(
         nodes=nodes, hours=hours, seed=seed, scenario=scenario, fault_rate=fault_rate,
         base_hazard=base_hazard, interval_s=interval, start=start, gpus_per_node=gpus_per_node,

@@ -10,7 +10,7 @@ import click
 from fleetlog.analysis.whatif import POLICIES
 from fleetlog.analysis.whatif_data import whatif
 from fleetlog.cli.output import output_options, render
-from fleetlog.cli.params import Duration, db_option
+from fleetlog.cli.params import Duration, FiniteFloat, db_option
 
 _COLUMNS = ["policy", "ettr", "ettr_vs_oracle", "lost_gpu_hours", "checkpoint_gpu_hours",
             "restarts", "jobs", "wall_gpu_hours"]
@@ -23,7 +23,7 @@ _COLUMNS = ["policy", "ettr", "ettr_vs_oracle", "lost_gpu_hours", "checkpoint_gp
               "computed for the ratio.")
 @click.option("--watchdog", type=Duration(), default=1800.0, show_default=True,
               help="How long a hang goes unnoticed without fleetlog (e.g. 30m).")
-@click.option("--gap", "gap_points", type=click.FloatRange(0.01, 100.0), default=2.0,
+@click.option("--gap", "gap_points", type=FiniteFloat(0.01, 100.0), default=2.0,
               show_default=True,
               help="Points of ETTR behind the oracle to size the checkpoint speed-up for (the "
               "'expected' section: how much faster checkpoints must get for scheduled "

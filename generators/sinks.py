@@ -12,6 +12,9 @@ What only the simulator writes to lives here: JSON-lines files, memory, nowhere,
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Final
@@ -70,7 +73,10 @@ class MemorySink:
 class JsonlSink:
     """One file per topic family in ``folder`` (``gpu.jsonl``, ``jobs.jsonl``…), appended to;
     each line is ``contract.encode_json(event)``. The files hold events only: a dead letter has
-    no place in them, so one given is refused (the simulator makes none)."""
+    no place in them, so one given is refused (the simulator makes none).
+
+    The names are predictable, so a symbolic link planted at one is refused rather than
+    followed (``O_NOFOLLOW``), and so is anything there that is not a regular file (a FIFO)."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -89,11 +95,7 @@ class JsonlSink:
             family = event.topic_family
             out = self._files.get(family)
             if out is None:
-                path = self.folder / f"{family}.jsonl"
-                try:
-                    out = self._files[family] = path.open("ab", buffering=1 << 20)
-                except OSError as exc:
-                    raise SimulationError(f"cannot write {path}: {exc.strerror}") from exc
+                out = self._files[family] = _append_only(self.folder / f"{family}.jsonl")
             out.write(c.encode_json(event) + b"\n")
         self.totals.events += len(events)
 
@@ -105,6 +107,26 @@ class JsonlSink:
     def describe(self) -> dict[str, Any]:
         return {"to": self.target, "files": sorted(f"{k}.jsonl" for k in
                                                    self._files) or None}
+
+
+def _append_only(path: Path) -> IO[bytes]:
+    """``path`` opened to append, if it is a regular file or missing; never through a link."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SimulationError(f"{path} is a symbolic link: remove it (jsonl: files are "
+                                  "appended to only as regular files)") from exc
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads (O_NONBLOCK: never waits for one)
+            raise SimulationError(f"{path} is not a regular file: remove it, or write "
+                                  "elsewhere") from exc
+        raise SimulationError(f"cannot write {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SimulationError(f"{path} is not a regular file: remove it, or write elsewhere")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab", buffering=1 << 20)
 
 
 def parse_target(uri: str) -> tuple[str, str]:

@@ -66,7 +66,7 @@ def ingest_jsonl(
         pending = Pending()
         pending.add_values(key, str(path), chunk, last)
         batch = pending.take()
-        stats.add(writer.write_batch(batch.events, batch.dead, batch.offsets))
+        stats.add(writer.write_batch(batch.events, batch.dead, batch.offsets, batch.origins))
         if progress is not None:
             progress(stats)
 

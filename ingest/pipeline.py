@@ -9,6 +9,7 @@ thread polls and decodes the next batch meanwhile. A batch is committed whole or
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import gc
 import resource
@@ -24,7 +25,7 @@ import pyarrow as pa
 
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.contract import DeadLetter
-from fleetlog.ingest.store.writer import BatchResult, StoreWriter
+from fleetlog.ingest.store.writer import BatchResult, Origin, StoreWriter
 
 TP = tuple[str, int]
 
@@ -42,6 +43,27 @@ class Part:
     events: list[c.Envelope] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     next_offset: int = 0
+    origin: str = ""  # the Kafka topic or the file
+    partition: int | None = None
+    offsets: list[int] = field(default_factory=list)  # each event's offset (or line)
+
+
+class BatchOrigins:
+    """Where each event of a batch came from, by index: the writer asks only for the events
+    it turns into dead letters (refused, conflicting), so nothing is built per event."""
+
+    def __init__(self, parts: Sequence[Part]) -> None:
+        self._parts = [p for p in parts if p.events]
+        self._ends: list[int] = []
+        total = 0
+        for part in self._parts:
+            total += len(part.events)
+            self._ends.append(total)
+
+    def __getitem__(self, index: int, /) -> Origin:
+        at = bisect.bisect_right(self._ends, index)
+        part = self._parts[at]
+        return part.origin, part.partition, part.offsets[index - (self._ends[at - 1] if at else 0)]
 
 
 @dataclass
@@ -49,6 +71,7 @@ class Batch:
     events: list[c.Envelope]
     dead: list[DeadLetter]
     offsets: dict[TP, int]
+    origins: BatchOrigins | None = None  # of ``events``, for the dead letters the writer makes
 
 
 class Pending:
@@ -71,12 +94,14 @@ class Pending:
                    next_offset: int) -> None:
         """Decode ``(offset, raw bytes)`` pairs; what fails becomes a dead letter."""
         part = self.part(key)
-        decode, envelope, events = c.decode, c.Envelope, part.events
+        decode, envelope, events, offsets = c.decode, c.Envelope, part.events, part.offsets
         partition = key[1] if key[1] >= 0 else None
+        part.origin, part.partition = origin, partition
         for offset, value in values:
             event = decode(value)
             if type(event) is envelope:
                 events.append(event)
+                offsets.append(offset)
             else:
                 assert isinstance(event, c.DecodeFailure)
                 part.dead.append(DeadLetter.from_failure(
@@ -95,7 +120,8 @@ class Pending:
         for part in self.parts.values():
             events += part.events
             dead += part.dead
-        batch = Batch(events, dead, {k: p.next_offset for k, p in self.parts.items()})
+        batch = Batch(events, dead, {k: p.next_offset for k, p in self.parts.items()},
+                      BatchOrigins(list(self.parts.values())))
         self.parts, self.events, self.since = {}, 0, 0.0
         return batch
 
@@ -154,7 +180,8 @@ class BackgroundWriter:
     def _run(self, batch: Batch) -> None:
         started = time.perf_counter()
         try:
-            result = self.writer.write_batch(batch.events, batch.dead, batch.offsets)
+            result = self.writer.write_batch(batch.events, batch.dead, batch.offsets,
+                                             batch.origins)
             self._on_commit(batch, result)  # before idle: a rebalance then sees the new offsets
             result.committed_at = time.monotonic()
             self._outcome = (batch, result)
@@ -211,6 +238,7 @@ class IngestStats:
     events: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    conflicts: int = 0  # ids stored with other content (also counted in dead_letters)
     batches: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     lag: dict[str, int | None] = field(default_factory=dict)  # "topic[partition]" -> records
@@ -228,6 +256,7 @@ class IngestStats:
         self.events += result.events
         self.duplicates += result.duplicates
         self.dead_letters += result.dead_letters
+        self.conflicts += result.conflicts
         self.batches += 1
         for table, count in result.rows.items():
             self.rows[table] = self.rows.get(table, 0) + count
@@ -264,7 +293,8 @@ class IngestStats:
         out: dict[str, Any] = {
             "db": self.db, "source": self.source, "group": self.group,
             "events": self.events, "duplicates": self.duplicates,
-            "dead_letters": self.dead_letters, "gpu_samples": self.gpu_samples,
+            "dead_letters": self.dead_letters, "conflicts": self.conflicts,
+            "gpu_samples": self.gpu_samples,
             "batches": self.batches, "rows": dict(sorted(self.rows.items())),
             "elapsed_s": round(elapsed, 3),
             "active_s": round(active, 3),

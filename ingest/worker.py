@@ -318,7 +318,8 @@ def _worker_main(conn: Connection, db: str, group: str, snapshot: str = "",
                 batch, seconds = item
                 started = time.perf_counter()
                 try:
-                    result = writer.write_batch(batch.events, batch.dead, batch.offsets)
+                    result = writer.write_batch(batch.events, batch.dead, batch.offsets,
+                                                batch.origins)
                     stored.update(batch.offsets)
                     recent.extend(e.id for e in batch.events)
                     write_sidecar(Path(db), group, stored, recent)

@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final
+from typing import Annotated, Any, ClassVar, Final
 
 import msgspec
 import numpy as np
@@ -723,8 +723,15 @@ def make_event(
 # Codec
 
 
+# An id is short (a 24-digit content hash, "sim-17"). Bounded on the wire, the one place input
+# becomes an event, so a hostile id cannot bloat every copy of it (the ingester's offsets sidecar
+# keeps the last 2,048 ids and is rewritten after every commit): a longer one is refused by
+# decode at the envelope stage and becomes a dead letter like any other malformed envelope.
+MAX_ID_LENGTH: Final = 128
+
+
 class _WireEnvelope(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
+    id: Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
     type: str
     v: int
     time_us: int

@@ -27,12 +27,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetlog.ingest.contract.errors import FleetlogError
+from fleetlog.ingest.kafka.cause import watch_connect
 from fleetlog.ingest.kafka.settings import KafkaSettings
 
 
 class BrokerUnavailable(FleetlogError):
     """Kafka did not answer for longer than the configured time (defined here, in the kernel
     where it is raised, so the kernel imports nothing of the ingestion stage)."""
+
+
+class KafkaRefused(BrokerUnavailable):
+    """The broker answered and refused the connection (SASL, authentication, TLS): retrying will
+    not help; the message names the cause and the settings to check."""
 
 
 TP = tuple[str, int]
@@ -118,18 +124,23 @@ class KafkaSource:
                 f"{self.broker_timeout_s:g}s): start it with `fleetlog kafka up`, or pass "
                 "--bootstrap HOST:PORT"
             )
-        try:
-            consumer = KafkaConsumer(
-                **self.settings.client_kwargs(), group_id=self.group, enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                bootstrap_timeout_ms=int(self.broker_timeout_s * 1000), **self._tuning.kwargs(),
-            )
-        except (KafkaError, OSError, ValueError) as exc:
-            raise BrokerUnavailable(
-                f"cannot reach Kafka at {self.settings.bootstrap} "
-                f"({self.settings.redact(str(exc))}): start it with `fleetlog kafka up`, or pass "
-                "--bootstrap HOST:PORT"
-            ) from exc
+        with watch_connect() as cause:
+            try:
+                consumer = KafkaConsumer(
+                    **self.settings.client_kwargs(), group_id=self.group,
+                    enable_auto_commit=False, auto_offset_reset="earliest",
+                    bootstrap_timeout_ms=int(self.broker_timeout_s * 1000),
+                    **self._tuning.kwargs(),
+                )
+            except (KafkaError, OSError, ValueError) as exc:
+                refused = cause.message(self.settings)
+                if refused is not None:  # it answered, and said no: not a matter of reaching it
+                    raise KafkaRefused(refused) from exc
+                raise BrokerUnavailable(
+                    f"cannot reach Kafka at {self.settings.bootstrap} "
+                    f"({self.settings.redact(str(exc))}): start it with `fleetlog kafka up`, or "
+                    "pass --bootstrap HOST:PORT"
+                ) from exc
         consumer.subscribe(self.topics, listener=_listener(self))
         return consumer
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.contract.errors import FleetlogError
+from fleetlog.ingest.kafka.cause import watch_connect
 from fleetlog.ingest.kafka.settings import KafkaSettings
 
 
@@ -50,14 +51,18 @@ class Publisher:
         self._topics = {family: c.topic_name(family, self.prefix) for family in c.TOPIC_FAMILIES}
         options = dict(TUNED if tuning is None else tuning)
         options.setdefault("max_request_size", 16 * 1024 * 1024)
-        try:
-            self._producer = KafkaProducer(**settings.client_kwargs(), **options)
-        except (KafkaError, OSError) as exc:
-            raise PublishError(
-                f"cannot reach Kafka at {settings.bootstrap} "
-                f"({settings.redact(str(exc))}): start it with `fleetlog kafka up` "
-                "or set FLEETLOG_KAFKA_BOOTSTRAP"
-            ) from exc
+        with watch_connect() as cause:
+            try:
+                self._producer = KafkaProducer(**settings.client_kwargs(), **options)
+            except (KafkaError, OSError) as exc:
+                refused = cause.message(settings)
+                if refused is not None:  # it answered and said no (SASL, TLS): say why
+                    raise PublishError(refused) from exc
+                raise PublishError(
+                    f"cannot reach Kafka at {settings.bootstrap} "
+                    f"({settings.redact(str(exc))}): start it with `fleetlog kafka up` "
+                    "or set FLEETLOG_KAFKA_BOOTSTRAP"
+                ) from exc
 
     def topic_for(self, event: c.Envelope) -> str:
         return self._topics[event.topic_family]

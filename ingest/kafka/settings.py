@@ -27,6 +27,9 @@ _KEYS: Final = (
     "sasl_password", "sasl_password_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
 )
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# The mechanisms a user name and password configure (kafka-python's others need settings of
+# their own, which fleetlog does not pass).
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 class KafkaConfigError(FleetlogError, ValueError):
@@ -81,6 +84,11 @@ class KafkaSettings:
             raise KafkaConfigError(
                 f"{self.security_protocol} needs a SASL mechanism: set "
                 f"{ENV_PREFIX}SASL_MECHANISM (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            )
+        if self.sasl_mechanism is not None and self.sasl_mechanism not in SASL_MECHANISMS:
+            raise KafkaConfigError(
+                f"SASL mechanism {self.sasl_mechanism[:40]!r} is not one of "
+                f"{', '.join(SASL_MECHANISMS)}: fix {ENV_PREFIX}SASL_MECHANISM"
             )
 
     def client_kwargs(self) -> dict[str, Any]:
@@ -190,7 +198,7 @@ def resolve(
         bootstrap=values["bootstrap"].removeprefix("kafka://"),
         client_id=values.get("client_id", "fleetlog"),
         security_protocol=values.get("security_protocol", "PLAINTEXT").upper(),
-        sasl_mechanism=values.get("sasl_mechanism") or None,
+        sasl_mechanism=(values.get("sasl_mechanism") or "").strip().upper() or None,
         sasl_username=values.get("sasl_username") or None,
         sasl_password=password,
         ssl_cafile=values.get("ssl_cafile") or None,

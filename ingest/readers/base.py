@@ -6,6 +6,11 @@ plus dead letters. It never raises on bad input: a line or record it cannot read
 for what the user must decide (a missing ``--tz``, ``--node``, ``--boot-time``): those are one-line
 messages that say which option to pass.
 
+Accounting: a line-based reader reads its input through ``Collector.lines`` and says what became
+of every line: taken (an event, a sample row, a header, a blank line or a comment), a dead letter,
+or counted under ``skipped``. A line no rule took is counted as skipped under ``UNTAKEN`` (a
+reader bug, said rather than dropped); the fuzz tests hold that it never happens.
+
 Times: readers take event time from the data where it has one. Naive times (no zone in the data)
 are converted with ``--tz`` and never guessed; without ``--tz`` the import stops with a one-line
 error. Inputs with no time at all (a /metrics capture, perfquery, sysfs counters) use ``--time``,
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import stat
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,11 +34,24 @@ import numpy as np
 
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.contract import DeadLetter
+from fleetlog.ingest.contract.dead_letter import MAX_RAW as MAX_RAW  # readers import it here
 from fleetlog.ingest.contract.time_range import check_us as check_us  # readers import it here
+from fleetlog.ingest.readers import inputs
 from fleetlog.ingest.readers.errors import MissingOption, ReaderError
 
-MAX_RAW: Final = 4096  # bytes of a bad line kept in dead_letters.raw
 MAX_REASON: Final = 300
+MAX_NOTES: Final = 20  # distinct notes kept per input; more are counted in a last note
+UNTAKEN: Final = "lines no rule of the reader took (a fleetlog bug: please report it)"
+
+# What became of a line (a later, graver outcome replaces an earlier one).
+_PENDING: Final = 0
+_TAKEN: Final = 1
+_SKIPPED: Final = 2
+_DEAD: Final = 3
+_OUTCOMES: Final = {_TAKEN: "taken", _SKIPPED: "skipped", _DEAD: "dead"}
+_RAISE_TO: Final = {state: bytes(max(v, state) for v in range(256)) for state in _OUTCOMES}
+_BOM_UTF8: Final = b"\xef\xbb\xbf"
+_BOMS_UTF16: Final = (b"\xff\xfe", b"\xfe\xff")
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,8 @@ class ReadResult:
     dead: list[DeadLetter] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> count (not errors)
     notes: list[str] = field(default_factory=list)
+    lines: int | None = None  # lines of a text input (None: a folder or a tarball)
+    line_outcomes: Counter[str] = field(default_factory=Counter)  # taken / dead / skipped
 
     def summary(self) -> dict[str, object]:
         types = Counter(e.type for e in self.events)
@@ -67,6 +88,7 @@ class ReadResult:
         return {
             "path": self.origin,
             "format": self.format,
+            **({} if self.lines is None else {"lines": self.lines}),
             "events": len(self.events),
             "event_types": dict(sorted(types.items())),
             "sample_rows": rows,
@@ -92,6 +114,107 @@ class Collector:
         self.result = ReadResult(origin=origin, format=fmt)
         self.source = source
         self._seen: Counter[str] = Counter()
+        self._lines = bytearray()  # outcome per line (index: line number - 1)
+        self._notes: set[str] = set()
+        self._notes_cut = 0
+
+    # -- the line ledger -------------------------------------------------------------------------
+
+    def lines(self, data: bytes) -> Iterator[tuple[int, str | None, bytes]]:
+        """(1-based line number, text or None when not UTF-8, raw bytes) for each line.
+
+        Lines end at ``\\n`` (a trailing ``\\r`` is dropped), so numbers match ``grep -n``; an
+        input whose lines end with a lone ``\\r`` (classic Mac, some consoles) is split there,
+        and says so in a note. A UTF-8 byte order mark is dropped; a UTF-16 input (with its byte
+        order mark, as PowerShell writes) is converted. A line longer than ``MAX_LINE`` is a
+        dead letter (its first ``MAX_RAW`` bytes kept) and is not yielded.
+        """
+        data = self.decoded(data)
+        lone_cr = data.count(b"\r") - data.count(b"\r\n")
+        if lone_cr and lone_cr > data.count(b"\n"):
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            self.note("lines end with a carriage return only (CR): read as line ends; line "
+                      "numbers count them")
+        self.begin_lines(0)
+        end = len(data) - 1 if data.endswith(b"\n") else len(data)
+        if end <= 0:
+            return
+        limit = inputs.MAX_LINE
+        start, number = 0, 0
+        while True:
+            newline = data.find(b"\n", start, end)
+            stop = end if newline < 0 else newline
+            number += 1
+            self._lines.append(_PENDING)
+            self.result.lines = number
+            if stop - start > limit:
+                self.dead(f"line is longer than {inputs.size_text(limit)} ({stop - start:,} "
+                          "bytes), the limit of one record: not read", offset=number,
+                          raw=data[start:start + MAX_RAW])
+            else:
+                raw = data[start:stop].removesuffix(b"\r")
+                try:
+                    text: str | None = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = None
+                yield number, text, raw
+            if newline < 0:
+                return
+            start = newline + 1
+
+    def decoded(self, data: bytes) -> bytes:
+        """``data`` as UTF-8 bytes: without a UTF-8 byte order mark, UTF-16 converted."""
+        if data.startswith(_BOM_UTF8):
+            return data[len(_BOM_UTF8):]
+        if data.startswith(_BOMS_UTF16):
+            try:
+                converted = data.decode("utf-16").encode("utf-8")
+            except UnicodeError:
+                self.note("starts with a UTF-16 byte order mark but is not UTF-16: read as bytes")
+                return data
+            self.note("input is UTF-16: converted to UTF-8")
+            return converted
+        return data
+
+    def begin_lines(self, count: int) -> None:
+        """Start the ledger of a text input of ``count`` lines (``lines`` extends it)."""
+        self._lines = bytearray(count)
+        self.result.lines = count
+
+    def take(self, line: int | None) -> None:
+        """Line ``line`` went into an event or a sample row, or is structure (header, blank)."""
+        self._mark(line, line, _TAKEN)
+
+    def mark_range(self, first: int, last: int, outcome: str) -> None:
+        """Lines ``first``..``last`` (a document) had ``outcome``: taken, skipped or dead."""
+        state = {v: k for k, v in _OUTCOMES.items()}[outcome]
+        self._mark(first, last, state)
+
+    def _mark(self, first: int | None, last: int | None, state: int) -> None:
+        if first is None or last is None or not self._lines:
+            return
+        lo, hi = max(first, 1) - 1, min(last, len(self._lines))
+        if hi - lo == 1:
+            self._lines[lo] = max(self._lines[lo], state)
+        elif hi > lo:
+            self._lines[lo:hi] = self._lines[lo:hi].translate(_RAISE_TO[state])
+
+    def done(self) -> ReadResult:
+        """The result, with every line accounted for and cut notes counted."""
+        if self._lines:
+            untaken = self._lines.count(_PENDING)
+            if untaken:
+                self.skip(UNTAKEN, untaken)
+                self._lines = self._lines.replace(bytes([_PENDING]), bytes([_SKIPPED]))
+            self.result.line_outcomes = Counter(
+                {name: self._lines.count(state) for state, name in _OUTCOMES.items()
+                 if self._lines.count(state)})
+        if self._notes_cut:
+            self.result.notes.append(f"{self._notes_cut} more notes not shown")
+            self._notes_cut = 0
+        return self.result
+
+    # -- events, dead letters, counts ------------------------------------------------------------
 
     def event(self, payload: c.Payload, time_us: int) -> c.Envelope:
         event = c.make_event(payload, time_us=time_us, source=self.source)
@@ -108,10 +231,16 @@ class Collector:
         origin: str | None = None,
     ) -> None:
         data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
-        self.result.dead.append(DeadLetter(
+        self.add_dead(DeadLetter(
             origin=origin or self.result.origin, stage="parse", error=short(reason),
             raw=None if data is None else data[:MAX_RAW], offset=offset,
         ))
+
+    def add_dead(self, letter: DeadLetter) -> None:
+        """Keep ``letter``; its ``offset`` (a line number) is marked dead in the ledger."""
+        self.result.dead.append(letter)
+        if letter.origin == self.result.origin:
+            self._mark(letter.offset, letter.offset, _DEAD)
 
     def emit_gpus(self, table: SampleTable, time_us: int) -> None:
         """One ``gpu.sampled`` per node of ``table``, at ``time_us``."""
@@ -131,30 +260,24 @@ class Collector:
                       table.rejected)
             table.rejected = 0
 
-    def skip(self, reason: str, count: int = 1) -> None:
+    def skip(self, reason: str, count: int = 1, *, line: int | None = None) -> None:
+        """Count ``count`` things deliberately not mapped (``line``: the line they were on)."""
         self.result.skipped[reason] += count
+        self._mark(line, line, _SKIPPED)
+
+    def skipped_line(self, line: int | None) -> None:
+        """Line ``line`` belongs to something already counted under ``skipped``."""
+        self._mark(line, line, _SKIPPED)
 
     def note(self, text: str) -> None:
-        if text not in self.result.notes:
-            self.result.notes.append(text)
-
-
-def lines_of(data: bytes) -> Iterator[tuple[int, str | None, bytes]]:
-    """(1-based line number, text or None when not UTF-8, raw bytes) for each line.
-
-    Lines end at ``\n`` only (a trailing ``\r`` is dropped), so numbers match ``grep -n``.
-    """
-    if data.endswith(b"\n"):
-        data = data[:-1]
-    if not data:
-        return
-    for number, raw in enumerate(data.split(b"\n"), 1):
-        raw = raw.removesuffix(b"\r")
-        try:
-            text: str | None = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-        yield number, text, raw
+        """Say something about the input once; beyond ``MAX_NOTES`` notes, count them."""
+        if text in self._notes:
+            return
+        if len(self._notes) >= MAX_NOTES:
+            self._notes_cut += 1
+            return
+        self._notes.add(text)
+        self.result.notes.append(text)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -232,12 +355,17 @@ def us_of_epoch(seconds: float) -> int:
 
 
 def file_time_us(path: Path, opts: ReadOptions) -> int:
-    """Event time for inputs without one: ``--time``, else the file's modification time."""
+    """Event time for inputs without one: ``--time``, else the file's modification time (a
+    folder or a pipe: the time of reading)."""
     if opts.time is not None:
         return to_us(opts.time)
-    if path.is_dir():
+    try:
+        info = path.stat()
+    except OSError:
+        info = None
+    if info is None or not stat.S_ISREG(info.st_mode):
         return us_of_epoch(datetime.now(UTC).timestamp())
-    return path.stat().st_mtime_ns // 1000
+    return info.st_mtime_ns // 1000
 
 
 def need_tz(opts: ReadOptions, what: str) -> tzinfo:
@@ -306,8 +434,10 @@ def number(text: str) -> float | None:
     if lowered in ("no", "not active", "disabled", "false"):
         return 0.0
     head = value.split()[0] if " " in value else value
+    if len(head) > 40:
+        raise ValueError(f"{head[:20]!r}... is too long for a number")
     if head.lower().startswith("0x"):
-        return float(int(head, 16))
+        return float(int(head, 16))  # 40 characters: at most 2**152, a float holds it
     result = float(head)
     if math.isinf(result):
         raise ValueError(f"{text!r} is infinite")

@@ -17,13 +17,14 @@ import msgspec
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.contract import DeadLetter
 from fleetlog.ingest.readers.base import (
+    MAX_RAW,
     Collector,
     ReadOptions,
     ReadResult,
     check_us,
-    lines_of,
     short,
 )
+from fleetlog.ingest.readers.inputs import read_input
 
 FORMAT: Final = "jsonl"
 
@@ -43,28 +44,31 @@ def _unstorable(event: c.Envelope) -> str | None:
     return None
 
 
-def read(path: Path, opts: ReadOptions) -> ReadResult:
-    return parse(path.read_bytes(), origin=str(path))
+def read(path: Path, opts: ReadOptions, data: bytes | None = None) -> ReadResult:
+    """``data``: the input's bytes when the caller read them already (a pipe reads once)."""
+    return parse(read_input(path) if data is None else data, origin=str(path))
 
 
 def parse(data: bytes, *, origin: str) -> ReadResult:
     out = Collector(origin, FORMAT, "jsonl")
-    for number, _text, raw in lines_of(data):
+    for number, _text, raw in out.lines(data):
         if not raw.strip():
+            out.take(number)
             continue
         decoded = c.decode(raw)
         if isinstance(decoded, c.DecodeFailure):
-            out.result.dead.append(DeadLetter(
-                origin=origin, stage=decoded.stage, error=short(decoded.reason), raw=raw[:4096],
+            out.add_dead(DeadLetter(
+                origin=origin, stage=decoded.stage, error=short(decoded.reason), raw=raw[:MAX_RAW],
                 offset=number, event_type=decoded.event_type, event_id=decoded.event_id,
             ))
             continue
         problem = _unstorable(decoded)
         if problem:
-            out.result.dead.append(DeadLetter(
-                origin=origin, stage="validate", error=problem, raw=raw[:4096], offset=number,
+            out.add_dead(DeadLetter(
+                origin=origin, stage="validate", error=problem, raw=raw[:MAX_RAW], offset=number,
                 event_type=decoded.type, event_id=decoded.id,
             ))
             continue
         out.result.events.append(decoded)
-    return out.result
+        out.take(number)
+    return out.done()

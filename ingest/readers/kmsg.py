@@ -43,11 +43,11 @@ from fleetlog.ingest.readers.base import (
     aware_us,
     boot_plus,
     check_us,
-    lines_of,
     local_us,
     need_tz,
 )
 from fleetlog.ingest.readers.errors import MissingOption
+from fleetlog.ingest.readers.inputs import read_input
 
 FORMAT: Final = "kmsg"
 SOURCE: Final = "kernel"
@@ -67,12 +67,13 @@ _HOST_KERNEL: Final = re.compile(r"^(\S+) kernel: ?(.*)$")
 
 _XID_WORD: Final = re.compile(r"(?<![A-Za-z])Xid\b")
 _XID: Final = re.compile(
-    r"(?<![A-Za-z])Xid\s*\(([^)]*)\)\s*:\s*([0-9]{1,9})\s*(?:,\s*(.*))?$", re.S)
+    r"(?<![A-Za-z])Xid\s*\(([^)]{0,200})\)\s*:\s*([0-9]{1,9})\s*(?:,\s*(.*))?$", re.S)
 _PCI: Final = re.compile(
     r"(?:PCI:)?(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})(?:\.([0-7]))?")
 _PID: Final = re.compile(r"^pid=(?:'?<unknown>'?|([0-9]{1,18}))\s*,?\s*")
 _KMSG_ESCAPE: Final = re.compile(r"\\x([0-9a-fA-F]{2})")
 _PREFIXES: Final = (_KMSG, _ISO, _CTIME, _MONO, _SYSLOG)
+_MAX_MESSAGE: Final = 2000  # characters of an XID message kept (longer ones are cut, counted)
 
 
 def sniff(head: str) -> bool:
@@ -100,34 +101,38 @@ class _Record:
     device: str | None = None
 
 
-def read(path: Path, opts: ReadOptions) -> ReadResult:
-    return parse(path.read_bytes(), origin=str(path), opts=opts)
+def read(path: Path, opts: ReadOptions, data: bytes | None = None) -> ReadResult:
+    """``data``: the input's bytes when the caller read them already (a pipe reads once)."""
+    return parse(read_input(path) if data is None else data, origin=str(path), opts=opts)
 
 
 def parse(data: bytes, *, origin: str, opts: ReadOptions) -> ReadResult:
     out = Collector(origin, FORMAT, SOURCE)
     for record in _records(data, opts, out):
         _emit(record, opts, out)
-    return out.result
+    return out.done()
 
 
 def _records(data: bytes, opts: ReadOptions, out: Collector) -> Iterator[_Record]:
     current: _Record | None = None
     kmsg = False
-    for number, text, raw in lines_of(data):
+    for number, text, raw in out.lines(data):
         if text is None:
             out.dead("line is not UTF-8", offset=number, raw=raw)
             continue
         if not text.strip():
+            out.take(number)
             continue
         if current is not None:
             match = _KMSG_DICT.match(text) if kmsg else None
             if match:
                 if match.group(1) == "DEVICE":
                     current.device = match.group(2)
+                out.take(number)  # part of the record above
                 continue
             if text[:1] in (" ", "\t") and not _MONO.match(text):
                 current.extra.append(text.strip())
+                out.take(number)  # part of the record above
                 continue
         if current is not None:
             yield current
@@ -260,7 +265,7 @@ def _journal_json(number: int, text: str, raw: bytes) -> _Record | str:
 def _emit(record: _Record, opts: ReadOptions, out: Collector) -> None:
     message = "\n".join([record.message, *record.extra]) if record.extra else record.message
     if not _XID_WORD.search(message):
-        out.skip("kernel lines without an XID")
+        out.skip("kernel lines without an XID", line=record.line)
         return
     if record.time_us is None:
         out.dead(f"XID line with an unreadable time: {record.error}", offset=record.line,
@@ -283,9 +288,12 @@ def _emit(record: _Record, opts: ReadOptions, out: Collector) -> None:
     if pid_match and pid_match.group(1):
         pid = int(pid_match.group(1))
     pci = _pci(inside) or _pci((record.device or "").removeprefix("+pci:"))
+    if len(rest) > _MAX_MESSAGE:
+        out.skip(f"XID messages cut to their first {_MAX_MESSAGE:,} characters")
     payload = c.XidReported(node=node, gpu=None, pci_bus_id=pci, xid=xid,
-                            message=rest[:2000], pid=pid)
+                            message=rest[:_MAX_MESSAGE], pid=pid)
     out.event(payload, record.time_us)
+    out.take(record.line)
 
 
 def _pci(text: str) -> str | None:

@@ -26,13 +26,13 @@ from fleetlog.ingest.readers.base import (
     SampleTable,
     file_time_us,
     is_na,
-    lines_of,
     local_us,
     need_tz,
     number,
     small_int,
 )
 from fleetlog.ingest.readers.errors import MissingOption, ReaderError
+from fleetlog.ingest.readers.inputs import read_input
 
 FORMAT: Final = "nvidia-smi-csv"
 SOURCE: Final = "nvidia-smi"
@@ -75,8 +75,9 @@ def sniff(head: str) -> bool:
     return len(cells) >= 2 and _is_header(cells) and "index" in names
 
 
-def read(path: Path, opts: ReadOptions) -> ReadResult:
-    return parse(path.read_bytes(), origin=str(path), opts=opts,
+def read(path: Path, opts: ReadOptions, data: bytes | None = None) -> ReadResult:
+    """``data``: the input's bytes when the caller read them already (a pipe reads once)."""
+    return parse(read_input(path) if data is None else data, origin=str(path), opts=opts,
                  default_time_us=file_time_us(path, opts))
 
 
@@ -105,11 +106,12 @@ def parse(data: bytes, *, origin: str, opts: ReadOptions, default_time_us: int) 
             out.emit_gpus(table, scrape_time)
         table, scrape_time, seen = SampleTable(), None, set()
 
-    for number_, text, raw in lines_of(data):
+    for number_, text, raw in out.lines(data):
         if text is None:
             out.dead("line is not UTF-8", offset=number_, raw=raw)
             continue
         if not text.strip():
+            out.take(number_)
             continue
         try:
             cells = next(csv.reader([text], skipinitialspace=True))
@@ -121,6 +123,7 @@ def parse(data: bytes, *, origin: str, opts: ReadOptions, default_time_us: int) 
             if header is not None and names != header and opts.fields is None:
                 flush()  # a new query with other fields starts here
             header = names
+            out.take(number_)
             continue
         if header is None:
             raise MissingOption(
@@ -158,6 +161,7 @@ def parse(data: bytes, *, origin: str, opts: ReadOptions, default_time_us: int) 
         seen.add((node, index))
         scrape_time = when if scrape_time is None else min(scrape_time, when)
         table.touch(node, index)
+        out.take(number_)
         for column, fields in _FIELDS.items():
             field = next((f for f in fields if f in row), None)
             if field is None:
@@ -168,4 +172,4 @@ def parse(data: bytes, *, origin: str, opts: ReadOptions, default_time_us: int) 
                 out.dead(f"{field} value {row[field]!r} is not a number", offset=number_,
                          raw=raw)
     flush()
-    return out.result
+    return out.done()

@@ -1,8 +1,11 @@
 """``nvidia-smi -q -x`` (XML) -> ``gpu.sampled``, across driver versions.
 
-Several documents in one file (``nvidia-smi -q -x -l 10 >> file``) are read one by one. The GPU
-index is the ``<gpu>`` element's position in its document (nvidia-smi lists GPUs in index order;
-telegraf does the same), so do not restrict the capture with ``-i``.
+Several documents in one file (``nvidia-smi -q -x -l 10 >> file``) are read one by one (split
+at each ``<?xml`` declaration, in one pass). The GPU index is the ``<gpu>`` element's position in
+its document (nvidia-smi lists GPUs in index order; telegraf does the same), so do not restrict
+the capture with ``-i``. A GPU index is 0-255: ``<gpu>`` elements beyond the 256th of a document
+are counted under ``skipped``, not read. A document larger than ``inputs.MAX_DOCUMENT`` is a dead
+letter.
 
 Driver differences handled: ``gpu_power_readings`` (R535+) vs ``power_readings``;
 ``power_draw`` vs ``instant_power_draw`` / ``average_power_draw``; ``clocks_event_reasons``
@@ -21,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
+from fleetlog.ingest.readers import inputs
 from fleetlog.ingest.readers.base import (
     Collector,
     ReadOptions,
@@ -67,75 +71,104 @@ _REASON_BITS: Final = {
     "hw_thermal_slowdown": 0x40, "hw_power_brake_slowdown": 0x80,
     "display_clocks_setting": 0x100,
 }
-_DECL: Final = re.compile(rb"<\?xml[^>]*\?>")
+# Bounded, so a '<?xml' without its '?>' costs a bounded look-ahead (not a scan to the end).
+_DECL: Final = re.compile(rb"<\?xml[^>]{0,1000}\?>")
+_BOM: Final = b"\xef\xbb\xbf"
+_MAX_GPUS: Final = 256  # GPU indexes 0-255 (the contract stores a GPU index as a uint8)
 
 
 def sniff(head: str) -> bool:
     return "<nvidia_smi_log" in head
 
 
-def read(path: Path, opts: ReadOptions) -> ReadResult:
-    return parse(path.read_bytes(), origin=str(path), opts=opts)
+def read(path: Path, opts: ReadOptions, data: bytes | None = None) -> ReadResult:
+    """``data``: the input's bytes when the caller read them already (a pipe reads once)."""
+    return parse(inputs.read_input(path) if data is None else data, origin=str(path), opts=opts)
 
 
-def _documents(data: bytes) -> list[tuple[int, bytes]]:
-    """(first line, bytes) of each XML document in a concatenation of documents."""
+def _documents(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(first line, last line, bytes) of each XML document in a concatenation of documents.
+
+    One pass: line numbers are counted from one document start to the next (linear, where
+    counting from the start of the input for each document was quadratic).
+    """
     starts = [m.start() for m in _DECL.finditer(data)] or [0]
-    if starts[0] != 0 and data[: starts[0]].strip():
-        starts.insert(0, 0)
+    if starts[0] != 0:
+        starts.insert(0, 0)  # text before the first declaration: blank, or a dead letter
     docs = []
+    line = 1
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else len(data)
-        chunk = data[start:end]
-        if chunk.strip():
-            docs.append((data.count(b"\n", 0, start) + 1, chunk))
+        newlines = data.count(b"\n", start, end)
+        last = line + newlines - (data[end - 1:end] == b"\n")
+        docs.append((line, max(line, last), data[start:end]))
+        line += newlines
     return docs
 
 
 def parse(data: bytes, *, origin: str, opts: ReadOptions) -> ReadResult:
     out = Collector(origin, FORMAT, SOURCE)
-    for line, doc in _documents(data):
-        try:
-            root = ET.fromstring(doc)
-        except ET.ParseError as exc:
-            out.dead(f"not well-formed XML: {exc}", offset=line, raw=doc)
-            continue
-        except Exception as exc:  # expat limits (entity expansion) and friends
-            out.dead(f"XML rejected: {type(exc).__name__}: {exc}", offset=line, raw=doc)
-            continue
-        if root.tag != "nvidia_smi_log":
-            out.dead(f"root element is <{root.tag}>, not <nvidia_smi_log>", offset=line,
-                     raw=doc)
-            continue
-        when = _time(root.findtext("timestamp"), opts, out)
-        if isinstance(when, str):
-            out.dead(when, offset=line, raw=doc)
-            continue
-        gpus = root.findall("gpu")
-        if not gpus:
-            out.skip("documents without <gpu> elements")
-            continue
-        node = need_node(opts, "nvidia-smi -q -x output")
-        table = SampleTable()
-        attached = root.findtext("attached_gpus")
-        declared = small_int(attached, 10**6)
-        if declared is not None and declared != len(gpus):
-            out.note(f"document at line {line} says attached_gpus={declared} but lists "
-                     f"{len(gpus)} <gpu> elements; the listed ones were read")
-        for index, gpu in enumerate(gpus[:256]):
-            table.touch(node, index)
-            for column, paths in _SIMPLE.items():
-                _set(table, node, index, column, gpu, paths, out, line)
-            for column, (parts, fallback) in _SUMS.items():
-                values = [_num(gpu, p, out, line) for p in parts]
-                present = [v for v in values if v is not None]
-                if present:
-                    table.set(node, index, column, sum(present))
-                else:
-                    _set(table, node, index, column, gpu, fallback, out, line)
-            table.set(node, index, "throttle_reasons", _reasons(gpu))
-        out.emit_gpus(table, when)
-    return out.result
+    data = data.removeprefix(_BOM)
+    out.begin_lines(data.count(b"\n") + (not data.endswith(b"\n")) if data else 0)
+    for line, last, doc in _documents(data):
+        # Every line of a document shares its outcome: taken, skipped or dead.
+        out.mark_range(line, last, _document(line, doc, opts, out) if doc.strip() else "taken")
+    return out.done()
+
+
+def _document(line: int, doc: bytes, opts: ReadOptions, out: Collector) -> str:
+    """Read one document: "taken", or "dead" / "skipped" when it was refused or counted."""
+    if len(doc) > inputs.MAX_DOCUMENT:
+        out.dead(f"document is larger than {inputs.size_text(inputs.MAX_DOCUMENT)} "
+                 f"({len(doc):,} bytes), the limit of one document: not read", offset=line,
+                 raw=doc)
+        return "dead"
+    try:
+        root = ET.fromstring(doc)
+    except ET.ParseError as exc:
+        out.dead(f"not well-formed XML: {exc}", offset=line, raw=doc)
+        return "dead"
+    except Exception as exc:  # expat limits (entity expansion) and friends
+        out.dead(f"XML rejected: {type(exc).__name__}: {exc}", offset=line, raw=doc)
+        return "dead"
+    if root.tag != "nvidia_smi_log":
+        out.dead(f"root element is <{root.tag}>, not <nvidia_smi_log>", offset=line,
+                 raw=doc)
+        return "dead"
+    when = _time(root.findtext("timestamp"), opts, out)
+    if isinstance(when, str):
+        out.dead(when, offset=line, raw=doc)
+        return "dead"
+    gpus = root.findall("gpu")
+    if not gpus:
+        out.skip("documents without <gpu> elements")
+        return "skipped"
+    node = need_node(opts, "nvidia-smi -q -x output")
+    table = SampleTable()
+    attached = root.findtext("attached_gpus")
+    declared = small_int(attached, 10**6)
+    if declared is not None and declared != len(gpus):
+        out.note(f"document at line {line} says attached_gpus={declared} but lists "
+                 f"{len(gpus)} <gpu> elements; the listed ones were read")
+    if len(gpus) > _MAX_GPUS:
+        out.skip(f"<gpu> elements beyond the {_MAX_GPUS}th of a document (GPU index 0-255)",
+                 len(gpus) - _MAX_GPUS)
+        out.note(f"document at line {line} lists {len(gpus)} <gpu> elements: the first "
+                 f"{_MAX_GPUS} were read (GPU index 0-255)")
+    for index, gpu in enumerate(gpus[:_MAX_GPUS]):
+        table.touch(node, index)
+        for column, paths in _SIMPLE.items():
+            _set(table, node, index, column, gpu, paths, out, line)
+        for column, (parts, fallback) in _SUMS.items():
+            values = [_num(gpu, p, out, line) for p in parts]
+            present = [v for v in values if v is not None]
+            if present:
+                table.set(node, index, column, sum(present))
+            else:
+                _set(table, node, index, column, gpu, fallback, out, line)
+        table.set(node, index, "throttle_reasons", _reasons(gpu))
+    out.emit_gpus(table, when)
+    return "taken"
 
 
 def _time(text: str | None, opts: ReadOptions, out: Collector) -> int | str:

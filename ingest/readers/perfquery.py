@@ -23,10 +23,10 @@ from fleetlog.ingest.readers.base import (
     ReadResult,
     SampleTable,
     file_time_us,
-    lines_of,
     need_node,
     small_int,
 )
+from fleetlog.ingest.readers.inputs import read_input
 
 FORMAT: Final = "perfquery"
 SOURCE: Final = "perfquery"
@@ -42,6 +42,7 @@ _FIELDS: Final = {
     "linkerrorrecoverycounter": "link_error_recovery", "linkrecovers": "link_error_recovery",
     "portxmitdiscards": "xmit_discards", "xmtdiscards": "xmit_discards",
 }
+_STRUCTURE: Final = frozenset({"portselect", "counterselect", "counterselect2"})
 _COUNTER_SECTIONS: Final = ("port counters", "port extended counters")
 _ALL_PORTS: Final = 255
 
@@ -51,8 +52,9 @@ def sniff(head: str) -> bool:
         re.search(r"(?m)^PortXmitData:\.+", head))
 
 
-def read(path: Path, opts: ReadOptions) -> ReadResult:
-    return parse(path.read_bytes(), origin=str(path), opts=opts,
+def read(path: Path, opts: ReadOptions, data: bytes | None = None) -> ReadResult:
+    """``data``: the input's bytes when the caller read them already (a pipe reads once)."""
+    return parse(read_input(path) if data is None else data, origin=str(path), opts=opts,
                  default_time_us=file_time_us(path, opts))
 
 
@@ -62,12 +64,13 @@ def parse(data: bytes, *, origin: str, opts: ReadOptions, default_time_us: int) 
     table = SampleTable()
     port: int | None = None
     section_ok = False
-    for number, text, raw in lines_of(data):
+    for number, text, raw in out.lines(data):
         if text is None:
             out.dead("line is not UTF-8", offset=number, raw=raw)
             continue
         line = text.strip()
         if not line:
+            out.take(number)
             continue
         header = _HEADER.match(line)
         if header:
@@ -76,7 +79,9 @@ def parse(data: bytes, *, origin: str, opts: ReadOptions, default_time_us: int) 
             section_ok = kind in _COUNTER_SECTIONS and port != _ALL_PORTS and port <= 65535
             if not section_ok:
                 out.skip("sections that are not per-port counters" if port != _ALL_PORTS
-                         else "all-ports sums (port 255)")
+                         else "all-ports sums (port 255)", line=number)
+            else:
+                out.take(number)
             continue
         if line.startswith("#"):
             out.dead("perfquery section header not understood", offset=number, raw=raw)
@@ -90,18 +95,31 @@ def parse(data: bytes, *, origin: str, opts: ReadOptions, default_time_us: int) 
         selected = small_int(value, 65535) if name == "portselect" and port is None else None
         if selected is not None:
             port, section_ok = selected, selected != _ALL_PORTS
-        if not section_ok or port is None:
+            if not section_ok:
+                out.skip("all-ports sums (port 255)", line=number)
+                continue
+        if port is None:
+            out.dead("counter line outside a port section (no '# Port counters: ... port N' "
+                     "header or PortSelect before it)", offset=number, raw=raw)
+            continue
+        if not section_ok:
+            out.skipped_line(number)  # its section is counted under skipped
             continue
         table.touch(entity, port)
         column = _FIELDS.get(name)
         if column is None:
+            if name in _STRUCTURE:
+                out.take(number)
+            else:
+                out.skip("perfquery counters not in the contract", line=number)
             continue
         try:
             table.set(entity, port, column, _counter(value))
+            out.take(number)
         except ValueError:
             out.dead(f"{field.group(1)} value {value!r} is not a number", offset=number, raw=raw)
     out.emit_ports(table, default_time_us)
-    return out.result
+    return out.done()
 
 
 def _counter(text: str) -> float:

@@ -41,11 +41,11 @@ from fleetlog.ingest.readers.base import (
     ReadResult,
     SampleTable,
     file_time_us,
-    lines_of,
     small_int,
     us_of_epoch,
 )
 from fleetlog.ingest.readers.errors import MissingOption
+from fleetlog.ingest.readers.inputs import read_input
 
 FORMATS: Final = ("dcgm", "prometheus")
 SOURCE: Final = "dcgm-exporter"
@@ -118,8 +118,11 @@ class _Sample:
     time_us: int | None
 
 
-def read(path: Path, opts: ReadOptions, fmt: str = "dcgm") -> ReadResult:
-    return parse(path.read_bytes(), origin=str(path), opts=opts,
+def read(
+    path: Path, opts: ReadOptions, data: bytes | None = None, *, fmt: str = "dcgm",
+) -> ReadResult:
+    """``data``: the input's bytes when the caller read them already (a pipe reads once)."""
+    return parse(read_input(path) if data is None else data, origin=str(path), opts=opts,
                  default_time_us=file_time_us(path, opts), fmt=fmt)
 
 
@@ -130,26 +133,31 @@ def parse(
     samples = list(_samples(data, out))
     _gpus(samples, out, opts, default_time_us)
     _ports(samples, out, opts, default_time_us)
-    mapped = set(_DCGM) | set(_NVSMI) | set(_NODE_IB) | {"nvidia_smi_index"}
-    unmapped = sum(1 for s in samples if s.name not in mapped)
-    if unmapped:
-        out.skip("series of families not in the contract", unmapped)
-    return out.result
+    for s in samples:
+        if s.name == "nvidia_smi_index":
+            out.take(s.line)  # it keys the nvidia_smi_* series of its uuid
+        elif s.name not in _DCGM and s.name not in _NVSMI and s.name not in _NODE_IB:
+            out.skip("series of families not in the contract", line=s.line)
+    return out.done()
 
 
 def _samples(data: bytes, out: Collector) -> list[_Sample]:
     samples: list[_Sample] = []
-    for number, text, raw in lines_of(data):
+    for number, text, raw in out.lines(data):
         if text is None:
             out.dead("line is not UTF-8", offset=number, raw=raw)
             continue
         stripped = text.strip()
         if not stripped or stripped.startswith("#"):
+            out.take(number)  # blank, # HELP, # TYPE, comments
             continue
         try:
             families = list(text_string_to_metric_families(stripped + "\n"))
         except Exception as exc:  # the parser raises several types on hostile text
             out.dead(f"not Prometheus text: {type(exc).__name__}: {exc}", offset=number, raw=raw)
+            continue
+        if not any(family.samples for family in families):
+            out.dead("no sample on this line", offset=number, raw=raw)
             continue
         for family in families:
             for s in family.samples:
@@ -232,6 +240,7 @@ def _gpus(
             continue
         node = _node(s.labels, opts, f"{s.name} (line {s.line})")
         nodes.add(node)
+        out.take(s.line)
         value = _value(s, out)
         when = s.time_us if s.time_us is not None else default_time_us
         instance = bool(s.labels.get("GPU_I_ID"))
@@ -277,6 +286,7 @@ def _ports(
             raise MissingOption(
                 "node_exporter InfiniBand series do not name their node: pass --node NAME"
             )
+        out.take(s.line)
         value = _value(s, out)
         when = s.time_us if s.time_us is not None else default_time_us
         table = by_time[when]

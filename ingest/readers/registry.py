@@ -8,6 +8,7 @@ from typing import Final
 
 from fleetlog.ingest.readers import (
     FORMAT_NAMES,
+    inputs,
     jsonl,
     kmsg,
     nvidia_smi_csv,
@@ -20,10 +21,12 @@ from fleetlog.ingest.readers import (
 from fleetlog.ingest.readers.base import ReadOptions, ReadResult
 from fleetlog.ingest.readers.errors import ReaderError, UnknownFormat
 
-_Read = Callable[[Path, ReadOptions], ReadResult]
+# (path, options, the input's bytes) -> result; the bytes are read once, here, for every format
+# but a folder (sysfs-ib), so sniffing never consumes what a pipe holds.
+_Read = Callable[[Path, ReadOptions, bytes], ReadResult]
 
 READERS: Final[dict[str, _Read]] = {
-    "dcgm": lambda p, o: prometheus.read(p, o, "dcgm"),
+    "dcgm": lambda p, o, d: prometheus.read(p, o, d, fmt="dcgm"),
     "nvidia-smi-csv": nvidia_smi_csv.read,
     "nvidia-smi-xml": nvidia_smi_xml.read,
     "kmsg": kmsg.read,
@@ -49,16 +52,31 @@ _SNIFFERS: Final[tuple[tuple[str, Callable[[str], bool]], ...]] = (
 _HEAD_BYTES: Final = 64 * 1024
 
 
-def detect_format(path: Path) -> str:
-    """The format of ``path`` from its content, or ``UnknownFormat`` saying what to pass."""
-    if sysfs_ib.sniff_path(path):
+def head_text(data: bytes) -> str:
+    """The first 64 KiB of an input as text for the sniffers: without a byte order mark, UTF-16
+    converted, line ends as ``\\n`` (CR-only and CRLF inputs sniff like the others)."""
+    head = data[:_HEAD_BYTES]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = head.decode("utf-16", "replace")
+    else:
+        text = head.decode("utf-8", "replace")
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def detect_format(path: Path, data: bytes | None = None) -> str:
+    """The format of ``path`` from its content (``data``: its bytes, read already), or
+    ``UnknownFormat`` saying what to pass."""
+    if data is None:
+        if inputs.kind(path) == "folder":
+            if sysfs_ib.sniff_path(path):
+                return "sysfs-ib"
+            raise UnknownFormat(
+                f"{path} is a folder but not /sys/class/infiniband: pass files, or --format"
+            )
+        data = inputs.read_input(path)
+    if sysfs_ib.sniff_path(path) or sysfs_ib.sniff_bytes(data):
         return "sysfs-ib"
-    if path.is_dir():
-        raise UnknownFormat(
-            f"{path} is a folder but not /sys/class/infiniband: pass files, or --format"
-        )
-    with path.open("rb") as handle:
-        head = handle.read(_HEAD_BYTES).decode("utf-8", "replace")
+    head = head_text(data)
     for name, sniff in _SNIFFERS:
         if sniff(head):
             return name
@@ -68,16 +86,22 @@ def detect_format(path: Path) -> str:
 
 
 def read_path(path: Path, fmt: str, opts: ReadOptions) -> ReadResult:
-    """Read one input with ``fmt`` (``auto`` detects it)."""
-    if not path.exists():
-        raise ReaderError(f"{path} does not exist")
-    name = detect_format(path) if fmt == "auto" else fmt
-    reader = READERS.get(name)
-    if reader is None:
+    """Read one input with ``fmt`` (``auto`` detects it).
+
+    The input is checked (a file, a folder or a held pipe; see ``inputs``) and read once,
+    bounded; detection and the reader see the same bytes.
+    """
+    if fmt != "auto" and fmt not in READERS:
         raise ReaderError(f"unknown format {fmt!r}: use auto or one of {', '.join(FORMATS)}")
     try:
-        return reader(path, opts)
+        if inputs.kind(path) == "folder":
+            name = detect_format(path) if fmt == "auto" else fmt
+            if name != "sysfs-ib":
+                raise ReaderError(f"{path} is a folder: --format {name} reads files (folders: "
+                                  "--format sysfs-ib)")
+            return sysfs_ib.read(path, opts)
+        data = inputs.read_input(path)
+        name = detect_format(path, data) if fmt == "auto" else fmt
+        return READERS[name](path, opts, data)
     except OSError as exc:
         raise ReaderError(f"cannot read {path}: {exc.strerror or exc}") from exc
-
-

@@ -37,12 +37,12 @@ from fleetlog.ingest.readers.base import (
     ReadResult,
     aware_us,
     check_us,
-    lines_of,
     local_us,
     need_tz,
     small_int,
 )
 from fleetlog.ingest.readers.errors import MissingOption
+from fleetlog.ingest.readers.inputs import read_input
 
 FORMAT: Final = "sacct"
 SOURCE: Final = "slurm"
@@ -64,8 +64,9 @@ def sniff(head: str) -> bool:
     return "|" in first and "state" in fields and bool({"jobid", "jobidraw"} & fields)
 
 
-def read(path: Path, opts: ReadOptions) -> ReadResult:
-    return parse(path.read_bytes(), origin=str(path), opts=opts)
+def read(path: Path, opts: ReadOptions, data: bytes | None = None) -> ReadResult:
+    """``data``: the input's bytes when the caller read them already (a pipe reads once)."""
+    return parse(read_input(path) if data is None else data, origin=str(path), opts=opts)
 
 
 def _time(text: str, opts: ReadOptions, out: Collector) -> int | str | None:
@@ -161,11 +162,12 @@ def _ranges(body: str) -> list[str]:
 def parse(data: bytes, *, origin: str, opts: ReadOptions) -> ReadResult:
     out = Collector(origin, FORMAT, SOURCE)
     header = [f.strip().lower() for f in opts.fields] if opts.fields else None
-    for number, text, raw in lines_of(data):
+    for number, text, raw in out.lines(data):
         if text is None:
             out.dead("line is not UTF-8", offset=number, raw=raw)
             continue
         if not text.strip():
+            out.take(number)
             continue
         cells = text.split("|")
         if text.endswith("|") and header is not None and len(cells) == len(header) + 1:
@@ -173,6 +175,7 @@ def parse(data: bytes, *, origin: str, opts: ReadOptions) -> ReadResult:
         lowered = [cell.strip().lower() for cell in cells]
         if "state" in lowered and ("jobid" in lowered or "jobidraw" in lowered):
             header = [h for h in lowered if h] if text.endswith("|") else lowered
+            out.take(number)
             continue
         if header is None:
             raise MissingOption(
@@ -184,24 +187,30 @@ def parse(data: bytes, *, origin: str, opts: ReadOptions) -> ReadResult:
                      raw=raw)
             continue
         row = dict(zip(header, cells, strict=True))
-        _job(row, number, raw, opts, out)
-    return out.result
+        before = len(out.result.events)
+        if _job(row, number, raw, opts, out) and len(out.result.events) == before:
+            out.skip("records with nothing to land yet (Submit, Start and End unknown)",
+                     line=number)
+        else:
+            out.take(number)
+    return out.done()
 
 
 def _job(row: dict[str, str], number: int, raw: bytes, opts: ReadOptions,
-         out: Collector) -> None:
+         out: Collector) -> bool:
+    """Map one record; False when it became a dead letter or was counted as skipped."""
     job = (row.get("jobid") or row.get("jobidraw") or "").strip()
     state_text = (row.get("state") or "").strip()
     if not job or not state_text:
         out.dead("record has no JobID or State", offset=number, raw=raw)
-        return
+        return False
     if "." in job:
-        out.skip("job steps (only allocations are job events)")
-        return
+        out.skip("job steps (only allocations are job events)", line=number)
+        return False
     state = state_text.split()[0].rstrip("+").upper()
     if state not in _FAILED | _ACTIVE | {"COMPLETED", "REQUEUED"}:
         out.dead(f"unknown job state {state_text!r}", offset=number, raw=raw)
-        return
+        return False
     times: dict[str, int | None] = {}
     for column in ("submit", "start", "end"):
         if column not in row:
@@ -210,17 +219,17 @@ def _job(row: dict[str, str], number: int, raw: bytes, opts: ReadOptions,
         value = _time(row[column], opts, out)
         if isinstance(value, str):
             out.dead(f"{column}: {value}", offset=number, raw=raw)
-            return
+            return False
         times[column] = value
     exit_code = _exit_code(row.get("exitcode"))
     if isinstance(exit_code, str):
         out.dead(exit_code, offset=number, raw=raw)
-        return
+        return False
     try:
         nodes = expand_hostlist(row.get("nodelist", ""))
     except ValueError as exc:
         out.dead(f"NodeList: {exc}", offset=number, raw=raw)
-        return
+        return False
     vcluster = (row.get("partition") or row.get("cluster") or "").strip()
     submit, start, end = times["submit"], times["start"], times["end"]
     if submit is not None:
@@ -230,7 +239,7 @@ def _job(row: dict[str, str], number: int, raw: bytes, opts: ReadOptions,
         if nodes:
             out.event(c.JobPlaced(job=job, nodes=nodes, vcluster=vcluster), start)
     if end is None or state in _ACTIVE:
-        return
+        return True
     if state == "COMPLETED":
         out.event(c.JobCompleted(job=job, step=0), end)
     elif state == "REQUEUED":
@@ -240,3 +249,4 @@ def _job(row: dict[str, str], number: int, raw: bytes, opts: ReadOptions,
         out.event(c.JobCancelled(job=job, step=0, by=by, reason=state_text), end)
     else:
         out.event(c.JobFailed(job=job, step=0, exit_code=exit_code, reason=state_text), end)
+    return True

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.readers import nvidia_smi_csv, prometheus
+from fleetlog.ingest.readers import inputs, nvidia_smi_csv, prometheus
 from fleetlog.ingest.readers.base import ReadOptions, ReadResult, short, us_of_epoch
 from fleetlog.ingest.readers.errors import ReaderError
 from fleetlog.ingest.readers.sinks import open_sink
@@ -55,9 +55,13 @@ class ScrapeStats:
 
 
 def _fetch(url: str, timeout_s: float) -> bytes:
+    """The endpoint's answer, at most ``inputs.MAX_INPUT`` bytes (more: a failed poll)."""
     request = urllib.request.Request(url, headers={"Accept": "text/plain"})
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        data: bytes = response.read()
+        data: bytes = response.read(inputs.MAX_INPUT + 1)
+        if len(data) > inputs.MAX_INPUT:
+            raise OSError(f"the answer is larger than {inputs.size_text(inputs.MAX_INPUT)}, the "
+                          "limit of one input")
         return data
 
 

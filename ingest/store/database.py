@@ -7,10 +7,14 @@ shards both landed. DuckDB's errors are translated here, once, into ``StoreError
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
+import itertools
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +22,8 @@ from typing import Final
 
 import duckdb
 import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from fleetlog.ingest import contract
 from fleetlog.ingest.store.schema import (
@@ -27,6 +33,7 @@ from fleetlog.ingest.store.schema import (
     StoreError,
     StoreLocked,
     StoreMissing,
+    check_catalog,
     ensure_schema,
 )
 
@@ -41,21 +48,59 @@ def _translate(exc: duckdb.Error, path: Path) -> StoreError:
     return StoreError(f"cannot open {path}: {text.splitlines()[0] if text else exc!r}")
 
 
-def open_store(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (and for writers, create or upgrade) a store file."""
+def open_store(path: str | Path, *, read_only: bool = False,
+               external_access: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (and for writers, create or upgrade) a store file.
+
+    Readers get ``open_union`` of the one file: the public views defined by fleetlog, file access
+    off and the configuration locked. Writers get the file's public views replaced by fleetlog's
+    unless they are exactly fleetlog's, and file access off (DuckDB cannot switch it on again)
+    unless ``external_access``: only a writer that publishes snapshots (``ATTACH`` of the copy)
+    asks for it, and such a writer runs only fleetlog's SQL over tables ``check_catalog`` checked.
+    """
     path = Path(path)
-    if read_only and not path.exists():
-        raise StoreMissing(f"no database at {path}: run `fleetlog ingest` or `fleetlog demo` first")
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if read_only:
+        if not path.exists():
+            raise StoreMissing(
+                f"no database at {path}: run `fleetlog ingest` or `fleetlog demo` first")
+        return _open_reader([path])
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
+        con = duckdb.connect(str(path))
     except duckdb.Error as exc:
         raise _translate(exc, path) from exc
-    con.execute("SET TimeZone = 'UTC'")
-    if not read_only:
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        if not external_access:
+            _no_file_access(con)
         ensure_schema(con)
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def _no_file_access(con: duckdb.DuckDBPyConnection) -> None:
+    """No SQL on this connection reads or writes a file, nor loads code, from here on."""
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET enable_external_access = false")
+
+
+# Where readers spill: one private folder per process (mode 0700, removed at exit) holding one
+# sub-folder per connection, which DuckDB makes when it first spills and removes on close.
+# Not DuckDB's default (``<file>.tmp`` beside the store, ``.tmp`` in the current folder for a
+# union): DuckDB lets SQL read and write its temp folder even with file access off.
+_spill_root: list[Path] = []
+_spill_count = itertools.count()
+
+
+def _spill_directory() -> str:
+    if not _spill_root or not _spill_root[0].is_dir():
+        root = Path(tempfile.mkdtemp(prefix="fleetlog-spill-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        _spill_root[:] = [root]
+    return str(_spill_root[0] / f"{os.getpid()}-{next(_spill_count)}")
 
 
 def store_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -79,29 +124,67 @@ def store_files(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def open_union(paths: Sequence[str | Path]) -> duckdb.DuckDBPyConnection:
-    """Read several store files (ingester shards) as one: every public view is their union."""
-    files = store_files(paths)
-    if len(files) == 1:
-        return open_store(files[0], read_only=True)
+def open_union(paths: Sequence[str | Path], *, memory_limit: str | None = None,
+               spill: bool = True) -> duckdb.DuckDBPyConnection:
+    """Read one or several store files (ingester shards) as one: every public view is their union.
+
+    The files are attached read-only to an in-memory database; then file access is switched
+    off, the public views are defined as TEMP views from ``PUBLIC_VIEWS`` (the files' own view
+    SQL never runs unasked) and the configuration is locked, so no SQL on the connection reads or
+    writes a file, nor changes a setting. ``memory_limit`` caps DuckDB's memory; ``spill=False``
+    gives DuckDB no temp folder at all (a query that outgrows the limit fails instead of
+    spilling), else it spills to a private folder (``_spill_directory``).
+    """
+    return _open_reader(store_files(paths), memory_limit=memory_limit, spill=spill)
+
+
+def _open_reader(files: Sequence[Path], *, memory_limit: str | None = None,
+                 spill: bool = True) -> duckdb.DuckDBPyConnection:
+    if memory_limit is not None and not valid_memory_limit(memory_limit):
+        raise StoreError(f"memory limit {memory_limit!r} is not a size like 512MB or 2GB")
     con = duckdb.connect(":memory:")
-    con.execute("SET TimeZone = 'UTC'")
-    for index, path in enumerate(files):
-        try:
-            con.execute(f"ATTACH '{_quote(str(path))}' AS shard{index} (READ_ONLY)")
-        except duckdb.Error as exc:
-            raise _translate(exc, path) from exc
-    _cross_shard_duplicates(con, files)
-    # The raw tables are read as their union, then the public views are built on that union
-    # exactly as in one file: "latest per entity" views (nodes, incidents) see every shard.
-    for name in (*_EVENT_TABLES, "dead_letters_raw", "ingest_offsets"):
-        parts = [f"SELECT * FROM {_shard_table(con, i, name)}{_keep_first_copy(name, i)}"
-                 for i in range(len(files))]
-        con.execute(f"CREATE TEMP VIEW {name} AS {' UNION ALL BY NAME '.join(parts)}")
-    con.execute("CREATE TEMP VIEW xid_catalog AS SELECT * FROM shard0.main.xid_catalog")
-    for name, body in PUBLIC_VIEWS.items():
-        con.execute(f"CREATE TEMP VIEW {name} AS {body}")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET temp_directory = '{_quote(_spill_directory()) if spill else ''}'")
+        if memory_limit is not None:
+            con.execute(f"SET memory_limit = '{memory_limit.strip()}'")
+        for index, path in enumerate(files):
+            try:
+                con.execute(f"ATTACH '{_quote(str(path))}' AS shard{index} (READ_ONLY)")
+            except duckdb.Error as exc:
+                raise _translate(exc, path) from exc
+        _no_file_access(con)  # ATTACH was the last file fleetlog opens through DuckDB
+        for index, path in enumerate(files):
+            check_catalog(con, f"shard{index}", str(path))
+        _define_views(con, files)
+        # The user's CREATE TABLE without a database goes to the first file, which refuses it.
+        con.execute("USE shard0")
+        con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def _define_views(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> None:
+    """The raw tables as the union of the shards, and the public views over them."""
+    try:
+        if len(files) > 1:
+            _cross_shard_duplicates(con, files)
+        # The raw tables are read as their union, then the public views are built on that union
+        # exactly as in one file: "latest per entity" views (nodes, incidents) see every shard.
+        for name in (*_EVENT_TABLES, "dead_letters_raw", "ingest_offsets"):
+            parts = [f"SELECT * FROM {_shard_table(con, i, name)}"
+                     f"{_keep_first_copy(name, i) if len(files) > 1 else ''}"
+                     for i in range(len(files))]
+            con.execute(f"CREATE TEMP VIEW {name} AS {' UNION ALL BY NAME '.join(parts)}")
+        con.execute("CREATE TEMP VIEW xid_catalog AS SELECT * FROM shard0.main.xid_catalog")
+        for name, body in PUBLIC_VIEWS.items():
+            con.execute(f"CREATE TEMP VIEW {name} AS {body}")
+    except duckdb.Error as exc:
+        first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        where = files[0] if len(files) == 1 else files[0].parent
+        raise StoreError(f"cannot read {where} as a fleetlog store: {first}") from exc
 
 
 # Raw tables whose every row names the event it came from (dead letters may have no event).
@@ -118,26 +201,35 @@ def _cross_shard_duplicates(con: duckdb.DuckDBPyConnection, files: Sequence[Path
     change. The result is kept beside the shards (``.fleetlog/``), keyed by each file's path,
     size and modification time: a shard written since is a different key. Where the folder is
     not writable, it is found on every open, as before.
+    The cache is read and written by pyarrow, not DuckDB: the connection has no file access.
     """
     cache = files[0].parent / ".fleetlog" / f"duplicates-{_shards_key(files)}.parquet"
     if cache.exists():
         try:
-            con.execute("CREATE TEMP TABLE fleetlog_duplicates AS "
-                        f"SELECT * FROM read_parquet('{_quote(str(cache))}')")
-            return
-        except duckdb.Error:
+            found = pq.read_table(cache, schema=_DUPLICATES)
+        except (OSError, pa.ArrowException):
             pass  # unreadable (a crash mid-write, a newer format): find them again
+        else:
+            con.register("fleetlog_duplicates_cached", found)
+            try:
+                con.execute("CREATE TEMP TABLE fleetlog_duplicates AS "
+                            "SELECT * FROM fleetlog_duplicates_cached")
+            finally:
+                con.unregister("fleetlog_duplicates_cached")
+            return
     _find_cross_shard_duplicates(con, len(files))
-    with contextlib.suppress(OSError, duckdb.Error):
+    with contextlib.suppress(OSError, pa.ArrowException, duckdb.Error):
         cache.parent.mkdir(exist_ok=True)
         partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
-        con.execute(f"COPY fleetlog_duplicates TO '{_quote(str(partial))}' (FORMAT parquet)")
+        table = con.sql("SELECT event_id, keep FROM fleetlog_duplicates").to_arrow_table()
+        pq.write_table(table.cast(_DUPLICATES), partial)
         partial.replace(cache)  # atomic: another reader sees all of it or none
         for stale in sorted(cache.parent.glob("duplicates-*.parquet"),
                             key=lambda f: f.stat().st_mtime)[:-_KEEP_UNION_CACHES]:
             stale.unlink(missing_ok=True)
 
 
+_DUPLICATES: Final = pa.schema([("event_id", pa.string()), ("keep", pa.int32())])
 _KEEP_UNION_CACHES: Final = 16  # shard sets read from one folder (hours, subsets)
 _UNION_CACHE_FORMAT: Final = 1  # bump when the duplicates table changes meaning
 
@@ -252,7 +344,8 @@ def open_store_waiting(db: Path, wait_s: float = 5.0,
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            con = open_store(db)
+            # File access stays on: the writer's snapshots ATTACH their copy (Snapshotter).
+            con = open_store(db, external_access=True)
             break
         except StoreLocked:
             if time.monotonic() > deadline:

@@ -8,12 +8,19 @@ units.
 
 Schema creation is idempotent and versioned: ``MIGRATIONS`` is append-only, each step applied once
 inside a transaction and recorded in ``schema_migrations``.
+
+A store file is data, not code: the SQL of its views is never trusted. Writers re-create any public
+view whose SQL is not fleetlog's (``ensure_schema``), readers define them afresh as TEMP views
+(``database``), and both refuse a file whose raw tables were replaced by views (``check_catalog``),
+so no SQL written into a file runs in fleetlog.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
+import re
 from collections.abc import Sequence
 from importlib import resources
 from typing import Final
@@ -35,6 +42,10 @@ class StoreLocked(StoreError):
 
 class StoreMissing(StoreError):
     """The database file does not exist."""
+
+
+class StoreTampered(StoreError):
+    """The file's catalog is not fleetlog's: a raw table is a view, or a public view a table."""
 
 
 def _signal_columns(signals: Sequence[Signal]) -> str:
@@ -234,6 +245,13 @@ COLUMNS_ADDED: Final[dict[str, tuple[str, str]]] = {
 }
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 
+# Every table fleetlog creates: fleetlog's SQL reads these names, so in a file they must be tables
+# (a view in their place would run the file's SQL in fleetlog; ``check_catalog``).
+RAW_TABLES: Final = (
+    *(m.group(1) for m in (re.match(r"CREATE TABLE (\w+)", s) for s in _V1_TABLES) if m),
+    "schema_migrations", "schema_meta",
+)
+
 
 def load_xid_catalog() -> list[tuple[int, str, str, bool]]:
     """NVIDIA's XID catalog (via NVSentinel): (xid, name, action, fatal)."""
@@ -249,9 +267,64 @@ def load_xid_catalog() -> list[tuple[int, str, str, bool]]:
     return rows
 
 
+def check_catalog(con: duckdb.DuckDBPyConnection, database: str, where: str, *,
+                  views_too: bool = False) -> None:
+    """Refuse a store whose catalog is not fleetlog's: one of its tables is a view (whose SQL,
+    written by whoever wrote the file, fleetlog would run) or, with ``views_too`` (writers, which
+    replace the public views in the file), a public view's name is taken by another object."""
+    rows = con.execute(
+        "SELECT 'view', view_name FROM duckdb_views() WHERE database_name = $db "
+        "AND schema_name = 'main' AND NOT temporary AND list_contains($raw, view_name) "
+        "UNION ALL SELECT 'table', table_name FROM duckdb_tables() WHERE database_name = $db "
+        "AND schema_name = 'main' AND NOT temporary AND list_contains($public, table_name) "
+        "ORDER BY 2",
+        {"db": database, "raw": list(RAW_TABLES),
+         "public": list(PUBLIC_VIEWS) if views_too else []}).fetchall()
+    if rows:
+        kind, name = rows[0]
+        expected = "table" if kind == "view" else "view"
+        raise StoreTampered(
+            f"{where} was changed outside fleetlog: `{name}` is a {kind} where fleetlog keeps a "
+            f"{expected}; not opening it (its SQL would run in fleetlog)")
+
+
+@functools.cache
+def _rendered_views() -> dict[str, str]:
+    """The public views' SQL as DuckDB prints it (``duckdb_views().sql``), from a scratch store:
+    what a file's views must read to be fleetlog's."""
+    con = duckdb.connect(":memory:")
+    try:
+        for _version, statements in MIGRATIONS:
+            for statement in statements:
+                con.execute(statement)
+        for name, body in PUBLIC_VIEWS.items():
+            con.execute(f"CREATE VIEW {name} AS {body}")
+        rows = con.execute("SELECT view_name, sql FROM duckdb_views() "
+                           "WHERE NOT internal AND NOT temporary").fetchall()
+    finally:
+        con.close()
+    return {str(name): str(sql) for name, sql in rows}
+
+
+def _views_are_ours(con: duckdb.DuckDBPyConnection) -> bool:
+    rows = con.execute("SELECT view_name, sql FROM duckdb_views() "
+                       "WHERE database_name = current_database() AND schema_name = 'main' "
+                       "AND NOT temporary AND NOT internal").fetchall()
+    stored = {str(name): str(sql) for name, sql in rows}
+    return all(stored.get(name) == sql for name, sql in _rendered_views().items())
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> int:
-    """Create or upgrade the schema; returns the version. Running it again changes nothing."""
+    """Create or upgrade the schema; returns the version. Running it again changes nothing.
+
+    The public views are re-created unless each one's SQL is exactly fleetlog's: the file's own
+    view SQL (which anyone who can write the file can change) never survives a writer's open.
+    """
     con.execute("SET TimeZone = 'UTC'")
+    row = con.execute("SELECT database_name, coalesce(path, database_name) FROM duckdb_databases() "
+                      "WHERE database_name = current_database()").fetchone()
+    database, where = (str(row[0]), str(row[1])) if row else ("memory", "memory")
+    check_catalog(con, database, where, views_too=True)
     con.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations "
         "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
@@ -281,8 +354,9 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> int:
         "CREATE TABLE IF NOT EXISTS schema_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
     )
     row = con.execute("SELECT value FROM schema_meta WHERE key = 'views_hash'").fetchone()
-    if row is None or row[0] != views_hash:
-        # DuckDB re-renders view SQL, so a hash of our definitions says whether they changed.
+    if row is None or row[0] != views_hash or not _views_are_ours(con):
+        # DuckDB re-renders view SQL, so a hash of our definitions says whether they changed,
+        # and the SQL DuckDB prints for them whether the file's views are still ours.
         con.execute("BEGIN TRANSACTION")
         for name, body in PUBLIC_VIEWS.items():
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {body}")

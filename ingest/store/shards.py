@@ -80,6 +80,9 @@ def _stored(db: Path) -> Shard | None:
     except duckdb.Error:
         return None  # locked by its running owner (or not a store): use the sidecar
     try:
+        # A sibling's file is data, not code: a tampered one may have swapped a table for a view
+        # that reads files, so nothing here may reach a file (docs/store.md).
+        con.execute("SET enable_external_access = false")
         rows = con.execute("SELECT topic, partition, next_offset FROM ingest_offsets").fetchall()
         recent = con.execute("SELECT event_id FROM event_log ORDER BY landed_at DESC LIMIT ?",
                              [RECENT_IDS * 4]).fetchall()

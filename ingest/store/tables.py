@@ -125,6 +125,17 @@ def _sample_rows(payload: c.Payload) -> int:
     return 0
 
 
+sample_rows = _sample_rows  # ``event_log.rows`` of a payload
+
+
+def payload_json(payload: c.Payload) -> str | None:
+    """``event_log.payload`` of a payload: its JSON, or None for a sample batch (kept
+    column-wise in its samples table instead)."""
+    if isinstance(payload, c.GpuSampled | c.PortSampled):
+        return None
+    return _json.encode(payload).decode()
+
+
 def event_log_table(events: Sequence[c.Envelope], landed_us: int) -> pa.Table:
     samples = (c.GpuSampled, c.PortSampled)
     return pa.table({

@@ -4,11 +4,16 @@
 each partition, and writes all of it in ONE transaction: rows, dead letters and offsets commit
 together or not at all, so a crash neither loses nor duplicates an event. Rows go in as Arrow
 tables (``store.tables``; no per-row inserts); an event whose id is already stored is skipped.
+An id names one fact: an event whose id is stored (or earlier in the batch) with other content is
+not a duplicate but a conflict. The stored event is kept; the newcomer becomes a dead letter
+(stage ``conflict``, saying what differs) and is counted in ``BatchResult.conflicts``.
 
 An event that the store refuses (a value out of its column's range) would otherwise fail every
 retry of its batch and stall ingestion: the writer finds it by bisection, keeps it as a dead
-letter (stage ``validate``) and commits the rest. Failures that are not the data's fault (disk
-full, I/O) roll the whole batch back and raise ``StoreError`` with what to do.
+letter (stage ``validate``) and commits the rest. The dead letters made here keep where their
+event came from (Kafka topic, partition and offset; file and line) when the caller passes
+``origins``. Failures that are not the data's fault (disk full, I/O) roll the whole batch back
+and raise ``StoreError`` with what to do.
 """
 
 from __future__ import annotations
@@ -18,21 +23,32 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Protocol
 
 import duckdb
+import msgspec
 import pyarrow as pa
 
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.contract import DeadLetter
 from fleetlog.ingest.store import StoreError, open_store, tables
 
+# Where an event came from: (Kafka topic or file, partition or None, offset or line number).
+Origin = tuple[str, int | None, int | None]
+
+
+class Origins(Protocol):
+    """The origin of each event of a batch, by its index (a list, or a lazy look-up)."""
+
+    def __getitem__(self, index: int, /) -> Origin: ...
+
 
 @dataclass
 class BatchResult:
     events: int = 0  # newly landed
-    duplicates: int = 0  # skipped: already stored, or twice in the batch
-    dead_letters: int = 0
+    duplicates: int = 0  # skipped: already stored, or twice in the batch, with the same content
+    dead_letters: int = 0  # including the conflicts and the events the store refused
+    conflicts: int = 0  # an id already stored (or earlier in the batch) with different content
     rows: dict[str, int] = field(default_factory=dict)  # raw table -> rows added
     committed_at: float | None = None  # monotonic time of the commit, when someone noted it
 
@@ -40,6 +56,7 @@ class BatchResult:
         self.events += other.events
         self.duplicates += other.duplicates
         self.dead_letters += other.dead_letters
+        self.conflicts += other.conflicts
         for table, count in other.rows.items():
             self.rows[table] = self.rows.get(table, 0) + count
 
@@ -164,18 +181,25 @@ class StoreWriter:
         events: Sequence[c.Envelope],
         dead: Sequence[DeadLetter] = (),
         offsets: Mapping[tuple[str, int], int] | None = None,
+        origins: Origins | None = None,
     ) -> BatchResult:
-        """Land ``events``, ``dead`` letters and ``offsets`` in one transaction."""
+        """Land ``events``, ``dead`` letters and ``offsets`` in one transaction.
+
+        ``origins[i]`` says where ``events[i]`` came from, for the dead letter it may become.
+        """
         try:
-            result = self._transaction(events, dead, offsets or {}, commit=True)
+            result = self._transaction(events, dead, offsets or {}, origins, commit=True)
         except _DATA_ERRORS as exc:
             bad = self._poison(list(events))
             if not bad:
                 raise StoreError(f"writing the batch failed ({_first_line(exc)}); nothing of it "
                                  "was kept") from exc
-            keep = [e for e in events if id(e) not in bad]
-            extra = [_refused(event, error) for event, error in bad.values()]
-            result = self._transaction(keep, [*dead, *extra], offsets or {}, commit=True)
+            kept = [i for i, e in enumerate(events) if id(e) not in bad]
+            extra = [_refused(e, bad[id(e)][1], _origin(origins, i))
+                     for i, e in enumerate(events) if id(e) in bad]
+            result = self._transaction(
+                [events[i] for i in kept], [*dead, *extra], offsets or {},
+                None if origins is None else [origins[i] for i in kept], commit=True)
         self.totals.add(result)
         if self.snapshot is not None:
             self.snapshot.maybe(self.con)
@@ -207,14 +231,19 @@ class StoreWriter:
 
     def _transaction(
         self, events: Sequence[c.Envelope], dead: Sequence[DeadLetter],
-        offsets: Mapping[tuple[str, int], int], *, commit: bool,
+        offsets: Mapping[tuple[str, int], int], origins: Origins | None = None, *,
+        commit: bool,
     ) -> BatchResult:
-        result = BatchResult(dead_letters=len(dead))
+        result = BatchResult()
         now = tables.now_us()
         self.con.execute("BEGIN TRANSACTION")
         try:
-            fresh, result.duplicates = self._new_events(events)
-            result.events = len(fresh)
+            fresh, result.duplicates, clashes = self._new_events(events)
+            if clashes:
+                dead = [*dead, *(_conflict(events[i], why, _origin(origins, i))
+                                 for i, why in clashes)]
+            result.events, result.conflicts, result.dead_letters = (
+                len(fresh), len(clashes), len(dead))
             for table, data in tables.event_tables(fresh, now):
                 self._append(table, data)
                 result.rows[table] = result.rows.get(table, 0) + data.num_rows
@@ -240,7 +269,7 @@ class StoreWriter:
 
         def trial(part: list[c.Envelope]) -> None:
             try:
-                self._transaction(part, (), {}, commit=False)
+                self._transaction(part, (), {}, None, commit=False)
             except _DATA_ERRORS as exc:
                 if len(part) == 1:
                     bad[id(part[0])] = (part[0], _first_line(exc))
@@ -252,28 +281,91 @@ class StoreWriter:
         trial(events)
         return bad
 
-    def _new_events(self, events: Sequence[c.Envelope]) -> tuple[list[c.Envelope], int]:
-        unique: dict[str, c.Envelope] = {}
+    def _new_events(
+        self, events: Sequence[c.Envelope],
+    ) -> tuple[list[c.Envelope], int, list[tuple[int, str]]]:
+        """(events to land, duplicates, conflicts as (index in ``events``, what differs))."""
+        unique: dict[str, int] = {}  # id -> index of its first event in the batch
+        clashes: list[tuple[int, str]] = []
         elsewhere = self._elsewhere
-        for event in events:
-            if event.id not in elsewhere:
-                unique.setdefault(event.id, event)
+        for index, event in enumerate(events):
+            if event.id in elsewhere:
+                continue
+            first = unique.setdefault(event.id, index)
+            if first != index and events[first] != event:
+                clashes.append((index, _differences(events[first], event)))
         if not unique:
-            return [], len(events)
-        times = [e.time_us for e in unique.values()]
+            return [], len(events), []
+        times = [events[i].time_us for i in unique.values()]
         self._register("_fleetlog_batch_ids", pa.table({"event_id": pa.array(list(unique),
                                                                             pa.string())}))
         # Same id means same fact, hence same time: the time range lets DuckDB's zone maps
-        # skip most of the (append-only, roughly time-ordered) log.
+        # skip most of the (append-only, roughly time-ordered) log. (So an id reused with
+        # another time is not found here, and lands as another event.)
         seen = self.con.execute(
             "SELECT l.event_id FROM event_log l SEMI JOIN _fleetlog_batch_ids b "
             "USING (event_id) WHERE l.ts BETWEEN make_timestamptz(?) AND make_timestamptz(?)",
             [min(times), max(times)],
         ).fetchall()
+        if not seen:
+            return [events[i] for i in unique.values()], len(events) - len(unique) - len(
+                clashes), clashes
         stored = {row[0] for row in seen}
-        fresh = [e for i, e in unique.items() if i not in stored] if stored else list(
-            unique.values())
-        return fresh, len(events) - len(fresh)
+        for event_id, why in self._stored_differences(
+                [events[unique[i]] for i in stored], min(times), max(times)).items():
+            clashes.append((unique[event_id], why))
+        fresh = [events[i] for event_id, i in unique.items() if event_id not in stored]
+        return fresh, len(events) - len(fresh) - len(clashes), clashes
+
+    def _stored_differences(self, events: list[c.Envelope], lo: int,
+                            hi: int) -> dict[str, str]:
+        """For events whose id is stored: id -> what differs, for those whose content does.
+
+        Only run when a batch holds ids already stored (a redelivery): the envelope and payload
+        are compared with ``event_log``, and a sample batch's rows with its samples table.
+        """
+        by_id = {e.id: e for e in events}
+        self._register("_fleetlog_seen_ids", pa.table({"event_id": pa.array(list(by_id),
+                                                                           pa.string())}))
+        rows = self.con.execute(
+            "SELECT l.event_id, l.type, epoch_us(l.ts), l.source, l.key, l.rows, "
+            "l.payload::VARCHAR FROM event_log l SEMI JOIN _fleetlog_seen_ids USING (event_id) "
+            "WHERE l.ts BETWEEN make_timestamptz(?) AND make_timestamptz(?)", [lo, hi],
+        ).fetchall()
+        found: dict[str, str] = {}
+        for event_id, *stored in rows:
+            why = _stored_difference(by_id[event_id], stored)
+            if why is None or found.get(event_id) == "":
+                found[event_id] = ""  # one stored copy is the same: a plain duplicate
+            else:
+                found.setdefault(event_id, why)
+        same = {event_id for event_id, why in found.items() if not why and isinstance(
+            by_id[event_id].payload, c.GpuSampled | c.PortSampled)}
+        if same:  # the envelope matches: do the sample rows?
+            for event_id in self._sample_differences([by_id[i] for i in same], lo, hi):
+                found[event_id] = "samples"
+        return {event_id: why for event_id, why in found.items() if why}
+
+    def _sample_differences(self, events: list[c.Envelope], lo: int, hi: int) -> set[str]:
+        """Ids of the sample batches among ``events`` whose stored rows differ from theirs
+        (one query per samples table, both ways: a row missing or a row too many)."""
+        self._register("_fleetlog_sample_ids", pa.table({"event_id": pa.array(
+            [e.id for e in events], pa.string())}))
+        differ: set[str] = set()
+        for table, data in tables.event_tables(events, 0):
+            if table == "event_log":
+                continue
+            self._register(f"_fleetlog_compare_{table}", data)
+            cols = ", ".join(f'"{name}"' for name in data.column_names)
+            rows = self.con.execute(
+                f"WITH mine AS (SELECT {cols} FROM _fleetlog_compare_{table}), "
+                f"theirs AS (SELECT {cols} FROM {table} t SEMI JOIN _fleetlog_sample_ids "
+                "USING (event_id) WHERE t.ts BETWEEN make_timestamptz(?) AND "
+                "make_timestamptz(?)) SELECT DISTINCT event_id FROM ("
+                "(FROM mine EXCEPT ALL FROM theirs) UNION ALL (FROM theirs EXCEPT ALL FROM mine))",
+                [lo, hi]).fetchall()
+            differ.update(str(row[0]) for row in rows)
+        return differ
 
     def _register(self, name: str, data: pa.Table) -> None:
         self.con.register(name, data)
@@ -299,11 +391,55 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def _refused(event: c.Envelope, error: str) -> DeadLetter:
-    return DeadLetter(
-        origin=f"source:{event.source}", stage="validate", error=f"the store refused it: {error}",
-        raw=c.encode(event), event_type=event.type, event_id=event.id,
-    )
+def _origin(origins: Origins | None, index: int) -> Origin | None:
+    return None if origins is None else origins[index]
+
+
+def _letter(event: c.Envelope, stage: str, error: str, origin: Origin | None) -> DeadLetter:
+    """A dead letter of a decoded event: where it came from when known, else its source."""
+    where, partition, offset = origin or (f"source:{event.source}", None, None)
+    return DeadLetter(origin=where, partition=partition, offset=offset, stage=stage, error=error,
+                      raw=c.encode(event), event_type=event.type, event_id=event.id)
+
+
+def _refused(event: c.Envelope, error: str, origin: Origin | None = None) -> DeadLetter:
+    return _letter(event, "validate", f"the store refused it: {error}", origin)
+
+
+def _conflict(event: c.Envelope, why: str, origin: Origin | None) -> DeadLetter:
+    return _letter(event, "conflict", f"event id {event.id!r} is already stored with different "
+                   f"content ({why} differ); the stored event is kept", origin)
+
+
+def _differences(first: c.Envelope, other: c.Envelope) -> str:
+    """What differs between two events of one id, in words (for the dead letter)."""
+    names = [name for name, a, b in (
+        ("type", first.type, other.type), ("time", first.time_us, other.time_us),
+        ("source", first.source, other.source), ("key", first.key, other.key),
+        ("payload", first.payload, other.payload)) if a != b]
+    return ", ".join(names) or "version"
+
+
+def _stored_difference(event: c.Envelope, stored: list[Any]) -> str | None:
+    """What differs between ``event`` and its stored ``event_log`` row, or None."""
+    type_, time_us, source, key, rows, payload = stored
+    names = [name for name, differs in (
+        ("type", type_ != event.type), ("time", time_us != event.time_us),
+        ("source", source != event.source), ("key", key != event.key),
+        ("payload", type_ == event.type and (rows != tables.sample_rows(event.payload)
+                                             or not _same_payload(payload, event.payload))),
+    ) if differs]
+    return ", ".join(names) or None
+
+
+def _same_payload(stored: str | None, payload: c.Payload) -> bool:
+    mine = tables.payload_json(payload)
+    if stored is None or mine is None or stored == mine:
+        return stored == mine
+    try:  # stored by an older version (a field added since): compare as the payload reads now
+        return bool(msgspec.json.decode(stored, type=type(payload)) == payload)
+    except msgspec.MsgspecError:
+        return False
 
 
 def _storage_error(exc: duckdb.Error) -> StoreError:

@@ -158,3 +158,101 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
                     f"file://{html}"], capture_output=True, text=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
     time.sleep(0)  # the screenshot stays for people to look at: .fleetlog/test-artifacts/
+
+
+# -- hostile input (issue #21) --------------------------------------------------------------------
+
+def test_a_symlink_at_a_report_name_is_refused_and_nothing_is_written_through_it(
+        tmp_path: Path) -> None:
+    """The report names are predictable: a link planted at one must not redirect the write."""
+    db = _store(tmp_path / "fleet.duckdb")
+    out = tmp_path / "reports"
+    first = write_report([db], out, window_s=86_400, formats=["json"])
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    target = Path(first["files"][0])
+    target.unlink()
+    target.symlink_to(victim)
+    result = CliRunner().invoke(cli, ["report", "--db", str(db), "--out", str(out),
+                                      "--window", "24h", "--format", "json"])
+    assert result.exit_code == 1, result.output
+    assert result.output.count("\n") == 1 and "is a symbolic link" in result.output
+    assert "Traceback" not in result.output
+    assert victim.read_text() == "precious"
+    assert target.is_symlink()
+
+
+def test_report_files_are_replaced_atomically(tmp_path: Path, monkeypatch) -> None:
+    """Each file goes to a temporary file in the folder and is renamed over the name: a crash
+    mid-write leaves the previous report whole and no temporary file behind."""
+    import fleetlog.analysis.report as report
+
+    db = _store(tmp_path / "fleet.duckdb")
+    out = tmp_path / "reports"
+    first = write_report([db], out, window_s=86_400, formats=["json"])
+    path = Path(first["files"][0])
+    before = path.read_text()
+    inode = path.stat().st_ino
+
+    def broken(data: dict, *args: object, **kwargs: object) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report.json, "dumps", broken)
+    with pytest.raises(OSError):
+        write_report([db], out, window_s=86_400, formats=["json"])
+    monkeypatch.undo()
+    assert path.read_text() == before
+    assert sorted(p.name for p in out.iterdir()) == [path.name]
+    write_report([db], out, window_s=86_400, formats=["json"])
+    assert path.stat().st_ino != inode, "written in place instead of renamed into place"
+    assert sorted(p.name for p in out.iterdir()) == [path.name]
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--window", "100000000h"], "longer than the valid time range"),
+    (["--window", "nan"], "not a finite duration"),
+    (["--window", "inf"], "not a finite duration"),
+    (["--window", "-1h"], "must be positive"),
+    (["--until", "0001-01-01T00:00:00Z"], "outside the valid time range"),
+    (["--every", "1e400s"], "not a finite duration"),
+], ids=lambda v: v if isinstance(v, str) else " ".join(v))
+def test_bad_report_values_are_one_line_usage_errors(tmp_path: Path, args: list[str],
+                                                      needle: str) -> None:
+    db = _store(tmp_path / "fleet.duckdb")
+    result = CliRunner().invoke(cli, ["report", "--db", str(db), "--out", str(tmp_path / "r"),
+                                      *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_out_naming_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    db = _store(tmp_path / "fleet.duckdb")
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0")
+    result = CliRunner().invoke(cli, ["report", "--db", str(db), "--out", str(a_file)])
+    assert result.exit_code == 2, result.output
+    assert "is a file" in result.output and "Traceback" not in result.output
+    assert a_file.read_text() == "root:x:0:0"
+
+
+def test_the_library_refuses_a_window_it_cannot_compute(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from fleetlog.analysis.report_data import ReportError
+
+    db = _store(tmp_path / "fleet.duckdb")
+    with pytest.raises(ReportError, match="not in"):
+        write_report([db], tmp_path / "r", window_s=3.6e11)
+    with pytest.raises(ReportError, match="before year 1"):
+        write_report([db], tmp_path / "r", window_s=86_400,
+                     until=datetime(1, 1, 1, 12, tzinfo=UTC))
+    with pytest.raises(ReportError, match="is a file"):
+        write_report([db], db, window_s=86_400)

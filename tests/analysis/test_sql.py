@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,3 +81,173 @@ def test_prompt_reads_queries_until_eof(store: Path) -> None:
                                 input="SELECT count(*) AS n\nFROM xid_events;\n")
     assert result.exit_code == 0, result.output
     assert '"n": 2' in result.output
+
+
+# Issue #21, item 4: DuckDB lets SQL read and write its temp folder even with file access off.
+
+@pytest.mark.parametrize("shards", [False, True])
+def test_the_temp_folder_is_no_way_to_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            shards: bool) -> None:
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "shards"
+    for name in ("a", "b"):
+        land(folder / f"{name}.duckdb", [c.make_event(c.XidReported(node=name, gpu=0, xid=79),
+                                                      time_us=1_000_000, source="t")])
+    db = folder if shards else folder / "a.duckdb"
+    # DuckDB's own choice: `<file>.tmp` beside one file, `.tmp` in the current folder for a union
+    temp = tmp_path / ".tmp" if shards else folder / "a.duckdb.tmp"
+    temp.mkdir()
+    (temp / "kept.csv").write_text("secret\nhunter2\n")
+    runner = CliRunner()
+    for statement in (f"COPY (SELECT 1) TO '{temp / 'out.csv'}'",
+                      f"SELECT * FROM read_csv('{temp / 'kept.csv'}')",
+                      f"SELECT * FROM glob('{temp}/*')"):
+        result = runner.invoke(cli, ["sql", "--db", str(db), statement])
+        assert result.exit_code == 1, (statement, result.output)
+        assert result.output.startswith("Error: SQL error: Permission Error"), result.output
+        assert "hunter2" not in result.output
+    assert not (temp / "out.csv").exists()
+    # Regardless of path: DuckDB has no temp folder of its own here to allow.
+    result = runner.invoke(cli, ["sql", "--db", str(db),
+                                 "SELECT current_setting('temp_directory') AS t"])
+    assert json.loads(result.output) == [{"t": ""}]
+
+
+# Issue #21, item 9: what `fleetlog sql` prints.
+
+def test_columns_with_one_name_are_all_kept(store: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["sql", "--db", str(store), "SELECT 1 AS a, 2 AS a"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [{"a": 1, "a_2": 2}]
+    result = runner.invoke(cli, ["sql", "--db", str(store), "--csv",
+                                 "SELECT 1 AS a, 2 AS a, 3 AS a_2, 4 AS a"])
+    assert result.output.splitlines() == ["a,a_3,a_2,a_4", "1,2,3,4"]
+
+
+def test_unique_columns() -> None:
+    from fleetlog.analysis.sql import unique_columns
+
+    assert unique_columns(["a", "b"]) == ["a", "b"]
+    assert unique_columns(["a", "a", "a"]) == ["a", "a_2", "a_3"]
+    assert unique_columns(["a", "a", "a_2"]) == ["a", "a_3", "a_2"]
+
+
+def _strict_json(text: str) -> object:
+    def refuse(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_has_no_nan_or_infinity(store: Path) -> None:
+    query = ("SELECT 'nan'::DOUBLE AS n, 'inf'::DOUBLE AS i, '-inf'::DOUBLE AS m, 1.5 AS x, "
+             "[1.0, 'nan'::DOUBLE] AS l, {'f': 'inf'::FLOAT} AS s")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["sql", "--db", str(store), query])
+    assert result.exit_code == 0, result.output
+    assert _strict_json(result.output) == [
+        {"n": None, "i": None, "m": None, "x": 1.5, "l": [1.0, None], "s": {"f": None}}]
+    result = runner.invoke(cli, ["sql", "--db", str(store), "--nl", query])
+    assert _strict_json(result.output)
+    result = runner.invoke(cli, ["sql", "--db", str(store), "--csv", query])
+    assert result.output.splitlines()[1].startswith("nan,inf,-inf,1.5")
+
+
+def test_a_query_past_its_timeout_is_stopped(store: Path) -> None:
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, [
+        "sql", "--db", str(store), "--timeout", "0.5",
+        "SELECT sum(a.range * b.range) AS s FROM range(200000) a, range(200000) b"])
+    assert time.monotonic() - started < 30
+    assert result.exit_code == 1, result.output
+    assert result.output == ("Error: the query ran longer than its time limit of 0.5 s "
+                             "(--timeout) and was stopped\n")
+
+
+def test_a_query_past_its_memory_limit_fails_clearly(store: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, [
+        "sql", "--db", str(store), "--memory-limit", "32MB",
+        "SELECT count(DISTINCT range::VARCHAR || 'x') AS n FROM range(8000000)"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: SQL error: Out of Memory Error")
+    assert "memory limit of 32MB (--memory-limit)" in result.output
+    assert result.output.count("\n") == 1
+    result = runner.invoke(cli, ["sql", "--db", str(store), "SET memory_limit = '100GB'"])
+    assert result.exit_code == 1 and "locked" in result.output
+    result = runner.invoke(cli, ["sql", "--db", str(store), "--memory-limit", "lots", "SELECT 1"])
+    assert result.exit_code == 2 and "not a size" in result.output
+
+
+def test_a_table_shows_at_most_max_rows_and_says_how_many_were_cut(store: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["sql", "--db", str(store), "--table",
+                                 "SELECT range AS r FROM range(1500)"])
+    assert result.exit_code == 0, result.output
+    assert "│ 999 │" in result.stdout and "│ 1000 │" not in result.stdout
+    assert result.stderr == "500 more rows not shown (--max-rows 1000; --max-rows 0 shows all)\n"
+    result = runner.invoke(cli, ["sql", "--db", str(store), "--max-rows", "2",
+                                 "SELECT range AS r FROM range(5)"])
+    assert json.loads(result.stdout) == [{"r": 0}, {"r": 1}]
+    assert result.stderr.startswith("3 more rows not shown")
+    result = runner.invoke(cli, ["sql", "--db", str(store), "SELECT range AS r FROM range(1500)"])
+    assert len(json.loads(result.stdout)) == 1500 and not result.stderr  # JSON: all by default
+    result = runner.invoke(cli, ["sql", "--db", str(store), "--table", "--max-rows", "0",
+                                 "SELECT range AS r FROM range(1500)"])
+    assert "│ 1499 │" in result.stdout and not result.stderr
+
+
+def test_the_last_query_at_the_prompt_runs_without_its_semicolon(store: Path) -> None:
+    result = CliRunner().invoke(cli, ["sql", "--db", str(store), "--json"],
+                                input="SELECT 1 AS first;\nSELECT 42 AS answer\n")
+    assert result.exit_code == 0, result.output
+    assert '"first": 1' in result.stdout and '"answer": 42' in result.stdout
+
+
+def test_ctrl_c_at_the_prompt_exits_130(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(prompt: str = "") -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("builtins.input", interrupted)
+    result = CliRunner().invoke(cli, ["sql", "--db", str(store)])
+    assert result.exit_code == 130, result.output
+    assert result.stderr.endswith("Interrupted.\n")
+    assert "Traceback" not in result.output and "Aborted" not in result.output
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
+def test_ctrl_c_during_a_query_exits_130(store: Path) -> None:
+    """A real Ctrl-C (SIGINT) while DuckDB runs a query typed at the prompt."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fleetlog", "sql", "--db", str(store)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdin is not None and process.stderr is not None
+    assert process.stderr.readline().startswith("fleetlog sql (read-only)")  # at the prompt
+    process.stdin.write("SELECT sum(a.range * b.range) FROM range(300000) a, range(300000) b;\n")
+    process.stdin.flush()
+    time.sleep(1.0)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=60)
+    assert time.monotonic() - started < 10
+    assert process.returncode == 130, err
+    assert err.strip().endswith("Interrupted.")
+    assert "Traceback" not in err and "Aborted" not in err
+
+
+def test_a_huge_cut_is_counted_up_to_a_cap(store: Path) -> None:
+    result = run_query([store], "SELECT range FROM range(5000000)", max_rows=10)
+    assert len(result.rows) == 10
+    assert not result.cut_exact and 1_000_000 <= result.cut < 1_100_000
+    result = run_query([store], "SELECT range FROM range(5000)", max_rows=10)
+    assert (result.cut, result.cut_exact) == (4990, True)
+    out = CliRunner().invoke(cli, ["sql", "--db", str(store), "--max-rows", "1",
+                                   "SELECT range FROM range(5000000)"])
+    assert out.stderr.startswith("at least ")
+
+
+def test_the_prompt_goes_on_after_a_huge_cut(store: Path) -> None:
+    result = CliRunner().invoke(cli, ["sql", "--db", str(store), "--max-rows", "1"],
+                                input="SELECT range FROM range(5000000);\nSELECT 7 AS seven;\n")
+    assert result.exit_code == 0, result.output
+    assert "at least " in result.stderr and "│ 7 " in result.stdout

@@ -217,3 +217,67 @@ def test_cli_help_unreachable_broker_and_locked_store(tmp_path: Path, db_path: P
     assert result.returncode == 3
     assert result.stderr.startswith("Error: ") and "is locked by another process" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- hostile input (issue #21) --------------------------------------------------------------------
+
+@pytest.mark.parametrize("worker_process", [True, False], ids=["writer-process", "in-process"])
+def test_hostile_messages_become_bounded_dead_letters_that_say_where_they_came_from(
+    kafka_settings: KafkaSettings, unique_name, db_path: Path, worker_process: bool,
+):
+    """A forged event under a stored id, an event the store refuses, a 1 MiB id and a 10 MiB
+    message: each is a dead letter with its topic, partition and offset, at most 4 KiB of it
+    kept; the forgery is counted as a conflict, not as a duplicate; the sidecar stays small."""
+    import duckdb
+
+    from fleetlog.ingest import contract as c
+    from fleetlog.ingest.contract.dead_letter import MAX_RAW
+    from fleetlog.ingest.store.shards import sidecar_path
+
+    prefix = unique_name("hostile")
+    stored = c.make_event(c.XidReported(node="n1", gpu=1, xid=79), time_us=1_700_000_000_000_000,
+                          source="t", id="xid-1")
+    producer = Producer(kafka_settings, prefix)
+    producer.send(stored)
+    producer.close()
+
+    def job() -> KafkaIngest:
+        return KafkaIngest(db=db_path, topics=default_topics(prefix), group=unique_name("g"),
+                           until_idle_s=2.0, batch_events=50, worker_process=worker_process)
+
+    assert ingest_kafka(job(), kafka_settings).events == 1
+    forged = c.make_event(c.XidReported(node="n1", gpu=1, xid=48), time_us=stored.time_us,
+                          source="t", id="xid-1")
+    refused = c.make_event(c.XidReported(node="n1", gpu=2, xid=2**40), time_us=stored.time_us,
+                           source="t", id="xid-2")
+    long_id = c.make_event(c.XidReported(node="n1", gpu=3, xid=79), time_us=stored.time_us,
+                           source="t", id="i" * (1024 * 1024))
+    huge = b"\x93" + b"x" * (10 * 1024 * 1024)
+    producer = Producer(kafka_settings, prefix)
+    for event in (forged, refused, long_id, job_event(1)):
+        producer.send(event)
+    gpu_topic = f"{prefix}.gpu"
+    producer.publisher.send_raw(gpu_topic, b"huge", huge)
+    producer.close()
+    stats = ingest_kafka(job(), kafka_settings)
+    assert (stats.events, stats.duplicates, stats.conflicts, stats.dead_letters) == (1, 0, 1, 4)
+    con = duckdb.connect(str(db_path), read_only=True)
+    letters = con.execute('SELECT stage, event_id, origin, partition, "offset", error, raw '
+                          "FROM dead_letters ORDER BY stage, event_id").fetchall()
+    kept = con.execute("SELECT xid FROM xid_events").fetchall()
+    con.close()
+    assert kept == [(79,)]
+    xid_topic = f"{prefix}.{stored.topic_family}"
+    assert [(s, i, o) for s, i, o, *_ in letters] == [
+        ("conflict", "xid-1", xid_topic), ("envelope", None, xid_topic),
+        ("envelope", None, gpu_topic), ("validate", "xid-2", xid_topic)]
+    for _, _, _, partition, offset, _, raw in letters:
+        assert partition in range(4) and offset >= 0
+        assert len(raw) <= MAX_RAW
+    errors = {(s, o): e for s, _, o, _, _, e, _ in letters}
+    assert "already stored with different content (payload differ)" in errors[
+        ("conflict", xid_topic)]
+    assert "$.id" in errors[("envelope", xid_topic)]
+    assert f"input of {len(huge):,} bytes: the first 4,096 kept" in errors[
+        ("envelope", gpu_topic)]
+    assert sidecar_path(db_path).stat().st_size < 10_000

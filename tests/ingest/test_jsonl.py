@@ -53,3 +53,21 @@ def test_a_missing_folder_says_what_to_do(tmp_path: Path, db_path: Path):
                                       str(db_path)])
     assert result.exit_code == 1
     assert result.output.startswith("Error: no folder") and len(result.output.splitlines()) == 1
+
+
+def test_an_id_reused_with_other_content_is_a_conflict_with_its_file_and_line(
+        tmp_path: Path, db_path: Path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    first = job_event(1)
+    reused = c.make_event(c.JobStepReported(job="j1", step=99, step_time_s=9.0, tokens_per_s=1.0),
+                          time_us=first.time_us, source="test", id=first.id)
+    lines = [c.encode_json(job_event(0)), c.encode_json(first), c.encode_json(reused)]
+    (folder / "jobs.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    stats = ingest_jsonl(folder, db_path)
+    assert stats.events == 2
+    con = duckdb.connect(str(db_path), read_only=True)
+    rows = con.execute('SELECT origin, "offset", stage FROM dead_letters').fetchall()
+    con.close()
+    assert [(Path(o).name, line, stage) for o, line, stage in rows] == [
+        ("jobs.jsonl", 3, "conflict")]

@@ -293,3 +293,36 @@ def test_content_hash_ids_of_sample_batches_do_not_depend_on_the_wire_version() 
     expected = hashlib.blake2b(msgspec.msgpack.encode(v1_form) + b"|gpu.sampled|5|import",
                                digest_size=12).hexdigest()
     assert c.make_event(payload, time_us=5, source="import").id == expected
+
+
+# -- hostile input (issue #21) --------------------------------------------------------------------
+
+def test_an_id_longer_than_the_bound_is_refused_at_the_envelope() -> None:
+    """A 1 MiB id would be copied into every place that keeps ids (the ingester's offsets
+    sidecar keeps the last 2,048 and is rewritten after every commit)."""
+    from fleetlog.ingest.contract import MAX_ID_LENGTH
+
+    payload = c.XidReported(node="n1", gpu=1, xid=79)
+    ok = c.make_event(payload, time_us=1, source="t", id="i" * MAX_ID_LENGTH)
+    assert c.decode(c.encode(ok)) == ok
+    for size in (MAX_ID_LENGTH + 1, 1024 * 1024):
+        long = c.make_event(payload, time_us=1, source="t", id="i" * size)
+        for data in (c.encode(long), c.encode_json(long)):
+            failure = c.decode(data)
+            assert isinstance(failure, c.DecodeFailure)
+            assert failure.stage == "envelope" and "$.id" in failure.reason
+            assert failure.event_id is None
+
+
+def test_a_dead_letter_keeps_a_bounded_part_of_its_input_and_says_the_size() -> None:
+    from fleetlog.ingest.contract.dead_letter import MAX_FIELD, MAX_RAW
+
+    letter = c.DeadLetter(origin="t", stage="type", error="unknown event type",
+                          raw=b"x" * (10 * 1024 * 1024), event_type="t" * 100_000,
+                          event_id="i" * 100_000)
+    assert letter.raw == b"x" * MAX_RAW
+    assert letter.error == ("unknown event type (input of 10,485,760 bytes: the first 4,096 "
+                            "kept)")
+    assert len(letter.event_type or "") == len(letter.event_id or "") == MAX_FIELD
+    small = c.DeadLetter(origin="t", stage="envelope", error="bad", raw=b"abc")
+    assert (small.raw, small.error) == (b"abc", "bad")

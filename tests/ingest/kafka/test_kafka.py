@@ -63,3 +63,39 @@ def test_keys_keep_an_entitys_events_in_order(kafka_settings: KafkaSettings, uni
         steps.setdefault(event.payload.job, []).append(event.payload.step)
     consumer.close()
     assert steps == {job: list(range(30)) for job in ("a", "b", "c")}
+
+
+def test_a_sasl_mismatch_names_its_cause_rather_than_an_unreachable_broker(
+        kafka_bootstrap: str, tmp_path) -> None:
+    """The test broker's listener is PLAINTEXT: a SASL client is refused at the handshake. Both
+    the consumer and the producer say so (and which settings to check), never "cannot reach"."""
+    import os
+    import subprocess
+    import sys
+
+    from fleetlog.ingest.kafka.consumer import KafkaRefused, KafkaSource
+    from fleetlog.ingest.kafka.producer import Publisher, PublishError
+    from fleetlog.ingest.kafka.settings import resolve
+
+    env = {"FLEETLOG_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "FLEETLOG_KAFKA_SASL_MECHANISM":
+           "SCRAM-SHA-256", "FLEETLOG_KAFKA_SASL_USERNAME": "svc",
+           "FLEETLOG_KAFKA_SASL_PASSWORD": "pw-4711"}
+    settings = resolve(kafka_bootstrap, env=env)
+    with pytest.raises(KafkaRefused) as consumer_error:
+        KafkaSource(settings, ["fleetlog-sasl-probe"], "g", positions=lambda _: {},
+                    broker_timeout_s=3.0)
+    with pytest.raises(PublishError) as producer_error:
+        Publisher(settings, tuning={"bootstrap_timeout_ms": 3000})
+    for error in (consumer_error.value, producer_error.value):
+        text = str(error)
+        assert "cannot reach" not in text
+        assert "refused the SASL_PLAINTEXT connection with SASL mechanism SCRAM-SHA-256" in text
+        assert "IllegalSaslState" in text and "FLEETLOG_KAFKA_SASL_MECHANISM" in text
+        assert "pw-4711" not in text
+    run = subprocess.run(
+        [sys.executable, "-m", "fleetlog", "ingest", "--bootstrap", kafka_bootstrap, "--db",
+         str(tmp_path / "x.duckdb"), "--until-idle", "1", "--broker-timeout", "3"],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.startswith("Error: Kafka at ") and run.stderr.count("\n") == 1
+    assert "IllegalSaslState" in run.stderr

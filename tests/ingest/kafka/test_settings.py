@@ -48,3 +48,15 @@ def test_bad_settings_say_what_to_fix(tmp_path: Path) -> None:
     bad.write_text("colour=blue\n")
     with pytest.raises(KafkaConfigError, match=r"bad\.properties:1"):
         resolve(config_file=bad, env={})
+
+
+def test_an_unknown_sasl_mechanism_is_refused_by_name() -> None:
+    """Not passed on to kafka-python, whose bootstrap would only time out ("cannot reach")."""
+    env = {"FLEETLOG_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+           "FLEETLOG_KAFKA_SASL_USERNAME": "u", "FLEETLOG_KAFKA_SASL_PASSWORD": "p"}
+    with pytest.raises(KafkaConfigError) as info:
+        resolve(env={**env, "FLEETLOG_KAFKA_SASL_MECHANISM": "SCRAM-SHA-1"})
+    assert str(info.value) == ("SASL mechanism 'SCRAM-SHA-1' is not one of PLAIN, SCRAM-SHA-256, "
+                               "SCRAM-SHA-512: fix FLEETLOG_KAFKA_SASL_MECHANISM")
+    assert resolve(env={**env, "FLEETLOG_KAFKA_SASL_MECHANISM": "scram-sha-256"}).sasl_mechanism \
+        == "SCRAM-SHA-256"

@@ -70,6 +70,21 @@ def test_scrape_polls_and_lands_each_scrape(tmp_path: Path,
     assert len(times) == 2  # each poll is its own sample, at its own time
 
 
+def test_a_scrape_beyond_the_input_limit_is_a_failed_poll(
+    tmp_path: Path, exporter: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fleetlog.ingest.readers import inputs
+
+    monkeypatch.setattr(inputs, "MAX_INPUT", 1000)  # the T4 scrape is 5 kB
+    url, _ = exporter
+    code, out, err = run("scrape", "--dcgm", url, "--count", "1", "--to",
+                         f"duckdb:{tmp_path / 'live.duckdb'}")
+    assert code == 0, err
+    assert (out["polls"], out["failed_polls"], out["events"]) == (1, 1, 0)
+    assert out["last_error"] == (f"{url}: the answer is larger than 1,000 bytes, the limit of "
+                                 "one input")
+
+
 def test_scrape_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     code, _, err = run("scrape", "--to", f"duckdb:{tmp_path / 'x.duckdb'}")
     assert (code, err.strip()) == (1, "Error: nothing to scrape: give --dcgm URL and/or "

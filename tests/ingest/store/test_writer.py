@@ -130,7 +130,9 @@ def test_snapshot_is_readable_while_the_writer_holds_the_store(tmp_path: Path) -
     from fleetlog.ingest.store.writer import Snapshotter, StoreWriter
 
     snap = tmp_path / "snap.duckdb"
-    writer = StoreWriter(open_store(tmp_path / "live.duckdb"), snapshot=Snapshotter(snap, 0.0))
+    # A writer that publishes snapshots ATTACHes the copy: it keeps file access (as ingesters do).
+    writer = StoreWriter(open_store(tmp_path / "live.duckdb", external_access=True),
+                         snapshot=Snapshotter(snap, 0.0))
     writer.write_batch([c.make_event(c.XidReported(node="n1", gpu=0, xid=79), time_us=1,
                                      source="t")])
     reader = [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1], "
@@ -146,3 +148,82 @@ def test_snapshot_is_readable_while_the_writer_holds_the_store(tmp_path: Path) -
     writer.close()
     assert subprocess.run([*reader, str(snap)], capture_output=True,
                           text=True).stdout.strip() == "2"
+
+
+# -- hostile input (issue #21) --------------------------------------------------------------------
+
+def _letters(db: Path) -> list[tuple]:
+    return _rows(db, 'SELECT stage, event_id, origin, partition, "offset", error, raw '
+                     "FROM dead_letters ORDER BY stage, event_id")
+
+
+def test_an_id_stored_with_other_content_is_a_conflict_not_a_duplicate(db_path: Path):
+    """An id names one fact: the same id with another payload is flagged (a dead letter at
+    stage ``conflict`` and a count), and the stored event is kept."""
+    xid = c.make_event(c.XidReported(node="n1", gpu=1, xid=79), time_us=5, source="t", id="e1")
+    forged = c.make_event(c.XidReported(node="n1", gpu=1, xid=48), time_us=5, source="t",
+                          id="e1")
+    rack = rack_event(1)
+    land(db_path, [xid, rack])
+    again = land(db_path, [xid, rack])
+    assert (again.duplicates, again.conflicts, again.dead_letters) == (2, 0, 0)
+    other = rack_event(2)  # another rack's values under the stored rack's id
+    forged_rack = c.make_event(other.payload, time_us=rack.time_us, source=rack.source,
+                               id=rack.id, key=rack.key)
+    writer = open_writer(db_path)
+    result = writer.write_batch([forged, forged_rack], (), {("t.jobs", 2): 8},
+                                [("t.jobs", 2, 7), ("t.gpu", 0, 3)])
+    writer.close()
+    assert (result.events, result.duplicates, result.conflicts, result.dead_letters) == (
+        0, 0, 2, 2)
+    letters = _letters(db_path)
+    assert [(s, i, o, p, n) for s, i, o, p, n, _, _ in letters] == [
+        ("conflict", "e1", "t.jobs", 2, 7), ("conflict", rack.id, "t.gpu", 0, 3)]
+    assert "payload differ" in letters[0][5] and "stored event is kept" in letters[0][5]
+    assert c.decode(letters[0][6]) == forged
+    assert _rows(db_path, "SELECT xid FROM xid_events") == [(79,)]
+    assert _rows(db_path, "SELECT count(*) FROM gpu_samples") == [(32,)]
+
+
+def test_a_conflict_inside_one_batch_is_flagged_too(db_path: Path):
+    first = c.make_event(c.XidReported(node="n1", gpu=1, xid=79), time_us=5, source="t", id="e")
+    second = c.make_event(c.XidReported(node="n2", gpu=1, xid=79), time_us=5, source="t", id="e")
+    result = land(db_path, [first, first, second])
+    assert (result.events, result.duplicates, result.conflicts) == (1, 1, 1)
+    assert [row[0:2] for row in _letters(db_path)] == [("conflict", "e")]
+
+
+def test_a_refused_event_keeps_its_kafka_topic_partition_and_offset(db_path: Path):
+    """The bisection's dead letters say where the event came from, like every other one."""
+    from fleetlog.ingest.pipeline import Pending
+
+    good = c.make_event(c.XidReported(node="n1", gpu=1, xid=79), time_us=1, source="t")
+    bad = c.make_event(c.XidReported(node="n1", gpu=1, xid=2**40), time_us=2, source="t")
+    pending = Pending()
+    pending.add_values(("p.gpu", 3), "p.gpu", [(10, c.encode(rack_event(1)))], 11)
+    pending.add_values(("p.host", 1), "p.host", [(40, c.encode(good)), (41, b"junk"),
+                                                 (42, c.encode(bad))], 43)
+    batch = pending.take()
+    writer = open_writer(db_path)
+    result = writer.write_batch(batch.events, batch.dead, batch.offsets, batch.origins)
+    writer.close()
+    assert (result.events, result.dead_letters) == (2, 2)
+    assert [(s, o, p, n) for s, _, o, p, n, _, _ in _letters(db_path)] == [
+        ("envelope", "p.host", 1, 41), ("validate", "p.host", 1, 42)]
+
+
+def test_a_huge_input_keeps_a_bounded_dead_letter_that_says_its_size(db_path: Path):
+    huge = b"\x93" + b"x" * (10 * 1024 * 1024)
+    from fleetlog.ingest.contract.dead_letter import MAX_RAW
+    from fleetlog.ingest.pipeline import Pending
+
+    pending = Pending()
+    pending.add_values(("p.gpu", 0), "p.gpu", [(5, huge)], 6)
+    batch = pending.take()
+    land_writer = open_writer(db_path)
+    land_writer.write_batch(batch.events, batch.dead, batch.offsets, batch.origins)
+    land_writer.close()
+    [(stage, _, origin, partition, offset, error, raw)] = _letters(db_path)
+    assert (stage, origin, partition, offset) == ("envelope", "p.gpu", 0, 5)
+    assert raw == huge[:MAX_RAW] and MAX_RAW == 4096
+    assert f"input of {len(huge):,} bytes" in error
