@@ -794,6 +794,29 @@ def _decode(data: bytes) -> Envelope | DecodeFailure:
         wire = (_json_envelope if is_json else _msgpack_envelope).decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return DecodeFailure(stage="envelope", reason=str(exc)[:500])
+    return _from_wire(wire, is_json)
+
+
+def decode_parts(
+    event_id: str, kind: str, version: int, time_us: int, source: str, key: str,
+    payload_json: bytes,
+) -> Envelope | DecodeFailure:
+    """An event kept as its parts (the store's ``event_log`` row: envelope columns and the
+    payload's JSON) back into the event, checked and upcast exactly as ``decode`` does, without
+    first encoding an envelope for ``decode`` to parse again. Never raises."""
+    try:
+        if len(event_id) > MAX_ID_LENGTH:  # what the wire envelope's Meta refuses
+            return DecodeFailure(stage="envelope",
+                                 reason=f"Expected `str` of length <= {MAX_ID_LENGTH} - at `$.id`")
+        wire = _WireEnvelope(id=event_id, type=kind, v=version, time_us=time_us, source=source,
+                             key=key, payload=msgspec.Raw(payload_json))
+        return _from_wire(wire, True)
+    except Exception as exc:  # as in ``decode``: whatever the row holds becomes data
+        return DecodeFailure(stage="envelope", reason=f"{type(exc).__name__}: {exc}"[:500])
+
+
+def _from_wire(wire: _WireEnvelope, is_json: bool) -> Envelope | DecodeFailure:
+    """The checks and the payload decoding (with upcasting) every path in shares."""
     if not in_range(wire.time_us):
         return DecodeFailure(
             stage="envelope", reason=f"event time {wire.time_us} us is outside {RANGE_TEXT}",

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Final
 
 import duckdb
-import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -319,10 +318,8 @@ def decode_stored(
     """An ``event_log`` row (non-sample event) back into its event, through the contract's
     decoder so old schema versions are upcast exactly as on the wire; None if it no longer
     decodes."""
-    wire = msgspec.json.encode({"id": event_id, "type": kind, "v": version, "time_us": ts_us,
-                                "source": source, "key": key,
-                                "payload": msgspec.Raw((payload or "{}").encode())})
-    decoded = contract.decode(wire)
+    decoded = contract.decode_parts(event_id, kind, version, ts_us, source, key,
+                                    (payload or "{}").encode())
     return decoded if isinstance(decoded, contract.Envelope) else None
 
 
