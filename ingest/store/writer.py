@@ -302,8 +302,11 @@ class StoreWriter:
         # Same id means same fact, hence same time: the time range lets DuckDB's zone maps
         # skip most of the (append-only, roughly time-ordered) log. (So an id reused with
         # another time is not found here, and lands as another event.)
+        # The stored copies come with their content in the same scan: a redelivery is then
+        # told from a conflict without reading the log twice (no rows: nothing to compare).
         seen = self.con.execute(
-            "SELECT l.event_id FROM event_log l SEMI JOIN _fleetlog_batch_ids b "
+            "SELECT l.event_id, l.type, epoch_us(l.ts), l.source, l.key, l.rows, "
+            "l.payload::VARCHAR FROM event_log l SEMI JOIN _fleetlog_batch_ids b "
             "USING (event_id) WHERE l.ts BETWEEN make_timestamptz(?) AND make_timestamptz(?)",
             [min(times), max(times)],
         ).fetchall()
@@ -312,26 +315,19 @@ class StoreWriter:
                 clashes), clashes
         stored = {row[0] for row in seen}
         for event_id, why in self._stored_differences(
-                [events[unique[i]] for i in stored], min(times), max(times)).items():
+                {i: events[unique[i]] for i in stored}, seen, min(times), max(times)).items():
             clashes.append((unique[event_id], why))
         fresh = [events[i] for event_id, i in unique.items() if event_id not in stored]
         return fresh, len(events) - len(fresh) - len(clashes), clashes
 
-    def _stored_differences(self, events: list[c.Envelope], lo: int,
+    def _stored_differences(self, by_id: dict[str, c.Envelope], rows: list[Any], lo: int,
                             hi: int) -> dict[str, str]:
         """For events whose id is stored: id -> what differs, for those whose content does.
 
         Only run when a batch holds ids already stored (a redelivery): the envelope and payload
-        are compared with ``event_log``, and a sample batch's rows with its samples table.
+        are compared with their ``event_log`` ``rows`` (id, type, time, source, key, rows,
+        payload), and a sample batch's rows with its samples table.
         """
-        by_id = {e.id: e for e in events}
-        self._register("_fleetlog_seen_ids", pa.table({"event_id": pa.array(list(by_id),
-                                                                           pa.string())}))
-        rows = self.con.execute(
-            "SELECT l.event_id, l.type, epoch_us(l.ts), l.source, l.key, l.rows, "
-            "l.payload::VARCHAR FROM event_log l SEMI JOIN _fleetlog_seen_ids USING (event_id) "
-            "WHERE l.ts BETWEEN make_timestamptz(?) AND make_timestamptz(?)", [lo, hi],
-        ).fetchall()
         found: dict[str, str] = {}
         for event_id, *stored in rows:
             why = _stored_difference(by_id[event_id], stored)
