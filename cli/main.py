@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "fleetlog.cli.whatif_cmd",
     "fleetlog.cli.analyze",
     "fleetlog.cli.import_cmd",
+    "fleetlog.cli.act_cmd",
 )
 
 

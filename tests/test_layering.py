@@ -13,12 +13,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("ingest", "generators", "analysis", "cli")  # folders installed as fleetlog.<stage>
+STAGES = ("ingest", "generators", "analysis", "act", "cli")  # folders installed as fleetlog.<stage>
 
 KERNEL = ("fleetlog.ingest.contract", "fleetlog.ingest.store", "fleetlog.ingest.kafka")
 INGESTION = tuple(f"fleetlog.ingest.{name}"
                   for name in ("ingester", "pipeline", "worker", "jsonl", "replay", "readers"))
-TOP_FLOOR = ("fleetlog.cli", "fleetlog.demo", "fleetlog.follow")
+TOP_FLOOR = ("fleetlog.cli", "fleetlog.demo", "fleetlog.follow", "fleetlog.act_follow")
 
 
 def _modules() -> dict[str, Path]:
@@ -184,6 +184,18 @@ def test_the_kernel_imports_only_the_kernel() -> None:
     edges = [edge for edge in _edges(graph, KERNEL, ("fleetlog",))
              if not _under(edge.split(" -> ")[1], KERNEL)]
     assert edges == [], "the kernel imports outside it:\n" + "\n".join(edges)
+
+
+def test_act_stands_above_analysis_and_below_the_top_floor() -> None:
+    """act may import the kernel and analysis; nothing below it imports it, and it imports
+    neither the ingestion stage nor the generators nor the top floor."""
+    graph = _graph()
+    below = ("fleetlog.ingest", "fleetlog.generators", "fleetlog.analysis")
+    up = _edges(graph, below, ("fleetlog.act",))
+    assert up == [], "imports of act from below it:\n" + "\n".join(up)
+    out = _edges(graph, ("fleetlog.act",), TOP_FLOOR + INGESTION + ("fleetlog.generators",))
+    assert out == [], "act imports outside its floors:\n" + "\n".join(out)
+    assert "fleetlog.act.actor" in graph
 
 
 def test_generators_and_analysis_do_not_import_each_other() -> None:

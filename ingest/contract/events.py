@@ -637,6 +637,59 @@ class RecommendationIssued(Payload, frozen=True, kw_only=True):
         return self.target
 
 
+# Actions: what ``fleetlog act`` did about a recommendation through a scheduler (docs/act.md).
+# One event per attempt, landed in the store so a restart repeats nothing and the report shows
+# them. Topic "analysis": they are results of the same loop (recommendation -> action) and are
+# consumed by the same automation; a topic of their own would add a family every ingester and
+# broker setup must learn, for a trickle of events.
+
+
+class _ActionPayload(Payload, frozen=True, kw_only=True):
+    TOPIC: ClassVar[str] = "analysis"
+
+    # Deterministic, from the recommendation id and the action: the same recommendation is the
+    # same action, in every run.
+    action_id: str
+    recommendation_id: str
+    incident_id: str
+    action: str  # fleetlog's action (drain_node, restart_from_checkpoint, ...)
+    target: str  # the recommendation's target entity (node:<name>, gpu:..., job:<id>)
+    backend: str  # "slurm"
+    command: str = ""  # the exact command line(s) run, as shown to people ("; "-joined)
+
+    def default_key(self) -> str:
+        return self.target
+
+
+class ActionExecuted(_ActionPayload, frozen=True, kw_only=True):
+    """The backend ran the command; ``verified``: reading the node or job state afterwards
+    showed it took (False: escalated to a human)."""
+
+    TYPE: ClassVar[str] = "action.executed"
+
+    verified: bool
+
+
+class ActionSkipped(_ActionPayload, frozen=True, kw_only=True):
+    """Not carried out, and why: no backend operation for it, a node drained by someone else,
+    the per-node budget, the circuit breaker, a missing predecessor."""
+
+    TYPE: ClassVar[str] = "action.skipped"
+
+    why: str
+
+
+class ActionFailed(_ActionPayload, frozen=True, kw_only=True):
+    """The backend refused or failed the command: its error."""
+
+    TYPE: ClassVar[str] = "action.failed"
+
+    error: str
+
+
+ACTION_TYPES: Final = ("action.executed", "action.skipped", "action.failed")
+
+
 PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
     cls.TYPE: cls
     for cls in (
@@ -644,7 +697,8 @@ PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
         XidReported, NodeWentDown, NodeCameUp, NodeMaintenanceStarted, NodeMaintenanceEnded,
         JobSubmitted, JobPlaced, JobStarted, JobStepReported, JobCheckpointStarted,
         JobCheckpointCompleted, JobFailed, JobRestarted, JobMigrated, JobCompleted, JobCancelled,
-        FaultInjected, IncidentOpened, RecommendationIssued,
+        FaultInjected, IncidentOpened, RecommendationIssued, ActionExecuted, ActionSkipped,
+        ActionFailed,
     )
 }
 

@@ -243,6 +243,8 @@ def event_tables(events: Sequence[c.Envelope], landed_us: int) -> list[tuple[str
     out += [(name, t) for name, t in (("gpu_samples_raw", gpu), ("port_samples_raw", port)) if t]
     grouped: dict[str, list[pa.Table]] = {}
     for payload_type, batch in by_type.items():
+        if payload_type not in ROW_TABLES:  # kept in event_log only (e.g. action.*)
+            continue
         table, build = ROW_TABLES[payload_type]
         grouped.setdefault(table, []).append(rows_table(batch, build))
     for table, parts in grouped.items():

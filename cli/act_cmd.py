@@ -1,0 +1,100 @@
+"""``fleetlog act``: carry out recommendations through the scheduler, safely (docs/act.md)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fleetlog.cli.output import output_options, render
+from fleetlog.cli.params import Duration, bootstrap_option, topic_prefix_option
+
+_COLUMNS = ("outcome", "action", "target", "command", "verified", "why", "action_id")
+
+
+@click.command("act")
+@click.option("--db", type=click.Path(path_type=Path), required=True,
+              help="The store whose recommendations to carry out (attempts land there too); "
+              "with --follow, act's own store, filled from <prefix>.analysis.")
+@click.option("--follow", is_flag=True,
+              help="Stream: consume <prefix>.analysis (Kafka) into --db and act on each "
+              "recommendation as it lands.")
+@click.option("--execute", is_flag=True,
+              help="Carry the actions out. Without it (the default) this is a dry run: it "
+              "prints the exact commands and changes nothing.")
+@click.option("--backend", type=click.Choice(["slurm"]), default="slurm", show_default=True,
+              help="The scheduler to act through.")
+@click.option("--slurm-conf", type=click.Path(path_type=Path, exists=True), default=None,
+              help="Slurm's config file (default: $SLURM_CONF, else Slurm's own default).")
+@click.option("--remediation-config", type=click.Path(path_type=Path, exists=True),
+              default=None, help="TOML: [circuit_breaker] max_drain_share, window_s; "
+              "[actions] max_per_node, window_s (the budget). See docs/act.md.")
+@click.option("--name-map", type=click.Path(path_type=Path, exists=True), default=None,
+              help="TOML: fleetlog's names -> the scheduler's ([nodes], [jobs], "
+              "[partitions]); a name not listed is the same in both.")
+@click.option("--checkpoint-signal", default="USR1", show_default=True,
+              help="The signal checkpoint_now sends to the job's batch step.")
+@click.option("--verify-timeout", type=Duration(), default=10.0, show_default=True,
+              help="How long to wait for the scheduler's state to show an action took.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="--follow: serve Prometheus /metrics (fleetlog_actions_total) on this port.")
+@click.option("--max-seconds", type=Duration(), default=None,
+              help="--follow: stop after this long (default: run until Ctrl-C).")
+@click.option("--idle-exit", type=Duration(), default=None,
+              help="--follow: stop once nothing new arrived for this long.")
+@bootstrap_option
+@topic_prefix_option
+@output_options
+def act_command(db: Path, follow: bool, execute: bool, backend: str, slurm_conf: Path | None,
+                remediation_config: Path | None, name_map: Path | None,
+                checkpoint_signal: str, verify_timeout: float, metrics_port: int | None,
+                max_seconds: float | None, idle_exit: float | None, bootstrap: str | None,
+                topic_prefix: str | None, fmt: str | None) -> None:
+    """Carry out recommendations through the scheduler (Slurm): drain a node, requeue a job
+    without its suspect nodes, signal it to checkpoint now, move it to another partition.
+    A dry run by default. Safe: a per-node budget, a circuit breaker on the share of nodes
+    drained, never touching a node drained with a reason fleetlog did not write, each action
+    once (a restart repeats nothing), each verified afterwards. Every attempt lands in the
+    store as an event (action.executed, action.skipped, action.failed).
+
+    Example: fleetlog act --db fleet.duckdb --table
+
+    Example: fleetlog act --db fleet.duckdb --execute --name-map names.toml
+
+    Example: fleetlog act --follow --db act.duckdb --execute --metrics-port 9465
+    """
+    from fleetlog.act.actor import ActPolicy, NameMap, Outcome
+    from fleetlog.act.slurm import SlurmBackend
+
+    policy = ActPolicy.load(remediation_config, execute=execute,
+                            checkpoint_signal=checkpoint_signal, verify_timeout_s=verify_timeout)
+    names = NameMap.load(name_map)
+    scheduler = SlurmBackend(str(slurm_conf) if slurm_conf else None)
+
+    def say(outcome: Outcome) -> None:
+        if sys.stderr.isatty():
+            click.echo(f"{outcome.outcome}: {outcome.action} {outcome.target}: "
+                       f"{outcome.command or outcome.why}", err=True)
+
+    if follow:
+        from fleetlog.act_follow import follow_act
+        from fleetlog.ingest.kafka.settings import settings_for
+
+        settings = settings_for(bootstrap, topic_prefix=topic_prefix)
+        stats = follow_act(db, settings, scheduler, policy, names, topic_prefix=topic_prefix,
+                           max_seconds=max_seconds, idle_exit_s=idle_exit,
+                           metrics_port=metrics_port, on_outcome=say)
+        render(stats.summary(), fmt)
+        return
+    from fleetlog.act.run import act_on_store
+
+    result = act_on_store(db, scheduler, policy, names)
+    rows: list[dict[str, Any]] = [asdict(o) for o in result.outcomes]
+    render(rows, fmt, columns=list(_COLUMNS) if fmt in ("table", "csv") else None,
+           title=f"{'executed' if execute else 'dry run'}: {result.totals()}")
+
+
+COMMANDS = [act_command]
