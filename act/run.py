@@ -22,10 +22,11 @@ from fleetlog.ingest.store.sink import StoreSink
 
 @dataclass
 class ActResult:
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)  # this run's (not done_before)
+    done_before: int = 0  # recommendations whose action an earlier run attempted
 
     def totals(self) -> dict[str, int]:
-        out: dict[str, int] = {}
+        out: dict[str, int] = {"done_before": self.done_before} if self.done_before else {}
         for o in self.outcomes:
             out[o.outcome] = out.get(o.outcome, 0) + 1
         return out
@@ -46,7 +47,9 @@ def act_on_store(db: str | Path, backend: Backend, policy: ActPolicy,
 
         actor = Actor(backend, policy, names, sink=sink, history=load_attempts(con),
                       on_outcome=seen)
-        result = ActResult(actor.act(load_recommendations(con)))
+        outcomes = actor.act(load_recommendations(con))
+        result = ActResult([o for o in outcomes if o.outcome != "done_before"],
+                           sum(o.outcome == "done_before" for o in outcomes))
         if sink is not None:
             sink.close()
         return result
