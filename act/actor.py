@@ -241,6 +241,48 @@ class Actor:
             out.why = "the scheduler's state does not show it: escalate to a human"
         return self._finish(out, rec, "executed")
 
+    def resume(self, node: str) -> Outcome:
+        """Return a node fleetlog drained to service, once repaired: only a node drained with
+        fleetlog's reason (anyone else's drain is theirs to undo), once per drain (the action id
+        comes from the drain's reason, which names the incident)."""
+        name = self.names.node(node)
+        state = self.backend.node_state(name)
+        reason = state.reason if state is not None else ""
+        match = re.match(rf"{REASON_PREFIX}(\S+):", reason)
+        rec = Recommendation(id=f"resume:{name}:{reason}", incident_id=match.group(1) if match
+                             else "", time_us=int(self.clock() * 1e6), target=f"node:{node}",
+                             action="resume_node", reason=reason)
+        aid = action_id(rec.id, rec.action)
+        out = Outcome(aid, rec.id, rec.incident_id, rec.action, rec.target, "")
+        if aid in self.done:
+            out.outcome, out.why = "done_before", f"already {self.done[aid]}"
+            return self._report(out)
+        commands = self.backend.plan_resume(name)
+        out.command = show(commands)
+        if state is None:
+            return self._finish(out, rec, "skipped", why=f"no node {name} in {self.backend.name}")
+        if not (state.drained or state.state.startswith("down")):
+            return self._finish(out, rec, "skipped", why=f"node {name} is {state.state}: "
+                                "not drained")
+        if match is None:
+            return self._finish(out, rec, "skipped", why=(
+                f"node {name} is {state.state} with a reason fleetlog did not write "
+                f"({reason or 'none'}): left alone"))
+        if not self.policy.execute:
+            return self._finish(out, rec, "planned")
+        try:
+            self.backend.run(commands)
+        except CommandFailed as exc:
+            return self._finish(out, rec, "failed", why=str(exc))
+
+        def resumed() -> bool:
+            now = self.backend.node_state(name)
+            return now is not None and not now.drained and not now.state.startswith("down")
+
+        out.verified = self._verify(resumed)
+        out.escalate = not out.verified
+        return self._finish(out, rec, "executed")
+
     # ---- mapping
 
     def _operation(self, rec: Recommendation) -> tuple[str, _Operation | None]:

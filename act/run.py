@@ -8,7 +8,7 @@ A dry run opens the store read-only and lands nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +34,11 @@ class ActResult:
 
 def act_on_store(db: str | Path, backend: Backend, policy: ActPolicy,
                  names: NameMap | None = None,
-                 on_outcome: Callable[[Outcome], None] | None = None) -> ActResult:
-    """Act on every recommendation of the store ``db`` not attempted yet (module docstring)."""
+                 on_outcome: Callable[[Outcome], None] | None = None,
+                 resume: Sequence[str] = ()) -> ActResult:
+    """Act on every recommendation of the store ``db`` not attempted yet (module docstring);
+    with ``resume``, instead return those nodes (fleetlog's names) to service, where fleetlog
+    drained them."""
     con = open_store(db, read_only=not policy.execute)
     try:
         sink = StoreSink.sharing(con) if policy.execute else None
@@ -47,7 +50,8 @@ def act_on_store(db: str | Path, backend: Backend, policy: ActPolicy,
 
         actor = Actor(backend, policy, names, sink=sink, history=load_attempts(con),
                       on_outcome=seen)
-        outcomes = actor.act(load_recommendations(con))
+        outcomes = ([actor.resume(node) for node in resume] if resume
+                    else actor.act(load_recommendations(con)))
         result = ActResult([o for o in outcomes if o.outcome != "done_before"],
                            sum(o.outcome == "done_before" for o in outcomes))
         if sink is not None:

@@ -35,6 +35,9 @@ _COLUMNS = ("outcome", "action", "target", "command", "verified", "why", "action
 @click.option("--name-map", type=click.Path(path_type=Path, exists=True), default=None,
               help="TOML: fleetlog's names -> the scheduler's ([nodes], [jobs], "
               "[partitions]); a name not listed is the same in both.")
+@click.option("--resume", "resume", multiple=True, metavar="NODE",
+              help="Instead of the recommendations: return NODE (repeatable) to service once "
+              "repaired; only a node fleetlog drained, never one drained by someone else.")
 @click.option("--checkpoint-signal", default="USR1", show_default=True,
               help="The signal checkpoint_now sends to the job's batch step.")
 @click.option("--verify-timeout", type=Duration(), default=10.0, show_default=True,
@@ -50,7 +53,8 @@ _COLUMNS = ("outcome", "action", "target", "command", "verified", "why", "action
 @output_options
 def act_command(db: Path, follow: bool, execute: bool, backend: str, slurm_conf: Path | None,
                 remediation_config: Path | None, name_map: Path | None,
-                checkpoint_signal: str, verify_timeout: float, metrics_port: int | None,
+                resume: tuple[str, ...], checkpoint_signal: str, verify_timeout: float,
+                metrics_port: int | None,
                 max_seconds: float | None, idle_exit: float | None, bootstrap: str | None,
                 topic_prefix: str | None, fmt: str | None) -> None:
     """Carry out recommendations through the scheduler (Slurm): drain a node, requeue a job
@@ -63,6 +67,8 @@ def act_command(db: Path, follow: bool, execute: bool, backend: str, slurm_conf:
     Example: fleetlog act --db fleet.duckdb --table
 
     Example: fleetlog act --db fleet.duckdb --execute --name-map names.toml
+
+    Example: fleetlog act --db fleet.duckdb --execute --resume n00005
 
     Example: fleetlog act --follow --db act.duckdb --execute --metrics-port 9465
     """
@@ -80,6 +86,8 @@ def act_command(db: Path, follow: bool, execute: bool, backend: str, slurm_conf:
                        f"{outcome.command or outcome.why}", err=True)
 
     if follow:
+        if resume:
+            raise click.UsageError("--resume acts once: use it without --follow")
         from fleetlog.act_follow import follow_act
         from fleetlog.ingest.kafka.settings import settings_for
 
@@ -91,7 +99,7 @@ def act_command(db: Path, follow: bool, execute: bool, backend: str, slurm_conf:
         return
     from fleetlog.act.run import act_on_store
 
-    result = act_on_store(db, scheduler, policy, names)
+    result = act_on_store(db, scheduler, policy, names, on_outcome=say, resume=resume)
     rows: list[dict[str, Any]] = [asdict(o) for o in result.outcomes]
     render(rows, fmt, columns=list(_COLUMNS) if fmt in ("table", "csv") else None,
            title=f"{'executed' if execute else 'dry run'}: {result.totals()}")

@@ -216,3 +216,29 @@ def test_a_killed_act_restarted_repeats_nothing_and_every_attempt_is_an_event(
         field = {"action.executed": "verified", "action.skipped": "why",
                  "action.failed": "error"}[kind]
         assert field in payload
+
+
+def test_resume_returns_only_fleetlogs_drains_to_service(
+        slurm: Slurm, gpu_hw_store: Path, tmp_path: Path) -> None:
+    db = _copy(gpu_hw_store, tmp_path)
+    ours, theirs = _faulty_nodes(db)[:2]
+    config = _breaker(tmp_path, 1.0)
+    _act(slurm, db, "--remediation-config", str(config), "--execute")
+    slurm.run("scontrol", "update", f"NodeName={theirs}", "State=RESUME")
+    slurm.drain(theirs, "admin: DIMM swap")
+
+    dry = _act(slurm, db, "--resume", ours)
+    assert [o["outcome"] for o in dry] == ["planned"]
+    assert slurm.node(ours)[0] == "drained"
+
+    done = _act(slurm, db, "--execute", "--resume", ours, "--resume", theirs)
+    assert [(o["target"], o["outcome"]) for o in done] == [
+        (f"node:{ours}", "executed"), (f"node:{theirs}", "skipped")]
+    assert done[0]["verified"] is True and done[0]["incident_id"].startswith("inc-")
+    assert done[0]["command"] == f"scontrol update NodeName={ours} State=RESUME"
+    # back in service: idle, maybe flagged "*" (not responding) until its next ping
+    assert slurm.node(ours)[0].rstrip("*") == "idle"
+    assert slurm.node(theirs)[1] == "admin: DIMM swap"
+    assert slurm.node(theirs)[0].rstrip("*") == "drained"
+    again = _act(slurm, db, "--execute", "--resume", ours)
+    assert [o["outcome"] for o in again] == ["skipped"]  # not drained any more: nothing to do
