@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY ingest ingest
 COPY generators generators
 COPY analysis analysis
+COPY act act
 COPY cli cli
 COPY fleetlog fleetlog
 RUN pip install --no-cache-dir .

@@ -12,7 +12,7 @@ import pytest
 import setuptools
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("ingest", "generators", "analysis", "cli")
+STAGES = ("ingest", "generators", "analysis", "act", "cli")
 
 
 def test_the_distribution_has_one_top_level_name() -> None:
