@@ -21,6 +21,8 @@ from typing import Any
 from fleetlog.analysis.job_actions import job_actions
 from fleetlog.analysis.remediation import Failure, RemediationConfig, plan
 from fleetlog.ingest import contract as c
+from fleetlog.ingest.kafka.settings import KafkaSettings
+from fleetlog.ingest.kafka.sink import KafkaSink
 from fleetlog.ingest.store import open_store, store_files
 from fleetlog.ingest.store.sink import StoreSink
 
@@ -36,8 +38,12 @@ def _node_of(entity: str) -> str | None:
 
 def recommend(
     paths: Sequence[str | Path], *, config: RemediationConfig | None = None, write: bool = True,
-    watchdog_s: float = 1800.0,
+    watchdog_s: float = 1800.0, publish_to: KafkaSettings | None = None,
+    topic_prefix: str | None = None,
 ) -> list[dict[str, Any]]:
+    """The recommendations for the stored incidents, as rows; stored with ``write`` and, with
+    ``publish_to``, published on ``<prefix>.analysis`` (where ``fleetlog act --follow`` takes
+    them) through the kernel's ``KafkaSink``."""
     files = store_files(paths)
     con = open_store(files[0], read_only=not write)
     try:
@@ -103,6 +109,12 @@ def recommend(
             sink = StoreSink.sharing(con)  # the analysis results' one sink
             sink.write(events)
             sink.close()
+        if publish_to is not None and events:
+            published = KafkaSink(publish_to, topic_prefix=topic_prefix)
+            try:
+                published.write(events)
+            finally:
+                published.close()
         return rows
     finally:
         con.close()

@@ -9,7 +9,7 @@ import click
 from fleetlog.analysis.recommend import recommend
 from fleetlog.analysis.remediation import RemediationConfig
 from fleetlog.cli.output import output_options, render
-from fleetlog.cli.params import db_option
+from fleetlog.cli.params import bootstrap_option, db_option, topic_prefix_option
 
 
 @click.command("recommend")
@@ -18,8 +18,14 @@ from fleetlog.cli.params import db_option
               default=None, help="Remediation thresholds (TOML; see analysis/remediation.py).")
 @click.option("--write/--no-write", default=True, show_default=True,
               help="Store the recommendations (the `recommendations` view).")
+@click.option("--publish", is_flag=True,
+              help="Also publish them on <prefix>.analysis (Kafka), where `fleetlog act "
+              "--follow` takes them.")
+@bootstrap_option
+@topic_prefix_option
 @output_options
 def recommend_command(db: tuple[Path, ...], config_path: Path | None, write: bool,
+                      publish: bool, bootstrap: str | None, topic_prefix: str | None,
                       fmt: str | None) -> None:
     """What to do about each incident: NVIDIA's catalog action, escalated on recurrence, and
     for the jobs it hit: restart on spares (or migrate to another virtual cluster when the
@@ -29,8 +35,12 @@ def recommend_command(db: tuple[Path, ...], config_path: Path | None, write: boo
 
     Example: fleetlog recommend --db fleet.duckdb --table
     """
+    from fleetlog.ingest.kafka.settings import settings_for
+
     config = RemediationConfig.load(config_path) if config_path else None
-    render(recommend(db, config=config, write=write), fmt,
+    publish_to = settings_for(bootstrap, topic_prefix=topic_prefix) if publish else None
+    render(recommend(db, config=config, write=write, publish_to=publish_to,
+                     topic_prefix=topic_prefix), fmt,
            columns=["incident_id", "target", "action", "catalog_action", "gpu_hours_saved",
                     "reason"])
 

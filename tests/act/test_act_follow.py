@@ -1,6 +1,7 @@
-"""``fleetlog act --follow``: recommendations published on ``<prefix>.analysis`` are carried out
-through a real Slurm as they land, every attempt lands in act's own store, and ``/metrics``
-counts them while it runs (scraped over HTTP)."""
+"""``fleetlog act --follow``: recommendations published on ``<prefix>.analysis`` (by ``analyze
+--publish`` and ``recommend --publish``) are carried out through a real Slurm as they land, every
+attempt lands in act's own store, and ``/metrics`` counts them while it runs (scraped over
+HTTP)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from typing import Any
 
 import duckdb
 import pytest
+from click.testing import CliRunner
 from slurm_cluster import Slurm
 
+from fleetlog.cli.main import cli
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.kafka.sink import KafkaSink
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
@@ -54,13 +56,22 @@ def test_act_follow_drains_as_recommendations_land_and_serves_metrics(
         slurm: Slurm, gpu_hw_store: Path, tmp_path: Path, kafka_settings: Any,
         unique_name: Any) -> None:
     prefix = unique_name("act")
-    events = _analysis_events(gpu_hw_store)
+    store = tmp_path / "fleet.duckdb"
+    shutil.copy(gpu_hw_store, store)
+    drain_first = tmp_path / "drain-first.toml"
+    drain_first.write_text("[escalation]\nreboot_after = 1\ndrain_after = 1\n"
+                           "[circuit_breaker]\nmax_drain_share = 1.0\n")
+    kafka = ["--bootstrap", kafka_settings.bootstrap, "--topic-prefix", prefix]
+    runner = CliRunner()
+    for argv in (["analyze", "--db", str(store), "--publish", *kafka],
+                 ["recommend", "--db", str(store), "--config", str(drain_first), "--publish",
+                  *kafka]):
+        result = runner.invoke(cli, argv)
+        assert result.exit_code == 0, result.output
+    events = _analysis_events(store)
     drains = [e for e in events if e.type == "recommendation.issued"
               and e.payload.action == "drain_node"]  # type: ignore[attr-defined]
     assert drains
-    sink = KafkaSink(kafka_settings, topic_prefix=prefix)
-    sink.write(events)
-    sink.close()
     config = tmp_path / "remediation.toml"
     config.write_text("[circuit_breaker]\nmax_drain_share = 1.0\n")
     port = _free_port()
