@@ -29,6 +29,8 @@ class ActResult:
         out: dict[str, int] = {"done_before": self.done_before} if self.done_before else {}
         for o in self.outcomes:
             out[o.outcome] = out.get(o.outcome, 0) + 1
+        if escalated := sum(o.escalate for o in self.outcomes):
+            out["escalated"] = escalated
         return out
 
 

@@ -105,8 +105,21 @@ class SlurmBackend:
     # ---- running
 
     def run(self, commands: Sequence[Command]) -> None:
+        """Run the commands in order. A job held by a ``requeuehold`` of these commands is
+        released again if a later one fails, so a failed step never leaves it held."""
+        held: list[str] = []
         for command in commands:
-            self._read(list(command))
+            try:
+                self._read(list(command))
+            except CommandFailed as exc:
+                for job in held:
+                    self._read(["scontrol", "release", job])
+                note = f" (job {', '.join(held)} released again)" if held else ""
+                raise CommandFailed(f"{exc}{note}") from exc
+            if command[:2] == ("scontrol", "requeuehold"):
+                held.append(command[2])
+            elif command[:2] == ("scontrol", "release") and command[2] in held:
+                held.remove(command[2])
 
     def _read(self, argv: list[str]) -> str:
         if shutil.which(argv[0], path=self.env.get("PATH")) is None:

@@ -85,6 +85,9 @@ def act_command(db: Path, follow: bool, execute: bool, backend: str, slurm_conf:
             click.echo(f"{outcome.outcome}: {outcome.action} {outcome.target}: "
                        f"{outcome.command or outcome.why}", err=True)
 
+    if not follow and (metrics_port is not None or max_seconds is not None
+                       or idle_exit is not None):
+        raise click.UsageError("--metrics-port, --max-seconds and --idle-exit go with --follow")
     if follow:
         if resume:
             raise click.UsageError("--resume acts once: use it without --follow")

@@ -29,7 +29,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _poll(what: str, done: Callable[[], bool], timeout_s: float = 30.0) -> None:
+def poll(what: str, done: Callable[[], bool], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not done():
         if time.monotonic() > deadline:
@@ -62,7 +62,7 @@ class Slurm:
         self._spawn("munged", "-f", "-F", f"--socket={sock}", f"--key-file={key}",
                     f"--pid-file={munge / 'pid'}", f"--log-file={munge / 'log'}",
                     f"--seed-file={munge / 'seed'}")
-        _poll("munged", sock.exists, 10)
+        poll("munged", sock.exists, 10)
         for folder in ("state", "spool"):
             (self.root / folder).mkdir()
         nodes = "\n".join(
@@ -106,7 +106,7 @@ PartitionName=vc1 Nodes=ALL MaxTime=INFINITE State=UP
         for name in NODES:
             (r / "spool" / name).mkdir()
             self._spawn("slurmd", "-D", "-f", str(self.conf), "-N", name)
-        _poll("every node idle", lambda: self.states() == {n: "idle" for n in NODES})
+        poll("every node idle", lambda: self.states() == {n: "idle" for n in NODES})
 
     def _spawn(self, *argv: str) -> None:
         log = (self.root / f"{argv[0]}-{len(self.procs)}.out").open("wb")
@@ -131,12 +131,12 @@ PartitionName=vc1 Nodes=ALL MaxTime=INFINITE State=UP
     def drain(self, name: str, reason: str) -> None:
         self.run("scontrol", "update", f"NodeName={name}", "State=DRAIN", f"Reason={reason}")
 
-    def sbatch(self, *nodes: str) -> str:
+    def sbatch(self, *nodes: str, script: str = "sleep 600") -> str:
         out = self.run("sbatch", "--parsable", "--requeue", f"--nodes={len(nodes)}",
                        f"--nodelist={','.join(nodes)}", "--output=/dev/null",
-                       "--wrap=sleep 600")
+                       f"--wrap={script}")
         job = out.strip().split(";")[0]
-        _poll(f"job {job} running", lambda: self.job(job).get("JobState") == "RUNNING")
+        poll(f"job {job} running", lambda: self.job(job).get("JobState") == "RUNNING")
         return job
 
     def job(self, job: str) -> dict[str, str]:
@@ -146,11 +146,11 @@ PartitionName=vc1 Nodes=ALL MaxTime=INFINITE State=UP
     def reset(self) -> None:
         """Every job cancelled, every node idle again (between tests)."""
         subprocess.run(["scancel", "--user=root"], env=self.env, check=False, timeout=30)
-        _poll("no jobs left", lambda: not self.run("squeue", "--noheader").strip())
+        poll("no jobs left", lambda: not self.run("squeue", "--noheader").strip())
         busy = [name for name, state in self.states().items() if state != "idle"]
         if busy:
             self.run("scontrol", "update", f"NodeName={','.join(busy)}", "State=RESUME")
-        _poll("every node idle", lambda: self.states() == {n: "idle" for n in NODES})
+        poll("every node idle", lambda: self.states() == {n: "idle" for n in NODES})
 
     def stop(self) -> None:
         subprocess.run(["scancel", "--user=root"], env=self.env, check=False, timeout=30)

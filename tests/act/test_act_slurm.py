@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 from click.testing import CliRunner
-from slurm_cluster import NODES, Slurm
+from slurm_cluster import NODES, Slurm, poll
 
 from fleetlog.act.actor import Actor, ActPolicy, action_id
 from fleetlog.act.slurm import SlurmBackend
@@ -242,3 +242,54 @@ def test_resume_returns_only_fleetlogs_drains_to_service(
     assert slurm.node(theirs)[0].rstrip("*") == "drained"
     again = _act(slurm, db, "--execute", "--resume", ours)
     assert [o["outcome"] for o in again] == ["skipped"]  # not drained any more: nothing to do
+
+
+# A batch script as training launchers write it: SIGUSR1 means "checkpoint now", not "exit".
+CHECKPOINTING = "trap 'touch {marker}' USR1; while true; do sleep 0.2; done"
+
+
+def test_checkpoint_now_signals_the_batch_step_and_migrate_moves_the_job(
+        slurm: Slurm, tmp_path: Path) -> None:
+    marker = tmp_path / "checkpointed"
+    job = slurm.sbatch("n00003", script=CHECKPOINTING.format(marker=marker))
+    db = tmp_path / "fleet.duckdb"
+    names = tmp_path / "names.toml"
+    names.write_text(f'[jobs]\nj0007 = "{job}"\n')
+    config = _breaker(tmp_path, 1.0, per_node=2)
+    argv = ("--execute", "--name-map", str(names), "--remediation-config", str(config))
+    _recommend(db, ("inc-c", "job:j0007", "checkpoint_now",
+                    "precursor gpu_hbm on gpu:n00003/1: checkpoint now"))
+    done = _act(slurm, db, *argv)
+    assert [(o["outcome"], o["verified"]) for o in done] == [("executed", True)]
+    assert done[0]["command"] == f"scancel --signal=USR1 --batch {job}"
+    poll("the batch step's checkpoint", marker.exists, 10)  # it got the signal ...
+    assert slurm.job(job)["JobState"] == "RUNNING"  # ... and lived on
+
+    _recommend(db, ("inc-m", "job:j0007", "migrate_job",
+                    "job j0007 failed (gpu_hbm on gpu:n00003/1): migrate it to vc1 (2 healthy "
+                    "idle nodes for its 1) and resume from its last checkpoint"))
+    done = _act(slurm, db, *argv)
+    assert [(o["action"], o["outcome"], o["verified"]) for o in done] == [
+        ("migrate_job", "executed", True)]
+    assert slurm.job(job)["Partition"] == "vc1"
+
+
+def test_a_refused_command_is_action_failed_and_leaves_no_job_held(
+        slurm: Slurm, tmp_path: Path) -> None:
+    job = slurm.sbatch("n00004")
+    db = tmp_path / "fleet.duckdb"
+    names = tmp_path / "names.toml"
+    names.write_text(f'[jobs]\nj0008 = "{job}"\n')
+    _recommend(db, ("inc-f", "job:j0008", "migrate_job",
+                    "job j0008 failed: migrate it to vc9 (4 healthy idle nodes for its 1)"))
+    done = _act(slurm, db, "--execute", "--name-map", str(names))
+    assert [o["outcome"] for o in done] == ["failed"]
+    assert "Invalid partition name" in done[0]["why"]
+    assert done[0]["why"].endswith(f"(job {job} released again)")
+    info = slurm.job(job)
+    assert info["Partition"] == "vc0"
+    assert "held" not in info.get("Reason", "").lower()
+    assert info["Priority"] != "0"  # a held job has priority 0
+    events = _action_events(db)
+    assert [(kind, p["error"]) for _id, kind, p in events] == [("action.failed",
+                                                               done[0]["why"])]
