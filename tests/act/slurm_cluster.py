@@ -96,7 +96,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 ReturnToService=2
 JobRequeue=1
-SlurmdTimeout=60
+SlurmdTimeout=10
 {nodes}
 PartitionName=vc0 Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=vc1 Nodes=ALL MaxTime=INFINITE State=UP
@@ -147,7 +147,8 @@ PartitionName=vc1 Nodes=ALL MaxTime=INFINITE State=UP
         """Every job cancelled, every node idle again (between tests)."""
         subprocess.run(["scancel", "--user=root"], env=self.env, check=False, timeout=30)
         poll("no jobs left", lambda: not self.run("squeue", "--noheader").strip())
-        busy = [name for name, state in self.states().items() if state != "idle"]
+        # "idle*": idle, not heard from since a resume; the next ping clears the "*"
+        busy = [name for name, state in self.states().items() if state.rstrip("*") != "idle"]
         if busy:
             self.run("scontrol", "update", f"NodeName={','.join(busy)}", "State=RESUME")
         poll("every node idle", lambda: self.states() == {n: "idle" for n in NODES})
