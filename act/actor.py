@@ -338,7 +338,8 @@ class Actor:
             js = self.backend.job_state(job)
             if js is None:
                 return f"no job {job} in {self.backend.name} (finished, or check --name-map)"
-            states = _RESTARTABLE_JOB if op.kind == "requeue_without" else _LIVE_JOB
+            states = {"requeue_without": _RESTARTABLE_JOB,
+                      "signal_job": ("RUNNING",)}.get(op.kind, _LIVE_JOB)
             if js.state not in states:
                 return f"job {job} is {js.state}: nothing to do"
         now = self.clock()

@@ -49,6 +49,7 @@ def follow_act(
 ) -> FollowActStats:
     """Land ``<prefix>.analysis`` in ``db`` and act on each recommendation as it lands, until
     ``max_seconds`` have passed, nothing new arrived for ``idle_exit_s``, or Ctrl-C."""
+    backend.node_count()  # an unreachable scheduler fails now, not at the first recommendation
     if metrics_port is not None:
         from prometheus_client import start_http_server
 

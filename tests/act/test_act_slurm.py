@@ -293,3 +293,30 @@ def test_a_refused_command_is_action_failed_and_leaves_no_job_held(
     events = _action_events(db)
     assert [(kind, p["error"]) for _id, kind, p in events] == [("action.failed",
                                                                done[0]["why"])]
+
+
+def test_a_swap_waits_for_its_checkpoint_and_a_pending_job_is_not_signalled(
+        slurm: Slurm, tmp_path: Path) -> None:
+    job = slurm.run("sbatch", "--parsable", "--hold", "--output=/dev/null",
+                    "--wrap=sleep 600").strip()  # held: pending, never started
+    db = tmp_path / "fleet.duckdb"
+    names = tmp_path / "names.toml"
+    names.write_text(f'[jobs]\nj0009 = "{job}"\n')
+    checkpoint = c.make_event(c.RecommendationIssued(
+        incident_id="inc-p", target="job:j0009", action="checkpoint_now",
+        reason="precursor gpu_hbm on gpu:n00005/2: checkpoint now"),
+        time_us=1_767_571_560_000_000, source="test")
+    swap = c.make_event(c.RecommendationIssued(
+        incident_id="inc-p", target="job:j0009", action="swap_node",
+        reason="restart job j0009 from it on a spare node, leaving out suspect node(s) n00005, "
+        "before the failure reaches it", after=checkpoint.id),
+        time_us=1_767_571_560_000_001, source="test")
+    sink = StoreSink.open(db)
+    sink.write([checkpoint, swap])
+    sink.close()
+    done = _act(slurm, db, "--execute", "--name-map", str(names))
+    assert [(o["action"], o["outcome"]) for o in done] == [
+        ("checkpoint_now", "skipped"), ("swap_node", "skipped")]
+    assert done[0]["why"] == f"job {job} is PENDING: nothing to do"
+    assert done[1]["why"] == f"waits for recommendation {checkpoint.id}, which was not carried out"
+    assert slurm.job(job)["JobState"] == "PENDING"
