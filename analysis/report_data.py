@@ -195,6 +195,20 @@ def jobs_goodput(window: Jobs, sizes: Jobs) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-r["lost_gpu_hours"], r["job"]))
 
 
+def fleet_goodput(con: duckdb.DuckDBPyConnection, since_us: int, until_us: int) -> float | None:
+    """The fleet's ETTR over ``[since_us, until_us)``: productive GPU-time ÷ wall GPU-time summed
+    over the jobs with events in it (``jobs_goodput``'s accounting, weighted by each job's GPUs);
+    None without a job of known size."""
+    window = fold_store(con, JOB_TYPES, since_us=since_us, until_us=until_us).jobs
+    sizes = fold_store(con, ("job.submitted",), until_us=until_us).jobs
+    productive = wall = 0.0
+    for row in jobs_goodput(window, sizes):
+        if row["gpus"] and row["ettr"] is not None and row["wall_h"] > 0:
+            wall += row["gpus"] * row["wall_h"]
+            productive += row["gpus"] * row["wall_h"] * row["ettr"]
+    return productive / wall if wall > 0 else None
+
+
 def mtbf_trend(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[str, Any]]:
     """Node-hours between incidents per bucket (None when a bucket had no incident)."""
     return _records(con, f"""

@@ -13,11 +13,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("ingest", "generators", "analysis", "cli")  # folders installed as fleetlog.<stage>
+STAGES = ("ingest", "generators", "analysis", "act", "cli")  # folders installed as fleetlog.<stage>
 
 KERNEL = ("fleetlog.ingest.contract", "fleetlog.ingest.store", "fleetlog.ingest.kafka")
 INGESTION = tuple(f"fleetlog.ingest.{name}"
-                  for name in ("ingester", "pipeline", "worker", "jsonl", "replay", "readers"))
+                  for name in ("ingester", "pipeline", "worker", "jsonl", "replay", "readers",
+                                "metrics"))
 TOP_FLOOR = ("fleetlog.cli", "fleetlog.demo", "fleetlog.follow")
 
 
