@@ -280,3 +280,33 @@ def test_analyze_to_an_absent_alertmanager_is_a_one_line_error(faulty_run: Path,
     assert result.exit_code != 0
     assert "Traceback" not in result.output
     assert f"cannot reach Alertmanager at {url}" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+def test_analyze_follow_keeps_alertmanager_told(alertmanager: Alertmanager, tmp_path: Path,
+                                                kafka_settings: Any, unique_name: Any) -> None:
+    from fleetlog.follow import follow
+
+    prefix = unique_name("alerts")
+    simulate(SimConfig(nodes=16, hours=1.0, seed=4, scenario="gpu_hw"),
+             f"kafka://{kafka_settings.bootstrap}", topic_prefix=prefix)
+    notices: list[str] = []
+    stats = follow(tmp_path / "live.duckdb", kafka_settings, topic_prefix=prefix, every_s=1.0,
+                   idle_exit_s=6.0, alertmanager=alertmanager.url, on_notice=notices.append)
+    assert notices == []  # Alertmanager answered every time
+    emitted = {row["incident_id"] for row in stats.incidents}
+    assert emitted
+    con = open_store(tmp_path / "live.duckdb", read_only=True)
+    try:
+        newest = con.execute("SELECT epoch_us(max(ts)) FROM event_log").fetchone()[0]
+        ends = dict(con.execute("SELECT incident_id, epoch_us(end_ts) FROM incidents")
+                    .fetchall())
+    finally:
+        con.close()
+    active = {a["labels"]["incident_id"] for a in _ours(alertmanager.alerts(), emitted)}
+    # every incident open at the end is an active alert (its end may have moved on since it
+    # was stored: the follower tracks it); none is there twice
+    assert active and active <= emitted
+    assert {i for i in emitted if newest - ends[i] < RESOLVE_AFTER_S * US} <= active
+    assert len(_ours(alertmanager.alerts(), emitted)) == len(active)
