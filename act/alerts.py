@@ -58,8 +58,11 @@ class IncidentAlert:
 
     def payload(self, now: datetime, ttl_s: float = TTL_S) -> dict[str, Any]:
         """The alert as Alertmanager's v2 API takes it, sent at wall clock ``now``."""
+        # Open: ttl_s ahead of the wall clock, or of the incident's own start when its event
+        # time runs ahead of the wall clock (a replay faster than real time, a skewed clock):
+        # Alertmanager refuses a whole post if one alert ends before it starts.
         ends = (_iso_us(self.end_us) if self.end_us is not None
-                else _iso_us(int(now.timestamp() * US + ttl_s * US)))
+                else _iso_us(int(max(now.timestamp() * US, self.start_us) + ttl_s * US)))
         return {"labels": self.labels, "annotations": self.annotations,
                 "startsAt": _iso_us(self.start_us), "endsAt": ends}
 

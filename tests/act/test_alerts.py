@@ -247,6 +247,17 @@ def test_alert_labels_stay_the_same_while_the_incident_goes_on(faulty_run: Path)
                 "+00:00", "Z")
 
 
+def test_an_open_alert_never_ends_before_it_starts(alertmanager: Alertmanager) -> None:
+    """Event time ahead of the wall clock (a replay at --speed 60, a skewed clock): the alert
+    still ends after it starts, and Alertmanager takes it."""
+    future = int((time.time() + 3600) * US)
+    alert = IncidentAlert({"alertname": ALERTNAME, "incident_id": "inc-future",
+                           "severity": "info"}, {"summary": "s"}, future, None)
+    payload = alert.payload(datetime.now(tz=UTC), ttl_s=300)
+    assert payload["endsAt"] > payload["startsAt"]
+    assert post_alerts(alertmanager.url, [alert]) == 1
+
+
 def test_an_alertmanager_that_cannot_be_reached_is_one_line_and_the_pusher_retries() -> None:
     url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     alert = IncidentAlert({"alertname": ALERTNAME, "incident_id": "inc-x"}, {}, 0, None)
