@@ -114,3 +114,28 @@ def test_metrics_are_served_over_http_while_analyze_follow_runs(
     assert len(stats.incidents) >= sum(opened.values())
     assert any(name.startswith("fleetlog_incidents_open{") for name in seen)
     assert 0 < seen["fleetlog_fleet_goodput_ettr"] <= 1
+
+
+def _scrape_of(rack: str, time_us: int) -> c.Envelope:
+    return c.make_event(c.gpu_batch([f"{rack}-n1"], [1], [0], {"gpu_temp_c": [60.0]}),
+                        time_us=time_us, source="t", key=f"rack:{rack}")
+
+
+def test_live_analysis_waits_for_the_scrape_sources_still_talking() -> None:
+    """The watermark is the newest time every scrape source still landing has reached: a rack
+    whose scrapes are on their way holds it back; one quiet for longer than the lateness (-1 s
+    here: every source is quiet by the time it is asked) no longer does."""
+    from fleetlog.analysis.follow import LiveAnalysis
+
+    t0 = 1_767_571_200_000_000
+    patient = LiveAnalysis(lateness_s=3600.0)
+    patient.landed([_scrape_of("r1", t0 + 60_000_000), _scrape_of("r2", t0 + 20_000_000),
+                    _scrape_of("r2", t0 + 10_000_000)], new=3, dead_letters=0)
+    assert patient.newest_us == t0 + 60_000_000
+    assert patient.watermark_us() == t0 + 20_000_000  # r2 is behind: wait for it
+    patient.landed([_scrape_of("r2", t0 + 70_000_000)], new=1, dead_letters=0)
+    assert patient.watermark_us() == t0 + 60_000_000
+    impatient = LiveAnalysis(lateness_s=-1.0)
+    impatient.landed([_scrape_of("r1", t0 + 60_000_000), _scrape_of("r2", t0 + 20_000_000)],
+                     new=2, dead_letters=0)
+    assert impatient.watermark_us() == t0 + 60_000_000  # nobody still talking: the newest
