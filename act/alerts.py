@@ -189,7 +189,7 @@ def batch_sender(url: str, sent: list[int] | None = None
 
 @dataclass
 class AlertPusher:
-    """Posts the newest alerts from its own thread: at once when they change, again every
+    """Posts the newest alerts from its own thread: at once when they change, all again every
     ``ttl_s / 2`` so open ones stay active, with backoff (1 s doubling to ``max_backoff_s``)
     while Alertmanager cannot be reached; ``on_error`` hears each failure in one line."""
 
@@ -210,8 +210,11 @@ class AlertPusher:
         return self
 
     def update(self, alerts: Sequence[IncidentAlert]) -> None:
-        self._alerts = tuple(alerts)
-        self._changed.set()
+        """The alerts as they are now: posted at once if they differ from the last ones."""
+        alerts = tuple(alerts)
+        if alerts != self._alerts:
+            self._alerts = alerts
+            self._changed.set()
 
     def close(self, flush_s: float = 5.0) -> None:
         """Stop after one last attempt to send what changed (at most ``flush_s``)."""
