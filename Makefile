@@ -11,7 +11,7 @@ TEST_KAFKA_DIR  := .fleetlog/test-kafka
 TEST_KAFKA_PORT ?= 19092
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser slurm demo test lint unit quick kafka-up kafka-down bench clean
+.PHONY: help install browser slurm alertmanager demo test lint unit quick kafka-up kafka-down bench clean
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,14 @@ slurm: ## install Debian's Slurm and munge for the act tests (root only)
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SLURM_PACKAGES) >/dev/null; }; \
 	  else echo "note: install $(SLURM_PACKAGES) (apt-get install ...) to run the act tests"; fi; }
 
+alertmanager: ## install Debian's prometheus-alertmanager for the alert tests (root only)
+	@command -v prometheus-alertmanager >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's prometheus-alertmanager for the alert tests..."; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null 2>&1 || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null; }; \
+	  else echo "note: install prometheus-alertmanager (apt-get install prometheus-alertmanager) to run the alert tests"; fi; }
+
 demo: $(STAMP) ## set up, then run the whole pipeline once (`fleetlog demo`)
 	$(BIN)/fleetlog demo
 
@@ -56,7 +64,7 @@ unit: $(STAMP) ## the tests without Kafka
 quick: $(STAMP) ## the tests that take under a few seconds each, without Kafka (~2 min)
 	$(BIN)/pytest -m 'not kafka and not slow'
 
-test: $(STAMP) browser slurm ## set up, lint, start a local Kafka broker, run every test, stop the broker
+test: $(STAMP) browser slurm alertmanager ## set up, lint, start a local Kafka broker, run every test, stop the broker
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/fleetlog kafka up --data-dir $(TEST_KAFKA_DIR) --port $(TEST_KAFKA_PORT) --json

@@ -1,9 +1,12 @@
-"""``fleetlog.act``: carry out recommendations through a scheduler, safely (docs/act.md).
+"""``fleetlog.act``: closing the loop — telling people and acting through the scheduler, safely.
 
-It stands above analysis: it reads recommendations (the kernel's events, the store) and acts
-through a ``Backend`` (``act.backend``; Slurm: ``act.slurm``) under the safety policy of
-``act.actor``. Nothing below imports it; the CLI and the composition root (``fleetlog.act_follow``
-for ``act --follow``) do.
+It stands above analysis and below the top floor: it reads the analysis's results (the kernel's
+events, the store) and nothing below imports it; the CLI and the composition root
+(``fleetlog.act_follow`` for ``act --follow``) do.
+
+- ``alerts``: incidents to Alertmanager's v2 API (docs/alerts-and-metrics.md).
+- ``backend`` (the small interface), ``slurm`` (the Slurm backend), ``actor`` (the safety
+  policy), ``source`` (recommendations and past attempts), ``run`` (``act --db``): docs/act.md.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from fleetlog.act.actor import Actor, ActPolicy, NameMap, Outcome
 from fleetlog.act.backend import Backend
-from fleetlog.act.metrics import count
 from fleetlog.act.source import load_attempts, load_recommendations
 from fleetlog.ingest.store import open_store
 from fleetlog.ingest.store.sink import StoreSink
@@ -46,7 +45,6 @@ def act_on_store(db: str | Path, backend: Backend, policy: ActPolicy,
         sink = StoreSink.sharing(con) if policy.execute else None
 
         def seen(outcome: Outcome) -> None:
-            count(outcome.outcome, outcome.action)
             if on_outcome is not None:
                 on_outcome(outcome)
 

@@ -15,6 +15,7 @@ from typing import Any, Final
 import duckdb
 
 from fleetlog.analysis.context import US, Finding
+from fleetlog.analysis.diagnosis import Incident
 from fleetlog.analysis.incidents import AnalysisError
 from fleetlog.analysis.pipeline import analyze_store
 
@@ -75,6 +76,13 @@ def _summarize(findings: list[Finding], interval_us: int) -> list[tuple[int, str
     return lines
 
 
+def timeline(incident: Incident, interval_us: int) -> list[str]:
+    """An analysed incident's evidence in words, oldest first, ending at its detection."""
+    lines = _summarize(incident.findings, interval_us)
+    lines.append((incident.detect_us, f"detected: {incident.category} on {incident.root}"))
+    return [f"{_clock(t)}  {text}" for t, text in sorted(lines, key=lambda x: x[0])]
+
+
 def explain(con: duckdb.DuckDBPyConnection, incident_id: str) -> dict[str, Any]:
     row = con.execute(
         "SELECT incident_id, category, root_entity, confidence, epoch_us(start_ts), "
@@ -90,17 +98,15 @@ def explain(con: duckdb.DuckDBPyConnection, incident_id: str) -> dict[str, Any]:
     end = end_us if end_us is not None else start_us
     result = analyze_store(con, start_us - 2 * 3600 * US, end + 1800 * US)
     incident = next((i for i in result.incidents if i.incident_id == incident_id), None)
-    timeline: list[str] = []
+    lines: list[str] = []
     if incident is not None:
-        lines = _summarize(incident.findings, result.interval_us)
-        lines.append((incident.detect_us, f"detected: {category} on {root}"))
-        timeline = [f"{_clock(t)}  {text}" for t, text in sorted(lines, key=lambda x: x[0])]
+        lines = timeline(incident, result.interval_us)
     else:
         rows = con.execute(
             "SELECT epoch_us(ts), type, key FROM event_log WHERE list_contains(?, event_id) "
             "ORDER BY ts", [list(evidence)],
         ).fetchall()
-        timeline = [f"{_clock(ts)}  {kind} ({key})" for ts, kind, key in rows]
+        lines = [f"{_clock(ts)}  {kind} ({key})" for ts, kind, key in rows]
     alternatives = ", ".join(
         f"{c['category']} on {c['entity']} ({c['score']:.0%})" for c in (ranked or [])[1:3]
     )
@@ -109,7 +115,7 @@ def explain(con: duckdb.DuckDBPyConnection, incident_id: str) -> dict[str, Any]:
     return {
         "incident_id": incident_id,
         "headline": headline,
-        "timeline": timeline,
+        "timeline": lines,
         "alternatives": alternatives or "none",
         "what_to_do": WHAT_TO_DO.get(category, "Investigate the evidence above."),
         "evidence_events": len(evidence),

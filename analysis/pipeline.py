@@ -89,9 +89,12 @@ def run_analysis(
     write: bool = True, publish_to: KafkaSettings | None = None,
     topic_prefix: str | None = None, progress: Callable[[str], Any] | None = None,
     on_step: Callable[[int], object] | None = None,
+    on_result: Callable[[duckdb.DuckDBPyConnection, AnalysisResult], Any] | None = None,
 ) -> dict[str, Any]:
     """`fleetlog analyze` (batch): analyze, store the incidents (one store file), publish them
-    (when a broker is given), and return the summary plus the incidents."""
+    (when a broker is given), and return the summary plus the incidents. ``on_result`` sees the
+    result with the store still open, after the incidents are stored (``analyze
+    --alertmanager`` sends them from there)."""
     from fleetlog.analysis.incidents import (
         incident_row,
         open_for_results,
@@ -104,6 +107,8 @@ def run_analysis(
         result = analyze_store(con, since_us, until_us, progress=progress, on_step=on_step)
         if write:
             result.stored = store_incidents(con, result.incidents)
+        if on_result is not None:
+            on_result(con, result)
     finally:
         con.close()
     if publish_to is not None:

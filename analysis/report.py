@@ -1,11 +1,12 @@
 """Batch reports: one window of the store as self-contained HTML, Markdown and JSON.
 
 ``write_report`` is deterministic: the same store and window give the same files, under names
-derived from the window, so reporting a window again rewrites the same report. Those names are
-predictable, so each file is written to a temporary file in the folder and renamed into place (a
-reader sees the old report or the new one, never half of one), and a symbolic link at a file's
-name is refused rather than followed. ``run_every`` repeats it on a schedule and stops cleanly
-on SIGTERM or SIGINT.
+derived from the window, so reporting a window again rewrites the same report; ``latest.html``
+beside them is always the last HTML report written (a stable address for a bookmark or a wiki).
+Those names are predictable, so each file is written to a temporary file in the folder and
+renamed into place (a reader sees the old report or the new one, never half of one), and a
+symbolic link at a file's name is refused rather than followed. ``run_every`` repeats it on a
+schedule and stops cleanly on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fleetlog.analysis.report_data import ReportError, Window, report_data, reso
 from fleetlog.ingest.store import open_union
 
 FORMATS = ("html", "md", "json")
+LATEST = "latest.html"
 
 
 def _json_default(value: Any) -> Any:
@@ -94,8 +96,10 @@ def render_html(data: dict[str, Any], svgs: dict[str, str]) -> str:
 <h1>{html.escape(title)}</h1>
 <h2>Fleet health</h2><div class=kpis>{kpi_html}</div>
 <h2>Incidents over time</h2><div class=chart id=incidents-chart>{svgs['incidents']}</div>
-<h2>Incidents, root causes and actions</h2>
+<h2>Incidents for triage (open first, then by severity)</h2>
 {_table_html(data['incidents'], 'No incidents in this window.')}
+<h2>Actions taken</h2>
+{_table_html(data['actions_taken'], 'No actions taken in this window.')}
 <h2>Lost GPU-hours and ETTR per job</h2>
 {_table_html(data['jobs'], 'No job events in this window.')}
 <h2>MTBF trend (node-hours between incidents, per {w['bucket']})</h2>
@@ -116,8 +120,10 @@ def render_md(data: dict[str, Any], chart_files: dict[str, str]) -> str:
         _table_md([{"metric": k, "value": v} for k, v in fleet.items()]
                   + [{"metric": "lost_gpu_hours", "value": data["lost_gpu_hours"]}], ""),
         f"![incidents over time]({chart_files['incidents']})", "",
-        "## Incidents, root causes and actions", "",
+        "## Incidents for triage (open first, then by severity)", "",
         _table_md(data["incidents"], "No incidents in this window."),
+        "## Actions taken", "",
+        _table_md(data["actions_taken"], "No actions taken in this window."),
         "## Lost GPU-hours and ETTR per job", "",
         _table_md(data["jobs"], "No job events in this window."),
         f"## MTBF trend (per {w['bucket']})", "",
@@ -158,7 +164,9 @@ def write_report(
     written: list[str] = []
     if "html" in formats:
         path = out / f"{stem}.html"
-        write_file(path, render_html(data, svgs))
+        page = render_html(data, svgs)
+        write_file(path, page)
+        write_file(out / LATEST, page)  # a stable name to bookmark: the last report written
         written.append(str(path))
     if "md" in formats:
         chart_files = {}

@@ -9,7 +9,7 @@ same numbers.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -20,6 +20,7 @@ import duckdb
 from fleetlog.analysis.events import HOST_TYPES, INVENTORY_TYPES, JOB_TYPES, fold_store
 from fleetlog.analysis.job_history import US
 from fleetlog.analysis.projections import Jobs, NodeHealth
+from fleetlog.analysis.severity import Impact, assess, rank, state
 from fleetlog.ingest.contract import to_us
 from fleetlog.ingest.contract.errors import FleetlogError
 from fleetlog.ingest.contract.time_range import MAX_TIME_US, MIN_TIME_US, RANGE_TEXT
@@ -95,14 +96,64 @@ def fleet_health(con: duckdb.DuckDBPyConnection, w: Window, health: NodeHealth,
 
 
 def incidents(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[str, Any]]:
-    return _records(con, """
-        SELECT i.incident_id, i.start_ts, i.category, i.root_entity,
+    """The incidents that started in the window or were still going on in it, for triage: open
+    ones first (state as of the window's end), then by severity (``analysis.severity``), then
+    oldest first; the component action on its own, the job actions summarised with a count."""
+    rows = _records(con, """
+        SELECT i.incident_id, i.start_ts, i.end_ts, i.category, i.root_entity,
                round(i.confidence, 3) AS confidence,
                coalesce(string_agg(DISTINCT r.action || ' ' || r.target, '; '
-                                   ORDER BY r.action || ' ' || r.target), '') AS actions
+                                   ORDER BY r.action || ' ' || r.target)
+                        FILTER (WHERE r.target NOT LIKE 'job:%'), '') AS component_action,
+               list(r.action) FILTER (WHERE r.target LIKE 'job:%') AS job_actions
         FROM incidents i LEFT JOIN recommendations r USING (incident_id)
-        WHERE i.start_ts BETWEEN ? AND ?
-        GROUP BY ALL ORDER BY i.start_ts, i.incident_id""", [w.start, w.end])
+        WHERE i.start_ts <= ? AND coalesce(i.end_ts, i.start_ts) >= ?
+        GROUP BY ALL""", [w.end, w.start])
+    assessed = assess(con, [row["incident_id"] for row in rows])
+    as_of_us = to_us(w.end)
+    out = []
+    for row in rows:
+        level, impact = assessed.get(row["incident_id"], ("info", Impact()))
+        out.append({
+            "incident_id": row["incident_id"],
+            "state": state(None if row["end_ts"] is None else to_us(row["end_ts"]),
+                           to_us(row["start_ts"]), as_of_us),
+            "severity": level,
+            "start_ts": row["start_ts"],
+            "category": row["category"],
+            "root_entity": row["root_entity"],
+            "confidence": row["confidence"],
+            "gpus": impact.gpus,
+            "jobs_failed": impact.jobs_failed,
+            "jobs_touched": impact.jobs,
+            "component_action": row["component_action"],
+            "job_actions": _job_actions(row["job_actions"] or []),
+        })
+    return sorted(out, key=lambda r: (r["state"] != "open", rank(r["severity"]),
+                                      r["start_ts"], r["incident_id"]))
+
+
+def _job_actions(actions: list[str]) -> str:
+    """``17 job actions: restart_from_checkpoint x15, migrate_job x2``."""
+    if not actions:
+        return ""
+    counts = Counter(actions)
+    kinds = ", ".join(f"{action} x{n}" for action, n in
+                      sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"{len(actions)} job action{'s' if len(actions) != 1 else ''}: {kinds}"
+
+
+def actions_taken(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[str, Any]]:
+    """What ``fleetlog act`` did in the window: its ``action.*`` events (none in a store it
+    never wrote to), newest first."""
+    return _records(con, """
+        SELECT ts, split_part(type, '.', 2) AS outcome, payload->>'action' AS action,
+               payload->>'target' AS target, payload->>'incident_id' AS incident_id,
+               coalesce(payload->>'why', payload->>'error', payload->>'command', '') AS detail
+        FROM event_log
+        WHERE type IN ('action.executed', 'action.skipped', 'action.failed')
+          AND ts BETWEEN ? AND ?
+        ORDER BY ts DESC, event_id""", [w.start, w.end])
 
 
 def incidents_by_category(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[str, Any]]:
@@ -142,6 +193,20 @@ def jobs_goodput(window: Jobs, sizes: Jobs) -> list[dict[str, Any]]:
             "ettr": _sql_round(productive_s / wall_s, 4) if wall_s > 0 else None,
         })
     return sorted(rows, key=lambda r: (-r["lost_gpu_hours"], r["job"]))
+
+
+def fleet_goodput(con: duckdb.DuckDBPyConnection, since_us: int, until_us: int) -> float | None:
+    """The fleet's ETTR over ``[since_us, until_us)``: productive GPU-time ÷ wall GPU-time summed
+    over the jobs with events in it (``jobs_goodput``'s accounting, weighted by each job's GPUs);
+    None without a job of known size."""
+    window = fold_store(con, JOB_TYPES, since_us=since_us, until_us=until_us).jobs
+    sizes = fold_store(con, ("job.submitted",), until_us=until_us).jobs
+    productive = wall = 0.0
+    for row in jobs_goodput(window, sizes):
+        if row["gpus"] and row["ettr"] is not None and row["wall_h"] > 0:
+            wall += row["gpus"] * row["wall_h"]
+            productive += row["gpus"] * row["wall_h"] * row["ettr"]
+    return productive / wall if wall > 0 else None
 
 
 def mtbf_trend(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[str, Any]]:
@@ -203,6 +268,7 @@ def report_data(con: duckdb.DuckDBPyConnection, w: Window) -> dict[str, Any]:
         "fleet": fleet_health(con, w, health, window),
         "incidents_by_category": incidents_by_category(con, w),
         "incidents": incidents(con, w),
+        "actions_taken": actions_taken(con, w),
         "jobs": jobs,
         "lost_gpu_hours": total_lost,
         "mtbf_trend": mtbf_trend(con, w),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetlog.analysis.events import fold_store
+from fleetlog.analysis.severity import state as incident_state
 from fleetlog.ingest.contract import to_us
 from fleetlog.ingest.store import open_union
 
@@ -24,14 +25,16 @@ def fleet_state(paths: Sequence[str | Path], at: datetime) -> dict[str, Any]:
     try:
         # `until` is exclusive in fold_store; the state *at* T includes events stamped T.
         state = fold_store(con, until_us=at_us + 1)
+        # open at T by the one rule the report, alerts and metrics use (analysis.severity)
         cursor = con.execute(
-            """SELECT incident_id, start_ts, category, root_entity, round(confidence, 3)
-               FROM incidents WHERE start_ts <= ? AND (end_ts IS NULL OR end_ts > ?)
-               ORDER BY start_ts, incident_id""", [at, at])
+            """SELECT incident_id, start_ts, category, root_entity, round(confidence, 3),
+                      epoch_us(start_ts), epoch_us(end_ts)
+               FROM incidents WHERE start_ts <= ? ORDER BY start_ts, incident_id""", [at])
         open_incidents = [
             {"incident_id": i, "start_ts": s, "category": cat, "root_entity": root,
              "confidence": conf}
-            for i, s, cat, root, conf in cursor.fetchall()
+            for i, s, cat, root, conf, start_us, end_us in cursor.fetchall()
+            if incident_state(end_us, start_us, at_us) == "open"
         ]
     finally:
         con.close()

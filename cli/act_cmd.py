@@ -10,7 +10,12 @@ from typing import Any
 import click
 
 from fleetlog.cli.output import output_options, render
-from fleetlog.cli.params import Duration, bootstrap_option, topic_prefix_option
+from fleetlog.cli.params import (
+    Duration,
+    bootstrap_option,
+    metrics_port_option,
+    topic_prefix_option,
+)
 
 _COLUMNS = ("outcome", "action", "target", "command", "verified", "why", "action_id")
 
@@ -42,8 +47,7 @@ _COLUMNS = ("outcome", "action", "target", "command", "verified", "why", "action
               help="The signal checkpoint_now sends to the job's batch step.")
 @click.option("--verify-timeout", type=Duration(), default=10.0, show_default=True,
               help="How long to wait for the scheduler's state to show an action took.")
-@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
-              help="--follow: serve Prometheus /metrics (fleetlog_actions_total) on this port.")
+@metrics_port_option
 @click.option("--max-seconds", type=Duration(), default=None,
               help="--follow: stop after this long (default: run until Ctrl-C).")
 @click.option("--idle-exit", type=Duration(), default=None,
@@ -54,7 +58,7 @@ _COLUMNS = ("outcome", "action", "target", "command", "verified", "why", "action
 def act_command(db: Path, follow: bool, execute: bool, backend: str, slurm_conf: Path | None,
                 remediation_config: Path | None, name_map: Path | None,
                 resume: tuple[str, ...], checkpoint_signal: str, verify_timeout: float,
-                metrics_port: int | None,
+                metrics_port: str | None,
                 max_seconds: float | None, idle_exit: float | None, bootstrap: str | None,
                 topic_prefix: str | None, fmt: str | None) -> None:
     """Carry out recommendations through the scheduler (Slurm): drain a node, requeue a job

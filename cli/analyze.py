@@ -13,6 +13,7 @@ from fleetlog.cli.params import (
     Duration,
     bootstrap_option,
     db_option,
+    metrics_port_option,
     since_option,
     topic_prefix_option,
     until_option,
@@ -53,14 +54,19 @@ def _say(text: str) -> None:
               help="--follow: stop after this long (default: run until Ctrl-C).")
 @click.option("--idle-exit", type=Duration(), default=None,
               help="--follow: stop once nothing new arrived for this long.")
+@click.option("--alertmanager", metavar="URL", default=None,
+              help="Send each incident to this Alertmanager (v2 API, e.g. "
+              "http://127.0.0.1:9093): one alert per incident, re-sent while open (--follow), "
+              "resolved when it ends. See docs/alerts-and-metrics.md.")
+@metrics_port_option
 @bootstrap_option
 @topic_prefix_option
 @output_options
 def analyze_command(
     db: tuple[Path, ...], since: datetime | None, until: datetime | None, write: bool,
     publish: bool, follow: bool, every: float, lookback: float, max_seconds: float | None,
-    idle_exit: float | None, bootstrap: str | None, topic_prefix: str | None,
-    fmt: str | None,
+    idle_exit: float | None, alertmanager: str | None, metrics_port: str | None,
+    bootstrap: str | None, topic_prefix: str | None, fmt: str | None,
 ) -> None:
     """Find what failed, when, where and why: detect anomalies, group them into incidents and
     rank root causes. Reads the store only (never truth_faults); incidents are stored in the
@@ -70,6 +76,11 @@ def analyze_command(
     """
     from fleetlog.ingest.kafka.settings import settings_for
 
+    if metrics_port is not None and not follow:
+        raise click.UsageError("--metrics-port serves /metrics while --follow runs: add --follow")
+    if alertmanager is not None and not write:
+        raise click.UsageError("--alertmanager needs the incidents stored (their severity is "
+                               "the stored incident's): drop --no-write")
     if follow:
         from fleetlog.follow import follow as run_follow
 
@@ -80,8 +91,10 @@ def analyze_command(
             db[0], settings, topic_prefix=topic_prefix, every_s=every, lookback_s=lookback,
             max_seconds=max_seconds, idle_exit_s=idle_exit, publish=True,
             on_incident=lambda row: _say(
-                f"incident {row['incident_id']}: {row['category']} on {row['root_entity']} "
-                f"(event lag {row['event_lag_s']} s)"),
+                f"incident {row['incident_id']}: {row['severity']} {row['category']} on "
+                f"{row['root_entity']} (event lag {row['event_lag_s']} s)"),
+            metrics_address=metrics_port, alertmanager=alertmanager,
+            on_notice=lambda text: click.echo(f"fleetlog analyze: {text}", err=True),
         )
         render(stats.summary(), fmt)
         return
@@ -90,9 +103,18 @@ def analyze_command(
     from fleetlog.cli.progress import progress_reporter
 
     publish_to = settings_for(bootstrap, topic_prefix=topic_prefix) if publish else None
+    sent: list[int] = []
+    on_result = None
+    if alertmanager is not None:
+        from fleetlog.act.alerts import batch_sender
+
+        on_result = batch_sender(alertmanager, sent)
     with progress_reporter("analyzing", unit="detectors", total=len(DETECTORS)) as report:
         result = run_analysis(list(db), since_us=_us(since), until_us=_us(until), write=write,
-                              publish_to=publish_to, topic_prefix=topic_prefix, on_step=report)
+                              publish_to=publish_to, topic_prefix=topic_prefix, on_step=report,
+                              on_result=on_result)
+    if alertmanager is not None:
+        result["alerts_sent"] = sum(sent)
     if fmt in ("table", "csv", "nl"):
         rows = [{**row, "signals": ", ".join(row["signals"])} for row in result["opened"]]
         render(rows, fmt, columns=_INCIDENT_COLUMNS, title=(

@@ -13,6 +13,7 @@ from fleetlog.cli.params import (
     Duration,
     FiniteFloat,
     bootstrap_option,
+    metrics_port_option,
     topic_prefix_option,
 )
 from fleetlog.ingest import contract as c
@@ -26,6 +27,7 @@ from fleetlog.ingest.ingester import (
 from fleetlog.ingest.jsonl import ingest_jsonl
 from fleetlog.ingest.kafka.consumer import ConsumerTuning
 from fleetlog.ingest.kafka.settings import settings_for
+from fleetlog.ingest.metrics import IngestMetrics
 from fleetlog.ingest.pipeline import DEFAULT_BATCH_EVENTS
 from fleetlog.ingest.store.database import valid_memory_limit
 
@@ -93,12 +95,14 @@ def _check_size(ctx: click.Context, param: click.Parameter, value: str) -> str:
               callback=_check_size,
               help="Cap on DuckDB's buffer pool in the writer (it would otherwise keep what it "
               "wrote, up to 80% of RAM).")
+@metrics_port_option
 @output_options
 def ingest_command(
     bootstrap: str | None, topic_prefix: str | None, db: Path, topics: tuple[str, ...],
     group: str | None, mode: str, until_idle: float | None, source: str | None,
     batch_events: int, broker_timeout: float, session_timeout: float, in_process: bool,
-    snapshot: Path | None, snapshot_every: float, memory_limit: str, fmt: str | None,
+    snapshot: Path | None, snapshot_every: float, memory_limit: str, metrics_port: str | None,
+    fmt: str | None,
 ) -> None:
     """Land the fleetlog topics in a DuckDB store: no loss, no duplicates, through crashes.
 
@@ -114,7 +118,12 @@ def ingest_command(
     explicit = click.get_current_context().get_parameter_source("mode")
     if until_idle is not None and explicit is click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("--follow and --until-idle exclude each other: give one")
-    with LiveIngest() as live:
+    if metrics_port is not None and source is not None:
+        raise click.UsageError("--metrics-port serves /metrics while following Kafka: drop "
+                               "--from, or --metrics-port")
+    with LiveIngest() as live, IngestMetrics.serving(metrics_port) as metrics:
+        if metrics.url is not None:
+            click.echo(f"fleetlog ingest: serving {metrics.url}", err=True)
         if source is not None:
             kind, _, folder = source.partition(":")
             if kind != "jsonl" or not folder:
@@ -133,7 +142,7 @@ def ingest_command(
                 snapshot=snapshot, snapshot_every_s=snapshot_every,
                 memory_limit=memory_limit,
             )
-            stats = ingest_kafka(job, settings, progress=live.update)
+            stats = ingest_kafka(job, settings, progress=metrics.also(live.update))
     render(stats.to_json(detail=fmt in ("json", "nl")), fmt or "table")
 
 

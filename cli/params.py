@@ -31,6 +31,12 @@ bootstrap_option = click.option(
     "from `fleetlog kafka up`, else 127.0.0.1:9092).",
 )
 
+metrics_port_option = click.option(
+    "--metrics-port", default=None, metavar="[HOST:]PORT",
+    help="Serve Prometheus /metrics here while following (PORT alone: every interface). "
+    "See docs/alerts-and-metrics.md.",
+)
+
 topic_prefix_option = click.option(
     "--topic-prefix", default=None, envvar="FLEETLOG_TOPIC_PREFIX", show_envvar=True,
     help="Prefix of the fleetlog topics (default: fleetlog).",

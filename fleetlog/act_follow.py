@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from fleetlog.act.actor import Actor, ActPolicy, NameMap, Outcome
 from fleetlog.act.backend import Backend
-from fleetlog.act.metrics import count
+from fleetlog.act.metrics import ActMetrics
 from fleetlog.act.source import load_attempts, load_recommendations
 from fleetlog.ingest import contract as c
+from fleetlog.ingest.contract.metrics import serve_metrics
 from fleetlog.ingest.ingester import KafkaIngest, ingest_kafka
 from fleetlog.ingest.kafka.settings import KafkaSettings
 from fleetlog.ingest.pipeline import Batch
@@ -45,15 +48,14 @@ def follow_act(
     db: Path, settings: KafkaSettings, backend: Backend, policy: ActPolicy,
     names: NameMap | None = None, *, topic_prefix: str | None = None, group: str | None = None,
     max_seconds: float | None = None, idle_exit_s: float | None = None,
-    metrics_port: int | None = None, on_outcome: Callable[[Outcome], None] | None = None,
+    metrics_port: str | None = None, on_outcome: Callable[[Outcome], None] | None = None,
 ) -> FollowActStats:
     """Land ``<prefix>.analysis`` in ``db`` and act on each recommendation as it lands, until
     ``max_seconds`` have passed, nothing new arrived for ``idle_exit_s``, or Ctrl-C."""
     backend.node_count()  # an unreachable scheduler fails now, not at the first recommendation
-    if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr="0.0.0.0")
+    registry = CollectorRegistry()
+    metrics = ActMetrics(registry)
+    server = None if metrics_port is None else serve_metrics(registry, metrics_port)
     db = Path(db)
     prefix = topic_prefix or settings.topic_prefix
     job = KafkaIngest(db=db, topics=[c.topic_name("analysis", prefix)],
@@ -65,7 +67,7 @@ def follow_act(
     state: dict[str, Any] = {"actor": None, "turned": False}
 
     def seen(outcome: Outcome) -> None:
-        count(outcome.outcome, outcome.action)
+        metrics.attempted(outcome.outcome, outcome.action)
         stats.outcomes[outcome.outcome] = stats.outcomes.get(outcome.outcome, 0) + 1
         if on_outcome is not None:
             on_outcome(outcome)
@@ -88,6 +90,10 @@ def follow_act(
         if max_seconds is not None and time.monotonic() - started >= max_seconds:
             stop.set()
 
-    ingest_kafka(job, settings, stop=stop, between_batches=between_batches,
-                 handle_signals=False)
+    try:
+        ingest_kafka(job, settings, stop=stop, between_batches=between_batches,
+                     handle_signals=False)
+    finally:
+        if server is not None:
+            server.close()
     return stats

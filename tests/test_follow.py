@@ -52,3 +52,90 @@ def test_follow_finds_what_batch_finds(tmp_path: Path, kafka_settings: Any,
             break
     consumer.close()
     assert published == opened
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """/metrics over HTTP -> sample (name and labels, as written) -> value."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+def test_metrics_are_served_over_http_while_analyze_follow_runs(
+        tmp_path: Path, kafka_settings: Any, unique_name: Any) -> None:
+    import socket
+    import threading
+
+    prefix = unique_name("metrics")
+    simulate(SimConfig(nodes=16, hours=1.0, seed=4, scenario="gpu_hw"),
+             f"kafka://{kafka_settings.bootstrap}", topic_prefix=prefix)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/metrics"
+    done: list[Any] = []
+    runner = threading.Thread(target=lambda: done.append(follow(
+        tmp_path / "live.duckdb", kafka_settings, topic_prefix=prefix, every_s=1.0,
+        idle_exit_s=10.0, metrics_address=f"127.0.0.1:{port}")))
+    runner.start()
+    seen: dict[str, float] = {}
+    try:
+        while runner.is_alive():  # scrape while it runs, until it has opened incidents
+            try:
+                seen = _scrape(url)
+            except OSError:
+                seen = {}
+            if seen.get("fleetlog_detection_latency_seconds_count", 0) >= 1 and any(
+                    name.startswith("fleetlog_incidents_open{") for name in seen):
+                break
+            runner.join(timeout=0.5)
+    finally:
+        runner.join()
+    assert seen, "nothing scraped while analyze --follow ran"
+    stats = done[0]
+    assert seen["fleetlog_events_landed_total"] > 1000
+    assert seen["fleetlog_dead_letters_total"] == 0
+    assert any(name.startswith("fleetlog_consumer_lag_records{") for name in seen)
+    assert seen["fleetlog_analyses_total"] >= 1
+    opened = {name: v for name, v in seen.items()
+              if name.startswith("fleetlog_incidents_opened_total{")}
+    assert opened and all('category="gpu_hw"' in name for name in opened)
+    assert sum(opened.values()) >= 1
+    assert seen["fleetlog_detection_event_lag_seconds_count"] >= 1
+    assert len(stats.incidents) >= sum(opened.values())
+    assert any(name.startswith("fleetlog_incidents_open{") for name in seen)
+    assert 0 < seen["fleetlog_fleet_goodput_ettr"] <= 1
+
+
+def _scrape_of(rack: str, time_us: int) -> c.Envelope:
+    return c.make_event(c.gpu_batch([f"{rack}-n1"], [1], [0], {"gpu_temp_c": [60.0]}),
+                        time_us=time_us, source="t", key=f"rack:{rack}")
+
+
+def test_live_analysis_waits_for_the_scrape_sources_still_talking() -> None:
+    """The watermark is the newest time every scrape source still landing has reached: a rack
+    whose scrapes are on their way holds it back; one quiet for longer than the lateness (-1 s
+    here: every source is quiet by the time it is asked) no longer does."""
+    from fleetlog.analysis.follow import LiveAnalysis
+
+    t0 = 1_767_571_200_000_000
+    patient = LiveAnalysis(lateness_s=3600.0)
+    patient.landed([_scrape_of("r1", t0 + 60_000_000), _scrape_of("r2", t0 + 20_000_000),
+                    _scrape_of("r2", t0 + 10_000_000)], new=3, dead_letters=0)
+    assert patient.newest_us == t0 + 60_000_000
+    assert patient.watermark_us() == t0 + 20_000_000  # r2 is behind: wait for it
+    patient.landed([_scrape_of("r2", t0 + 70_000_000)], new=1, dead_letters=0)
+    assert patient.watermark_us() == t0 + 60_000_000
+    impatient = LiveAnalysis(lateness_s=-1.0)
+    impatient.landed([_scrape_of("r1", t0 + 60_000_000), _scrape_of("r2", t0 + 20_000_000)],
+                     new=2, dead_letters=0)
+    assert impatient.watermark_us() == t0 + 60_000_000  # nobody still talking: the newest

@@ -17,7 +17,8 @@ STAGES = ("ingest", "generators", "analysis", "act", "cli")  # folders installed
 
 KERNEL = ("fleetlog.ingest.contract", "fleetlog.ingest.store", "fleetlog.ingest.kafka")
 INGESTION = tuple(f"fleetlog.ingest.{name}"
-                  for name in ("ingester", "pipeline", "worker", "jsonl", "replay", "readers"))
+                  for name in ("ingester", "pipeline", "worker", "jsonl", "replay", "readers",
+                               "metrics"))
 TOP_FLOOR = ("fleetlog.cli", "fleetlog.demo", "fleetlog.follow", "fleetlog.act_follow")
 
 

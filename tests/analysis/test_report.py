@@ -10,8 +10,10 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 from click.testing import CliRunner
 
@@ -76,11 +78,104 @@ def test_report_files_and_contents(tmp_path: Path) -> None:
     # 6 h of wall time, 30 min lost work + 10 min restart + 1 min checkpoint.
     assert job["ettr"] == pytest.approx((6 * 3600 - 1800 - 600 - 60) / (6 * 3600), abs=1e-4)
     assert job["lost_gpu_hours"] == pytest.approx((1800 + 600) * 32 / 3600, abs=0.01)
-    assert data["incidents"][0]["actions"] == "reboot_node node:n1"
+    [incident] = data["incidents"]
+    assert incident["component_action"] == "reboot_node node:n1"
+    assert incident["job_actions"] == ""
+    # no job held n1 (j1 was never placed there) and no job.failed is in the evidence
+    assert incident["jobs_touched"] == 0 and incident["gpus"] == 1
+    assert incident["severity"] == "info"
+    assert incident["state"] == "resolved"  # the XID was 4 h before the window's end
+    assert data["actions_taken"] == []
     html = (tmp_path / "out" / names[0]).read_text()
+    assert (tmp_path / "out" / "latest.html").read_text() == html
     assert html.count("<svg") == 2
     # Self-contained: nothing to fetch (namespace URIs inside the SVG are not fetched).
     assert 'src="http' not in html and "<link" not in html and "@import" not in html
+
+
+def _triage_store(path: Path) -> Path:
+    """j1 (32 GPUs) on n0..n3, j2 (16 GPUs) on n2, n3: a GPU fault failed j1 at 1 h (long
+    resolved at 6 h), a rack's power failed both at 5 h 50 (still open), and an XID on an idle
+    spare at 3 h; fleetlog act drained n3 and skipped n2."""
+    nodes = [c.make_event(c.NodeRegistered(node=f"n{i}", rack=f"r{i // 2}", region="eu",
+                                           vcluster="vc0", gpu_count=8, gpu_model="H100",
+                                           nic_count=8), time_us=T0, source="t")
+             for i in range(5)]
+    fail1 = c.make_event(c.JobFailed(job="j1", step=10, exit_code=1, reason="xid"),
+                         time_us=T0 + HOUR, source="t")
+    fail2 = c.make_event(c.JobFailed(job="j1", step=20, exit_code=1, reason="down"),
+                         time_us=T0 + 5 * HOUR + 50 * 60_000_000, source="t")
+    fail3 = c.make_event(c.JobFailed(job="j2", step=20, exit_code=1, reason="down"),
+                         time_us=T0 + 5 * HOUR + 50 * 60_000_000, source="t")
+
+    def incident(name: str, category: str, root: str, start: int, end: int,
+                 evidence: list[str]) -> c.Envelope:
+        return c.make_event(c.IncidentOpened(
+            incident_id=name, start_us=start, end_us=end, category=category, root_entity=root,
+            confidence=0.9, evidence=evidence), time_us=start, source="t", id=name)
+
+    events = [
+        *nodes,
+        c.make_event(c.JobSubmitted(job="j1", gpus=32, vcluster="vc0"), time_us=T0, source="t"),
+        c.make_event(c.JobPlaced(job="j1", nodes=["n0", "n1", "n2", "n3"], vcluster="vc0"),
+                     time_us=T0, source="t"),
+        c.make_event(c.JobSubmitted(job="j2", gpus=16, vcluster="vc0"), time_us=T0, source="t"),
+        c.make_event(c.JobPlaced(job="j2", nodes=["n2", "n3"], vcluster="vc0"),
+                     time_us=T0, source="t"),
+        fail1,
+        c.make_event(c.JobRestarted(job="j1", from_step=0, nodes=["n0", "n1", "n2", "n3"]),
+                     time_us=T0 + 2 * HOUR, source="t"),
+        fail2, fail3,
+        incident("inc-gpu", "gpu_hw", "gpu:n1/3", T0 + HOUR, T0 + HOUR, [fail1.id]),
+        incident("inc-idle", "gpu_hw", "gpu:n4/0", T0 + 3 * HOUR, T0 + 3 * HOUR, []),
+        incident("inc-rack", "rack_power", "rack:r1", T0 + 5 * HOUR + 50 * 60_000_000,
+                 T0 + 6 * HOUR, [fail2.id, fail3.id]),
+        *[c.make_event(c.RecommendationIssued(incident_id="inc-rack", target=target,
+                                              action=action, reason="r"),
+                       time_us=T0 + 6 * HOUR, source="t")
+          for target, action in [("rack:r1", "escalate_rack"),
+                                 ("job:j1", "restart_from_checkpoint"),
+                                 ("job:j2", "restart_from_checkpoint"),
+                                 ("job:j2", "set_checkpoint_interval")]],
+    ]
+    land(path, events)
+    con = duckdb.connect(str(path))
+    try:  # fleetlog act's events, as its store would hold them (the report reads them by SQL)
+        for n, (kind, payload) in enumerate([
+                ("action.executed", {"action": "drain_node", "target": "node:n3",
+                                     "incident_id": "inc-rack", "command": "scontrol ..."}),
+                ("action.skipped", {"action": "drain_node", "target": "node:n2",
+                                    "incident_id": "inc-rack", "why": "budget"})]):
+            con.execute("INSERT INTO event_log VALUES (?, ?, 1, ?, 'fleetlog-act', ?, 0, ?, "
+                        "now())", [f"act-{n}", kind, datetime.fromtimestamp(
+                            (T0 + 6 * HOUR - n) / 1e6, tz=UTC), payload["target"],
+                            json.dumps(payload)])
+    finally:
+        con.close()
+    return path
+
+
+def test_report_is_for_triage_open_first_then_by_severity(tmp_path: Path) -> None:
+    db = _triage_store(tmp_path / "fleet.duckdb")
+    summary = write_report([db], tmp_path / "out", window_s=6 * 3600, formats=("json", "html"))
+    data = json.loads(Path(summary["files"][1]).read_text())
+    rows = data["incidents"]
+    assert [(r["incident_id"], r["state"], r["severity"]) for r in rows] == [
+        ("inc-rack", "open", "critical"),  # two jobs failed, 48 GPUs: still going on
+        ("inc-gpu", "resolved", "warning"),  # one job failed, 32 GPUs
+        ("inc-idle", "resolved", "info"),  # an idle node's GPU: nothing affected
+    ]
+    rack = rows[0]
+    assert rack["component_action"] == "escalate_rack rack:r1"
+    assert rack["job_actions"] == ("3 job actions: restart_from_checkpoint x2, "
+                                   "set_checkpoint_interval x1")
+    assert (rack["jobs_failed"], rack["jobs_touched"], rack["gpus"]) == (2, 2, 48)
+    assert [(a["outcome"], a["target"], a["detail"]) for a in data["actions_taken"]] == [
+        ("executed", "node:n3", "scontrol ..."), ("skipped", "node:n2", "budget")]
+    page = (tmp_path / "out" / "latest.html").read_text()
+    assert page == Path(summary["files"][0]).read_text()
+    assert page.index("inc-rack") < page.index("inc-gpu") < page.index("inc-idle")
+    assert "Actions taken" in page and "node:n3" in page
 
 
 def test_same_window_rewrites_the_same_report(tmp_path: Path) -> None:
