@@ -51,7 +51,6 @@ RANGES: Final[dict[str, dict[str, Range]]] = {
         "sbe_start": Range(10, 1000, "per hour"),
         "sbe_end": Range(200, 30000, "per hour"),
         "pending_at": Range(20, 95, "% of the lead", 0.01),
-        "xid_late": Range(10, 180, "s"),
         "fail_after": Range(0.5, 60, "s"),
     },
     "gpu_sram": {
