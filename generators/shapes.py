@@ -22,7 +22,10 @@ class Range:
     scale: float = 1.0  # code units per documented unit (e.g. 60 for minutes -> seconds)
 
     def draw(self, rng: np.random.Generator) -> float:
-        """One value, uniform between the bounds, in code units."""
+        """One value between the bounds, in code units: uniform, or log-uniform for a range of
+        rates "per hour" (spanning decades, where uniform would almost never draw the low end)."""
+        if self.unit == "per hour" and self.lo > 0:
+            return float(np.exp(rng.uniform(np.log(self.lo), np.log(self.hi)))) * self.scale
         return float(rng.uniform(self.lo, self.hi)) * self.scale
 
     def doc(self) -> str:
