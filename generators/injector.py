@@ -7,11 +7,15 @@ to the truth topic, with event time = ``start_us``. A fault that showed no sympt
 window is not reported (it was not observable); ``Injector.unobserved`` counts them. Faults still
 open at the end of the window are reported with their planned repair time.
 
+The steps a fault runs: its fail-slow kind's (``failslow``) if it is one, else its category's,
+in the wide shapes (``wide``) under ``--shapes wide``, in the template (``symptoms``) otherwise.
+
 The injector sees the simulator as a ``world.World``; the symptoms see it back as the
 ``FaultLedger`` there, so they need not import this module.
 
 Targets: a random healthy node (up, not drained, no other fault in progress), GPU, NIC, link, leaf,
-rack, running job or virtual cluster, as the category needs; "near" faults of a scenario pick a
+rack, running job or virtual cluster, as the category needs (a fail-slow fault: a node that runs a
+job, where a slow part is observable); "near" faults of a scenario pick a
 target in the scalable unit of an earlier one. No target (e.g. no job running) defers the fault by
 one scrape.
 """

@@ -123,6 +123,11 @@ def _index(*items: int) -> np.ndarray[tuple[int], np.dtype[np.intp]]:
     return np.asarray(items, dtype=np.intp)
 
 
+def _note(f: Fault, text: str) -> None:
+    """Add to the truth's ``detail`` how this fault was shaped (``xid48: no precursor, ...``)."""
+    f.detail = f"{f.detail}, {text}" if f.detail else f"{f.variant}: {text}"
+
+
 def _repair(sim: World, f: Fault, t_us: int) -> int:
     lo, hi = REPAIR_HOURS[f.category]
     return t_us + _us(float(sim.rng_fault.uniform(lo * 3600, hi * 3600)))
@@ -155,9 +160,12 @@ def _precursor(sim: World, f: Fault, kind: str, column: str, index: int, t1: int
             rate = max(1.0, end * 5)
             sim.tel.add(Overlay(f, kind, where, tb, tb + _us(scrapes * sim_dt), column=column,
                                 rate0=rate, rate1=rate))
+        shape = f"{count} bursts"
     else:
         sim.tel.add(Overlay(f, kind, where, t0, t1, column=column, rate0=start, rate1=end,
                             floor=0))
+        shape = f"{per_hour[0]:.0f} -> {per_hour[1]:.0f} per hour"
+    _note(f, f"{column} {shape} over {(t1 - t0) / 6e7:.1f} min")
     f.symptom(t0)
     return t0
 
@@ -181,6 +189,7 @@ def _fatal(sim: World, f: Fault, codes: list[int], failure: tuple[int, str], fai
     if late:
         f.symptom(sim.next_tick(sim.now_us))
         f.touch(sim.topo.gpu_entity(gpu))
+        _note(f, f"XID line {lag / 1e6:.0f} s late")
 
     def xids() -> None:
         sim.xid(gpu, codes[0], fault=f)
@@ -222,7 +231,9 @@ def gpu_hw(sim: World, f: Fault) -> None:
     fail_after = _draw(sim, "gpu_hw", "fail_after")
     if f.variant == "nvlink_xid74":
         t_xid = sim.now_us
-        if not chance(sim.rng_fault, SHARES["precursor_missing"]):
+        if chance(sim.rng_fault, SHARES["precursor_missing"]):
+            _note(f, "no precursor")
+        else:
             t_xid = sim.next_tick(sim.now_us) + _lead(sim, "gpu_hw", "crc_lead")
             _precursor(sim, f, "counter", "nvlink_crc_flit_errors", f.gpu, t_xid,
                        (_draw(sim, "gpu_hw", "crc_start"), _draw(sim, "gpu_hw", "crc_end")))
@@ -243,13 +254,16 @@ def _ecc_then_xid(sim: World, f: Fault, column: str, knobs: tuple[str, str, str]
     """The ECC precursor (unless missing) and, for HBM, the remap-pending flag; the XID time."""
     category = f.category
     if chance(sim.rng_fault, SHARES["precursor_missing"]):
+        _note(f, "no precursor")
         return sim.now_us
     lead, start, end = knobs
     t0 = sim.next_tick(sim.now_us)
     t_xid = t0 + _lead(sim, category, lead)
     _precursor(sim, f, "counter", column, f.gpu, t_xid,
                (_draw(sim, category, start), _draw(sim, category, end)))
-    if pending and not chance(sim.rng_fault, SHARES["remap_pending_missing"]):
+    if pending and chance(sim.rng_fault, SHARES["remap_pending_missing"]):
+        _note(f, "no remap pending")
+    elif pending:
         share = _draw(sim, category, "pending_at")
 
         def set_pending() -> None:
@@ -357,7 +371,9 @@ def network(sim: World, f: Fault) -> None:
     f.touch(sim.topo.nic_entity(node, f.gpu % sim.topo.gpus_per_node))
     t0 = sim.next_tick(sim.now_us)
     first_flap = sim.now_us
-    if not chance(sim.rng_fault, SHARES["precursor_missing"]):
+    if chance(sim.rng_fault, SHARES["precursor_missing"]):
+        _note(f, "no precursor")
+    else:
         first_flap = t0 + _lead(sim, "network", "lead")
         rates = (_draw(sim, "network", "symbol_start"), _draw(sim, "network", "symbol_end"))
         _precursor(sim, f, "port_counter", "symbol_error", port, first_flap, rates)
@@ -372,7 +388,7 @@ def network(sim: World, f: Fault) -> None:
     flaps = [first_flap]
     for _ in range(round(_draw(sim, "network", "flaps")) - 1):
         flaps.append(flaps[-1] + down_us + _us(float(sim.rng_fault.uniform(10, 120))))
-    f.detail = f"cable: errors for {(first_flap - t0) / 6e7:.0f} min, {len(flaps)} flaps"
+    _note(f, f"{len(flaps)} flaps of {down_us / 1e6:.0f} s")
     f.end_us = _repair(sim, f, flaps[-1])
 
     def down(first: bool, last: bool) -> None:
@@ -411,7 +427,9 @@ def nic(sim: World, f: Fault) -> None:
     sim.injector.hold_nodes(f, [node])
     f.touch(sim.topo.link_entity(port))
     t_down = sim.now_us
-    if not chance(sim.rng_fault, SHARES["precursor_missing"]):
+    if chance(sim.rng_fault, SHARES["precursor_missing"]):
+        _note(f, "no precursor")
+    else:
         t_down = sim.next_tick(sim.now_us) + _lead(sim, "nic", "lead")
         _precursor(sim, f, "port_counter", "rcv_errors", port, t_down,
                    (_draw(sim, "nic", "errors_start"), _draw(sim, "nic", "errors_end")))
