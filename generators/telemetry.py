@@ -275,7 +275,8 @@ class Telemetry:
         n1, n2, n3 = self._noise(g, 3, self.bank_n)
         util = np.rint(_UTIL_LO[phase] + _UTIL_SPAN[phase] * u1)
         power = _POWER_LO[phase] + _POWER_SPAN[phase] * u2 + self.power_offset
-        power = np.minimum(power * self.power_factor, self.power_cap)  # exact when untouched
+        # a capped GPU hovers just under its cap (exact when no fault touches the power)
+        power = np.minimum(power * self.power_factor, self.power_cap * (0.98 + 0.02 * u2))
         target = 30.0 + 0.062 * power + self.temp_offset + self.extra_temp
         self.temp += 0.3 * (target - self.temp) + 0.3 * n1
         capped = power > _POWER_CAP_W

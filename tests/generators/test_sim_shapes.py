@@ -44,6 +44,7 @@ def test_the_template_is_the_default_and_keeps_its_ids() -> None:
         SimConfig(shapes="narrow")
 
 
+@pytest.mark.slow
 def test_wide_shapes_are_deterministic_per_seed() -> None:
     params = {"nodes": 32, "hours": 1.0, "scenario": "mixed", "fault_rate": 100.0,
               "shapes": "wide"}
@@ -68,6 +69,7 @@ def _hbm_leads(shapes: str, seeds: range) -> list[float]:
     return leads
 
 
+@pytest.mark.slow
 def test_wide_precursors_vary_across_seeds_and_leave_the_template_range() -> None:
     template = _hbm_leads("template", range(1, 4))
     assert all(9.5 <= lead <= 61 for lead in template), template
@@ -78,6 +80,7 @@ def test_wide_precursors_vary_across_seeds_and_leave_the_template_range() -> Non
     assert max(leads) / max(min(leads), 0.1) > 5, leads
 
 
+@pytest.mark.slow
 def test_wide_nic_error_rates_span_decades() -> None:
     """A NIC's receive errors: from a trickle to a flood, or none before the port dies."""
     totals = []
