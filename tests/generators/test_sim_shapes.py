@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from fleetlog.cli.main import cli
 from fleetlog.generators import confounders, failslow, wide
 from fleetlog.generators.config import SimConfig, SimulationError
 from fleetlog.generators.faults import FAILSLOW_KINDS
@@ -120,3 +122,18 @@ def test_faults_doc_names_each_failslow_kind_with_its_category() -> None:
     for kind, category in FAILSLOW_KINDS.items():
         assert f"| `{kind}` | `{category}` |" in text, kind
         assert category in c.ALL_CATEGORIES
+
+
+def test_the_command_takes_shapes_and_lists_the_new_scenarios() -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["simulate", "--nodes", "32", "--hours", "0.5", "--seed", "2",
+                                 "--scenario", "failslow", "--shapes", "wide", "--to", "null:",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"faults": 10' in result.output
+    result = runner.invoke(cli, ["simulate", "--nodes", "8", "--shapes", "narrow", "--to",
+                                 "null:"])
+    assert result.exit_code == 2 and "--shapes" in result.output
+    listed = runner.invoke(cli, ["scenarios"]).output
+    for name in ("failslow", *(f"failslow_{k}" for k in FAILSLOW_KINDS), "quiet_confounders"):
+        assert f'"scenario": "{name}"' in listed, name
