@@ -17,7 +17,7 @@ from fleetlog.cli.params import (
     topic_prefix_option,
 )
 from fleetlog.cli.progress import progress_reporter
-from fleetlog.generators.config import DEFAULT_START, SimConfig
+from fleetlog.generators.config import DEFAULT_START, SHAPES, SimConfig
 from fleetlog.generators.faults import SCENARIOS
 from fleetlog.generators.run import simulate
 
@@ -31,6 +31,9 @@ from fleetlog.generators.run import simulate
               help="Same seed and parameters give the identical event stream.")
 @click.option("--scenario", type=click.Choice(list(SCENARIOS)), default="llama3",
               show_default=True, help="What goes wrong (`fleetlog scenarios` lists them).")
+@click.option("--shapes", type=click.Choice(SHAPES), default="template", show_default=True,
+              help="How faults look: one template per fault (the detectors' reference) or "
+              "wide (ramps, bursts, lags, magnitudes, missing precursors drawn per fault).")
 @click.option("--fault-rate", type=FiniteFloat(min=0), default=1.0, show_default=True,
               help="Multiplier on the base hazard of random faults.")
 @click.option("--base-hazard", type=FiniteFloat(min=0), default=5e-3, show_default=True,
@@ -59,7 +62,8 @@ from fleetlog.generators.run import simulate
 @topic_prefix_option
 @output_options
 def simulate_command(
-    nodes: int, hours: float, seed: int, scenario: str, fault_rate: float, base_hazard: float,
+    nodes: int, hours: float, seed: int, scenario: str, shapes: str, fault_rate: float,
+    base_hazard: float,
     speed: float, target: tuple[str, str], interval: float, start: datetime,
     gpus_per_node: int, nodes_per_rack: int, racks_per_su: int, spines: int | None,
     regions: int, vclusters: int | None, restart_overhead: float, nccl_timeout: float,
@@ -82,7 +86,7 @@ def simulate_command(
         base_hazard=base_hazard, interval_s=interval, start=start, gpus_per_node=gpus_per_node,
         nodes_per_rack=nodes_per_rack, racks_per_su=racks_per_su, spines=spines,
         regions=regions, vclusters=vclusters, restart_overhead_s=restart_overhead,
-        nccl_timeout_s=nccl_timeout,
+        nccl_timeout_s=nccl_timeout, shapes=shapes,
     )
     with progress_reporter("simulating", unit="scrapes", total=config.ticks) as report:
         summary = simulate(config, target, speed=speed, topic_prefix=topic_prefix,

@@ -16,6 +16,7 @@ import numpy as np
 
 from fleetlog.ingest.contract.errors import FleetlogError
 
+SHAPES: Final = ("template", "wide")  # how faults look: docs/faults.md#symptom-shapes
 DEFAULT_START: Final = datetime(2026, 1, 5, tzinfo=UTC)
 SOURCE: Final = "fleetlog-sim"
 
@@ -43,6 +44,7 @@ class SimConfig:
     spare_share: float = 0.05
     restart_overhead_s: float = 600.0
     nccl_timeout_s: float = 600.0
+    shapes: str = "template"
 
     def __post_init__(self) -> None:
         checks = [
@@ -61,6 +63,7 @@ class SimConfig:
             (self.vclusters is None or self.vclusters >= 1, "--vclusters must be at least 1"),
             (0 <= self.spare_share < 0.5, "the spare share must be in [0, 0.5)"),
             (self.start.tzinfo is not None, "--start needs a time zone (e.g. ...Z)"),
+            (self.shapes in SHAPES, f"--shapes must be one of {', '.join(SHAPES)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -84,8 +87,12 @@ class SimConfig:
         return self.start_us + self.ticks * self.interval_us
 
     def run_tag(self) -> str:
-        """Short, stable digest of every parameter: part of each event id."""
-        text = repr(sorted((k, repr(v)) for k, v in asdict(self).items()))
+        """Short, stable digest of every parameter: part of each event id. ``shapes`` counts only
+        when it is not the template, so the runs made before it existed keep their ids."""
+        params = asdict(self)
+        if params["shapes"] == "template":
+            del params["shapes"]
+        text = repr(sorted((k, repr(v)) for k, v in params.items()))
         return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
 
 

@@ -49,6 +49,25 @@ VARIANTS: Final[dict[str, tuple[tuple[str, float], ...]]] = {
 }
 assert set(VARIANTS) == set(ALL_CATEGORIES)
 
+# Fail-slow (gray) kinds, by the category of the part at fault (docs/faults.md#fail-slow): drawn
+# only by the failslow scenarios, so the calibrated mix above keeps its shapes.
+FAILSLOW_KINDS: Final = {
+    "clock_drop": "gpu_hw", "power_cap": "host_hw", "pcie_degraded": "gpu_hw",
+    "port_bandwidth": "network", "nvlink_bandwidth": "gpu_hw",
+}
+FAILSLOW_SUMMARY: Final = {
+    "clock_drop": "one GPU's SM clock and power drop 25-40 % with no throttle bit or XID, util "
+                  "stays high, its job slows",
+    "power_cap": "every GPU of one node held at a 300-500 W power cap and a lower clock, a "
+                 "power-brake/HW-slowdown bit or none",
+    "pcie_degraded": "PCIe replays rising on one GPU, its job 3-15 % slower",
+    "port_bandwidth": "one NIC port's transmit/receive data rates at 40-60 %, no error counter, "
+                      "its job slower",
+    "nvlink_bandwidth": "one GPU's NVLink degraded: power down at full clock, its job slower, "
+                        "maybe a trickle of CRC errors",
+}
+assert set(FAILSLOW_SUMMARY) == set(FAILSLOW_KINDS)
+
 # Time to repair (hours, uniform): a GPU reset or swap, a cable, a reboot, a PDU...
 REPAIR_HOURS: Final = {
     "gpu_hw": (1.0, 6.0), "gpu_hbm": (1.0, 6.0), "gpu_sram": (0.5, 2.0), "gpu_gsp": (0.25, 1.0),
@@ -75,6 +94,7 @@ class Scenario:
     weights: dict[str, float] = field(default_factory=dict)  # random faults; empty = none
     scripted: tuple[Scripted, ...] = ()
     migrations: tuple[float, ...] = ()  # fractions of the window at which a migration is asked
+    confounders: bool = False  # benign look-alikes of faults (generators.confounders)
 
 
 @dataclass(frozen=True)
@@ -183,6 +203,23 @@ def _build_scenarios() -> dict[str, Scenario]:
             Scripted(0.27, "nccl_hang"),
             Scripted(0.3, "network", "switch", near=0),
         ),
+    ))
+    for kind, category in FAILSLOW_KINDS.items():
+        scenarios.append(Scenario(
+            f"failslow_{kind}", f"fail-slow ({category}): {FAILSLOW_SUMMARY[kind]}; three of "
+            "them, no other fault",
+            scripted=tuple(Scripted(at, category, kind) for at in (0.1, 0.35, 0.6)),
+        ))
+    scenarios.append(Scenario(
+        "failslow", "the fail-slow family: each of " + ", ".join(FAILSLOW_KINDS)
+        + " twice, no error counter or XID naming them, no other fault",
+        scripted=tuple(Scripted(round(0.05 + 0.06 * i, 2), category, kind)
+                       for i, (kind, category) in enumerate([*FAILSLOW_KINDS.items()] * 2)),
+    ))
+    scenarios.append(Scenario(
+        "quiet_confounders", "no faults, but what looks like them: planned checkpoints and jobs "
+        "ending, benign XIDs 13/31/43, isolated counter blips, a rack warming a few degrees "
+        "(none is in the truth)", confounders=True,
     ))
     scenarios.append(Scenario(
         "migration", "no faults; a job is migrated to another virtual cluster (pause, "

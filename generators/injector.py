@@ -7,22 +7,28 @@ to the truth topic, with event time = ``start_us``. A fault that showed no sympt
 window is not reported (it was not observable); ``Injector.unobserved`` counts them. Faults still
 open at the end of the window are reported with their planned repair time.
 
+The steps a fault runs: its fail-slow kind's (``failslow``) if it is one, else its category's,
+in the wide shapes (``wide``) under ``--shapes wide``, in the template (``symptoms``) otherwise.
+
 The injector sees the simulator as a ``world.World``; the symptoms see it back as the
 ``FaultLedger`` there, so they need not import this module.
 
 Targets: a random healthy node (up, not drained, no other fault in progress), GPU, NIC, link, leaf,
-rack, running job or virtual cluster, as the category needs; "near" faults of a scenario pick a
+rack, running job or virtual cluster, as the category needs (a fail-slow fault: a node that runs a
+job, where a slow part is observable); "near" faults of a scenario pick a
 target in the scalable unit of an earlier one. No target (e.g. no job running) defers the fault by
 one scrape.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import numpy as np
 
-from fleetlog.generators.faults import Fault, PlannedFault
+from fleetlog.generators import failslow, wide
+from fleetlog.generators.faults import FAILSLOW_KINDS, Fault, PlannedFault
 from fleetlog.generators.symptoms import SYMPTOMS
 from fleetlog.generators.world import World
 from fleetlog.ingest import contract as c
@@ -87,8 +93,13 @@ class Injector:
             return Fault(fault_id, category, planned.variant, entity, scenario, planned, su=su,
                          gpu=gpu, node=node, port=port, leaf=leaf, rack=rack, vc=vc)
 
-        if category in NODE_CATEGORIES or (category == "network" and planned.variant == "cable"):
-            node = self._pick(self._healthy_nodes(su))
+        if category in NODE_CATEGORIES or (category == "network"
+                                           and planned.variant in ("cable", "port_bandwidth")):
+            nodes = self._healthy_nodes(su)
+            if planned.variant in FAILSLOW_KINDS:  # a slow part matters where a job runs
+                working = nodes[sim.sched.node_job[nodes] >= 0]
+                nodes = working if len(working) else nodes
+            node = self._pick(nodes)
             if node is None:
                 return None
             node_su = int(topo.node_su[node])
@@ -155,7 +166,15 @@ class Injector:
         if planned.scripted is not None:
             self.by_script[planned.scripted] = fault
         fault.touch(fault.entity)
-        SYMPTOMS[fault.category](sim, fault)
+        self._symptoms(fault)(sim, fault)
+
+    def _symptoms(self, fault: Fault) -> Callable[[World, Fault], None]:
+        """A fail-slow kind's own steps; else the category's, in the wide shapes if asked."""
+        if fault.variant in failslow.SYMPTOMS:
+            return failslow.SYMPTOMS[fault.variant]
+        if self.sim.config.shapes == "wide" and fault.category in wide.SYMPTOMS:
+            return wide.SYMPTOMS[fault.category]
+        return SYMPTOMS[fault.category]
 
     def hold_nodes(self, fault: Fault, nodes: list[int]) -> None:
         fault.nodes.extend(nodes)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from fleetlog.generators import confounders
 from fleetlog.generators.config import SOURCE, SimConfig, SimulationError
 from fleetlog.generators.faults import Fault, PlannedFault, get_scenario, plan_faults
 from fleetlog.generators.injector import Injector
@@ -152,6 +153,8 @@ class Simulator:
             self.emit(payload, start)
         self.sched.bootstrap()
         self.injector.schedule()
+        if get_scenario(config.scenario).confounders:
+            confounders.schedule(self)
         window = config.end_us - start
         for share in get_scenario(config.scenario).migrations:
             self.at(start + round(share * window), self._migrate_one)

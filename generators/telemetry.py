@@ -78,11 +78,16 @@ class Overlay:
     """A fault's effect on a few GPUs or ports, active from ``t0`` until cleared.
 
     kind ``temp``: adds a temperature ramping from 0 at ``t0`` to ``value`` at ``t1``.
-    kind ``throttle``: sets throttle ``bits`` and scales the SM clock by ``clock`` from ``t0``;
-      jobs on those GPUs run ``1 / clock`` times slower (the straggler effect).
+    kind ``throttle``: sets throttle ``bits`` from ``t0``, scales the SM clock by ``clock`` and
+      the power by ``power`` and holds the power under ``cap_w`` (0: no cap), reaching them by
+      ``t1`` (a step when ``t1 <= t0``); jobs on those GPUs run ``1 / clock`` times slower (the
+      straggler effect).
     kind ``counter`` / ``port_counter``: adds about ``rate0`` → ``rate1`` (linear) per scrape to
-      ``column`` between ``t0`` and ``t1`` (at least 1 per scrape: a visible rise).
+      ``column`` between ``t0`` and ``t1`` (at least ``floor`` per scrape: 1 is a visible rise,
+      0 lets a slow trickle skip scrapes).
     kind ``slow``: no signal of its own; jobs on ``nodes`` run ``1 / clock`` times slower.
+    kind ``port_rate``: the ports ``index`` carry ``value`` times their data rate (bandwidth lost
+      with no error counter).
     """
 
     owner: object
@@ -97,6 +102,13 @@ class Overlay:
     bits: int = 0
     clock: float = 1.0
     nodes: tuple[int, ...] = field(default=())
+    power: float = 1.0
+    cap_w: float = 0.0
+    floor: int = 1
+
+    def factor(self, full: float, t_us: int) -> float:
+        """``full`` (a factor reached at ``t1``) as far as the ramp from ``t0`` has come."""
+        return 1.0 - (1.0 - full) * self.progress(t_us)
 
     def progress(self, t_us: int) -> float:
         if self.t1 <= self.t0:
@@ -131,10 +143,13 @@ class Telemetry:
         self.remap_failure = np.zeros(g, dtype=F4)
         self.extra_temp = np.zeros(g, dtype=F4)
         self.clock_factor = np.ones(g, dtype=F4)
+        self.power_factor = np.ones(g, dtype=F4)
+        self.power_cap = np.full(g, np.inf, dtype=F4)
         self.fault_bits = np.zeros(g, dtype=np.int64)
         # Port state
         self.port_counters: dict[str, Float64Array] = {k: np.zeros(p) for k in PORT_COUNTERS}
         self.port_state = np.full(p, c.PORT_STATE_ACTIVE, dtype=F4)
+        self.port_rate = np.ones(p, dtype=F4)
         self.overlays: list[Overlay] = []
         self._phase = np.zeros(g, dtype=np.int8)
         # Static layout for batches
@@ -204,7 +219,7 @@ class Telemetry:
                 continue
             if o.kind == "throttle":
                 for gpu in o.index:
-                    yield int(gpu) // gpn, o.clock, o.owner
+                    yield int(gpu) // gpn, o.factor(o.clock, t_us), o.owner
             elif o.kind == "slow":
                 for node in o.nodes:
                     yield node, o.clock, o.owner
@@ -226,17 +241,26 @@ class Telemetry:
         self.extra_temp.fill(0.0)
         self.clock_factor.fill(1.0)
         self.fault_bits.fill(0)
+        self.power_factor.fill(1.0)
+        self.power_cap.fill(np.inf)
+        self.port_rate.fill(1.0)
         for o in self.overlays:
             if t_us < o.t0:
                 continue
             if o.kind == "temp":
                 self.extra_temp[o.index] += o.value * o.progress(t_us)
             elif o.kind == "throttle":
-                self.clock_factor[o.index] = np.minimum(self.clock_factor[o.index], o.clock)
+                clock, power = o.factor(o.clock, t_us), o.factor(o.power, t_us)
+                self.clock_factor[o.index] = np.minimum(self.clock_factor[o.index], clock)
+                self.power_factor[o.index] = np.minimum(self.power_factor[o.index], power)
+                if o.cap_w > 0:
+                    self.power_cap[o.index] = np.minimum(self.power_cap[o.index], o.cap_w)
                 self.fault_bits[o.index] |= o.bits
+            elif o.kind == "port_rate":
+                self.port_rate[o.index] = np.minimum(self.port_rate[o.index], o.value)
             elif o.kind in ("counter", "port_counter") and t_us <= o.t1:
                 rate = o.rate0 + (o.rate1 - o.rate0) * o.progress(t_us)
-                inc = np.maximum(1, self.rng.poisson(rate, size=len(o.index)))
+                inc = np.maximum(o.floor, self.rng.poisson(rate, size=len(o.index)))
                 target = self.counters if o.kind == "counter" else self.port_counters
                 target[o.column][o.index] += inc
 
@@ -251,6 +275,8 @@ class Telemetry:
         n1, n2, n3 = self._noise(g, 3, self.bank_n)
         util = np.rint(_UTIL_LO[phase] + _UTIL_SPAN[phase] * u1)
         power = _POWER_LO[phase] + _POWER_SPAN[phase] * u2 + self.power_offset
+        # a capped GPU hovers just under its cap (exact when no fault touches the power)
+        power = np.minimum(power * self.power_factor, self.power_cap * (0.98 + 0.02 * u2))
         target = 30.0 + 0.062 * power + self.temp_offset + self.extra_temp
         self.temp += 0.3 * (target - self.temp) + 0.3 * n1
         capped = power > _POWER_CAP_W
@@ -281,7 +307,7 @@ class Telemetry:
         p = self.topo.n_ports
         up = self.port_state == c.PORT_STATE_ACTIVE
         gpu_live = self.present[self._down_gpu] & up[self._down]
-        share = _LINK_SHARE[self._phase[self._down_gpu]] * gpu_live
+        share = _LINK_SHARE[self._phase[self._down_gpu]] * gpu_live * self.port_rate[self._down]
         n1, n2, n3 = self._noise(max(len(self._down), len(self._up)), 3, self.bank_n)
         n1, n2 = n1[:len(self._down)], n2[:len(self._down)]
         scale = _LINK_WORDS_PER_S * self.dt_s

@@ -5,12 +5,14 @@ on the simulated world and on each other through the ``Simulator``, which compos
 against these Protocols instead of the classes, no part imports the simulator or another part
 for its types, so imports go one way, each line importing only from the lines above it:
 
-    config
+    config, shapes         parameters; the documented ranges fault shapes are drawn from
     topology, batches, sinks
     telemetry, faults      the sampled state; the plan (PlannedFault) and Fault, a data record
     jobs                   Job, a data record, and the job mix
     world                  these Protocols
     symptoms, workload     the parts, typed against the Protocols
+    failslow, wide         fail-slow kinds; the wide shapes (reusing symptoms' building blocks)
+    confounders            look-alikes of faults that are not faults
     injector               picks targets and runs the symptoms
     simulator              the composition: builds the parts and hands each one itself
     run                    a simulation into a sink
