@@ -41,7 +41,7 @@ GPU_KINDS: Final = frozenset({
     "row_remap_failure", "gpu_absent", "gpu_hot", "thermal_throttle",
 })
 PORT_KINDS: Final = frozenset({"port_errors", "rcv_errors", "link_down"})
-NODE_KINDS: Final = frozenset({"node_silent", "node_down", "maintenance"})
+NODE_KINDS: Final = frozenset({"node_silent", "node_down", "maintenance", "node_fail"})
 JOB_KINDS: Final = frozenset({"job_failed", "job_stalled", "loss_anomaly"})
 HARD_KINDS: Final = frozenset({
     "xid", "dbe", "row_remap_failure", "gpu_absent", "node_silent", "node_down", "maintenance",
@@ -380,7 +380,9 @@ class _Diagnosis:
             + 20 * MIN)
 
     def jobs(self) -> None:
-        signals = self.take(lambda f: f.kind in JOB_KINDS)
+        # A job that ended on its own account (the scheduler says so: TIMEOUT, OUT_OF_MEMORY,
+        # a FAILED run with no step telemetry...) is a job outcome: it opens no incident.
+        signals = self.take(lambda f: f.kind in JOB_KINDS and not f.attrs.get("outcome_only"))
         by_job: dict[str, list[Finding]] = defaultdict(list)
         for f in signals:
             by_job[f.entity].append(f)

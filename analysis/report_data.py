@@ -124,7 +124,7 @@ def jobs_goodput(window: Jobs, sizes: Jobs) -> list[dict[str, Any]]:
     ``job.submitted`` (``sizes``), whenever that came."""
     lost: dict[str, float] = defaultdict(float)
     for f in window.failures:
-        lost[f.job] += f.lost_s
+        lost[f.job] += f.lost_s or 0.0  # unknown (sacct): not counted as lost
     checkpoint: dict[str, float] = defaultdict(float)
     for cp in window.checkpoints:
         if cp.completed_us is not None and cp.duration_s is not None:
