@@ -96,6 +96,8 @@ def render_html(data: dict[str, Any], svgs: dict[str, str]) -> str:
 <h2>Incidents over time</h2><div class=chart id=incidents-chart>{svgs['incidents']}</div>
 <h2>Incidents, root causes and actions</h2>
 {_table_html(data['incidents'], 'No incidents in this window.')}
+<h2>Job outcomes by cause (the scheduler's end states; no incident)</h2>
+{_table_html(data['job_outcomes'], 'No scheduler records in this window.')}
 <h2>Lost GPU-hours and ETTR per job</h2>
 {_table_html(data['jobs'], 'No job events in this window.')}
 <h2>MTBF trend (node-hours between incidents, per {w['bucket']})</h2>
@@ -118,6 +120,8 @@ def render_md(data: dict[str, Any], chart_files: dict[str, str]) -> str:
         f"![incidents over time]({chart_files['incidents']})", "",
         "## Incidents, root causes and actions", "",
         _table_md(data["incidents"], "No incidents in this window."),
+        "## Job outcomes by cause (the scheduler's end states; no incident)", "",
+        _table_md(data["job_outcomes"], "No scheduler records in this window."),
         "## Lost GPU-hours and ETTR per job", "",
         _table_md(data["jobs"], "No job events in this window."),
         f"## MTBF trend (per {w['bucket']})", "",

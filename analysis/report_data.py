@@ -105,6 +105,15 @@ def incidents(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[str, Any]]
         GROUP BY ALL ORDER BY i.start_ts, i.incident_id""", [w.start, w.end])
 
 
+def job_outcomes(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[str, Any]]:
+    """How job runs ended, by the scheduler's state: a job that ended on its own account
+    (``account`` job: its code, limits, owner or policy) is counted here, not as an incident."""
+    return _records(con, """SELECT state, account, count(*) AS runs,
+            count(DISTINCT job) AS jobs, count(exit_code) AS with_exit_code
+        FROM job_outcomes WHERE state IS NOT NULL AND ts BETWEEN ? AND ?
+        GROUP BY ALL ORDER BY runs DESC, state""", [w.start, w.end])
+
+
 def incidents_by_category(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[str, Any]]:
     return _records(con, """SELECT category, count(*) AS incidents FROM incidents
         WHERE start_ts BETWEEN ? AND ? GROUP BY category ORDER BY incidents DESC, category""",
@@ -203,6 +212,7 @@ def report_data(con: duckdb.DuckDBPyConnection, w: Window) -> dict[str, Any]:
         "fleet": fleet_health(con, w, health, window),
         "incidents_by_category": incidents_by_category(con, w),
         "incidents": incidents(con, w),
+        "job_outcomes": job_outcomes(con, w),
         "jobs": jobs,
         "lost_gpu_hours": total_lost,
         "mtbf_trend": mtbf_trend(con, w),
