@@ -46,7 +46,7 @@ NODE_KINDS: Final = frozenset({"node_silent", "node_down", "maintenance", "node_
 JOB_KINDS: Final = frozenset({"job_failed", "job_stalled", "loss_anomaly"})
 HARD_KINDS: Final = frozenset({
     "xid", "dbe", "row_remap_failure", "gpu_absent", "node_silent", "node_down", "maintenance",
-    "link_down",
+    "link_down", "node_fail",
 })
 _HARDWARE_REASON: Final = re.compile(
     r"cuda error|\becc\b|network error|node failure|\bgsp\b|drained|xid|nvlink", re.I)
