@@ -51,9 +51,9 @@ def recommend(
         # incident's XID comes long after its first symptom, the rising ECC counters); without
         # one, the category decides.
         xids = dict(con.execute(
-            "SELECT i.incident_id, arg_min(x.xid, x.ts) FROM incidents i "
-            "JOIN xid_events x ON list_contains(i.evidence, x.event_id) "
-            "WHERE x.fatal GROUP BY i.incident_id").fetchall())
+            "SELECT i.incident_id, arg_min(x.xid, x.ts) FROM "
+            "(SELECT incident_id, unnest(evidence) AS event_id FROM incidents) i "
+            "JOIN xid_events x USING (event_id) WHERE x.fatal GROUP BY i.incident_id").fetchall())
         hardware = hardware_evidence(con, ((i, cat, ev or ()) for i, _s, cat, _r, ev in incidents))
         by_failure: dict[Failure, str] = {}
         for incident_id, start_us, category, root, _evidence in incidents:
