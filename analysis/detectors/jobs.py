@@ -66,10 +66,12 @@ OWN_LIMIT_STATES: Final = frozenset({"TIMEOUT", "OUT_OF_MEMORY", "DEADLINE", "PR
 
 
 def detect_job_failures(ctx: AnalysisContext) -> list[Finding]:
-    """``job_failed`` findings; those the scheduler says ended on the job's own account carry
-    ``outcome_only``: they may join a hardware incident on the job's nodes (as its impact) but
-    never open one (docs/faults.md#jobs). NODE_FAIL and BOOT_FAIL also give a ``node_fail``
-    finding on each node the job held: the scheduler's evidence about them."""
+    """``job_failed`` findings. A job the scheduler ended for its own limits or policy
+    (``OWN_LIMIT_STATES``) gives none: that is its outcome (the ``job_outcomes`` view), not a
+    symptom. A FAILED run without step telemetry carries ``outcome_only``: it may join a hardware
+    incident on the job's nodes (as its impact) but never opens one (docs/faults.md#jobs).
+    NODE_FAIL and BOOT_FAIL also give a ``node_fail`` finding on each node the job held: the
+    scheduler's evidence about them."""
     frame = job_frame(ctx)
     stepped = set(frame.filter(pl.col("type") == "job.step_reported")["job"].unique().to_list())
     df = frame.filter(pl.col("type") == "job.failed")
@@ -79,8 +81,9 @@ def detect_job_failures(ctx: AnalysisContext) -> list[Finding]:
         entity = c.job_entity(row["job"])
         nodes = jobs.nodes_at(row["job"], row["t"] - 1)
         state = c.scheduler_state(row["reason"])
-        outcome_only = state in OWN_LIMIT_STATES or (
-            state == "FAILED" and row["job"] not in stepped)
+        if state in OWN_LIMIT_STATES:
+            continue
+        outcome_only = state == "FAILED" and row["job"] not in stepped
         code = "no exit code given" if row["exit_code"] is None else f"exit code {row['exit_code']}"
         findings.append(Finding(
             kind="job_failed", entity=entity, onset_us=row["t"], detect_us=row["t"],

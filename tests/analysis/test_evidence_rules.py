@@ -203,3 +203,20 @@ def test_kernel_xid_joins_its_gpus_incident(db_path: Path) -> None:
     [incident] = _analyze(cluster, db_path)
     assert (incident.category, incident.root) == ("gpu_hw", "gpu:n00002/3")
     assert {"xid", "gpu_absent"} <= {f.kind for f in incident.findings}
+
+
+def test_a_timeout_next_to_a_hardware_fault_gets_no_restart_advice(db_path: Path) -> None:
+    """The GPU's incident stands on its own evidence; the job that hit its wall-time limit at
+    the same time ended on its own account: no restart advice for it."""
+    cluster = Cluster()
+    cluster.hooks.append(lambda s, n, g, v: not (n == "n00002" and g == 3 and s >= 50))
+    cluster.add(c.XidReported(node="n00002", gpu=3, xid=79), cluster.t(49) + 3_000_000)
+    job(cluster, "j1", [1], fail_at=52, reason="TIMEOUT", exit_code=0)
+    [incident] = _analyze(cluster, db_path)
+    assert (incident.category, incident.root) == ("gpu_hw", "gpu:n00002/3")
+    assert "job_failed" not in {f.kind for f in incident.findings}
+    _cli("analyze", "--db", str(db_path))
+    actions = _cli("recommend", "--db", str(db_path))
+    assert not [a for a in actions if a["target"] == "job:j1"
+                and a["action"] in ("restart_from_checkpoint", "migrate_job")]
+    assert ("reboot_node", "node:n00002") in {(a["action"], a["target"]) for a in actions}
