@@ -185,6 +185,7 @@ def plan(
             if action == "none":
                 continue
             target = _target(f, level)
+            # The store's recommendations view reads catalog_action from this wording.
             reason = f"XID {f.xid}: NVIDIA's catalog says {nvidia}"
         else:
             action, target = CATEGORY_ACTIONS.get(f.category, "report_issue"), f.entity

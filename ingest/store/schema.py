@@ -253,8 +253,14 @@ PUBLIC_VIEWS: Final = {
     "incidents": """SELECT incident_id, start_ts, end_ts, category, root_entity, confidence,
         candidates, evidence FROM incidents_raw
     QUALIFY row_number() OVER (PARTITION BY incident_id ORDER BY ts DESC, event_id DESC) = 1""",
+    # catalog_action: NVIDIA's action for the XID the recommendation follows, as its reason
+    # states it (analysis.remediation writes "XID n: NVIDIA's catalog says ACTION"); NULL when the
+    # category, not an XID, decided. Read from the reason, so every stored row has it.
     "recommendations": """SELECT incident_id, ts, target, action, reason, gpu_hours_saved,
-        event_id, after FROM recommendations_raw""",
+        event_id, after,
+        nullif(regexp_extract(reason, 'NVIDIA''s catalog says ([A-Z0-9_]+)', 1), '')
+            AS catalog_action
+    FROM recommendations_raw""",
     "dead_letters": """SELECT received_at, origin, partition, "offset", stage, error, event_type,
         event_id, raw FROM dead_letters_raw""",
 }

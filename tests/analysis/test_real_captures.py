@@ -152,6 +152,10 @@ def test_xid_119_roots_on_the_gpu_its_pci_address_names(tmp_path: Path) -> None:
                  and not a["target"].startswith("job:")]
     assert [(a["action"], a["target"], a["catalog_action"]) for a in component] == [
         ("reset_gpu", "gpu:gpu-node-1/4", "RESET_GPU")]
+    stored = _run("sql", "--db", str(db), "SELECT action, target, catalog_action "
+                  "FROM recommendations WHERE catalog_action IS NOT NULL")
+    assert stored == [{"action": "reset_gpu", "target": "gpu:gpu-node-1/4",
+                       "catalog_action": "RESET_GPU"}]
 
 
 def test_xid_without_a_pci_map_roots_on_the_node_and_says_why(tmp_path: Path) -> None:
