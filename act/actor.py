@@ -61,6 +61,10 @@ NO_OPERATION: Final = {
     "check_storage": "needs the storage team", "report_issue": "needs a human report",
     "set_checkpoint_interval": "the interval is the training script's setting",
     "hold_for_human": "the remediation policy held it for a human",
+    "investigate": "no hardware evidence: a human checks what the reason lists first",
+    "check_collector": "the telemetry collector is down, not the node: fix the exporter",
+    "fix_code": "the job's own code fails: its owner fixes it",
+    "fix_and_restart": "restarting as is fails the same way: its owner fixes the code first",
 }
 _LIVE_JOB: Final = ("PENDING", "RUNNING", "CONFIGURING", "REQUEUED", "SUSPENDED")
 # A job that ended by a failure can be requeued (restarted from its checkpoint); one that

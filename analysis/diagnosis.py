@@ -9,7 +9,8 @@ mistaken for many small ones:
    rooted at ``switch:<leaf>``.
 3. storage: checkpoints many times slower than usual in one virtual cluster -> ``storage``.
 4. node: maintenance / went down / stopped reporting with no GPU error first ->
-   ``host_maintenance`` or ``host_hw``.
+   ``host_maintenance`` or ``host_hw``; stopped reporting while it shows life (kernel lines, job
+   steps, port traffic) -> ``telemetry_gap`` (the exporter or collector, not the node).
 5. GPU: XIDs, ECC counters, row remapping, NVLink errors, absence, heat on one GPU -> the GPU
    categories, scored by which signals are present.
 6. link: errors and flaps on one port -> ``network`` (the cable) or ``nic`` (receive errors,
@@ -41,11 +42,11 @@ GPU_KINDS: Final = frozenset({
     "row_remap_failure", "gpu_absent", "gpu_hot", "thermal_throttle",
 })
 PORT_KINDS: Final = frozenset({"port_errors", "rcv_errors", "link_down"})
-NODE_KINDS: Final = frozenset({"node_silent", "node_down", "maintenance"})
+NODE_KINDS: Final = frozenset({"node_silent", "node_down", "maintenance", "node_fail"})
 JOB_KINDS: Final = frozenset({"job_failed", "job_stalled", "loss_anomaly"})
 HARD_KINDS: Final = frozenset({
     "xid", "dbe", "row_remap_failure", "gpu_absent", "node_silent", "node_down", "maintenance",
-    "link_down",
+    "link_down", "node_fail",
 })
 _HARDWARE_REASON: Final = re.compile(
     r"cuda error|\becc\b|network error|node failure|\bgsp\b|drained|xid|nvlink", re.I)
@@ -285,6 +286,18 @@ class _Diagnosis:
                     scores[("rack_power", c.rack_entity(rack))] = 0.05
                 self.incidents.append(_new("host_hw", entity, cluster, scores, nodes={node}))
 
+    def telemetry_gaps(self) -> None:
+        """A node's samples stopped while it showed life: the collector, not the node."""
+        gaps = self.take(lambda f: f.kind == "telemetry_gap")
+        by_node: dict[str, list[Finding]] = defaultdict(list)
+        for f in gaps:
+            by_node[f.node or ""].append(f)
+        for node, group in sorted(by_node.items()):
+            entity = c.node_entity(node)
+            for cluster in _clusters(group, 30 * MIN):
+                scores = {("telemetry_gap", entity): 0.85, ("host_hw", entity): 0.15}
+                self.incidents.append(_new("telemetry_gap", entity, cluster, scores))
+
     # ---- 5. GPU -------------------------------------------------------------------------------
 
     def gpus(self) -> None:
@@ -380,7 +393,9 @@ class _Diagnosis:
             + 20 * MIN)
 
     def jobs(self) -> None:
-        signals = self.take(lambda f: f.kind in JOB_KINDS)
+        # A job that ended on its own account (the scheduler says so: TIMEOUT, OUT_OF_MEMORY,
+        # a FAILED run with no step telemetry...) is a job outcome: it opens no incident.
+        signals = self.take(lambda f: f.kind in JOB_KINDS and not f.attrs.get("outcome_only"))
         by_job: dict[str, list[Finding]] = defaultdict(list)
         for f in signals:
             by_job[f.entity].append(f)
@@ -420,6 +435,7 @@ class _Diagnosis:
         self.storage()
         self.absorb_kinds({"node_down", "node_up", "gpu_absent", "link_down", "maintenance",
                            "maintenance_ended", "thermal_throttle", "gpu_hot", "xid"})
+        self.telemetry_gaps()
         self.nodes()
         self.absorb_kinds({"node_up", "maintenance_ended", "gpu_absent", "link_down",
                            "port_errors", "rcv_errors"})

@@ -16,8 +16,15 @@ import duckdb
 
 from fleetlog.analysis.context import US, Finding
 from fleetlog.analysis.diagnosis import Incident
+from fleetlog.analysis.evidence import (
+    CAPACITY_ACTIONS,
+    NEVER_CAPACITY,
+    hardware_evidence,
+    investigate,
+)
 from fleetlog.analysis.incidents import AnalysisError
 from fleetlog.analysis.pipeline import analyze_store
+from fleetlog.analysis.remediation import CATEGORY_ACTIONS
 
 WHAT_TO_DO: Final = {
     "gpu_hw": "Drain the node; reset the GPU (reboot if XID 79: it fell off the bus); if it "
@@ -47,7 +54,17 @@ WHAT_TO_DO: Final = {
     "GPUs throttle further.",
     "storage": "Checkpoint storage is slow: check the storage system; lengthen checkpoint "
     "intervals (Daly) until it recovers.",
+    "telemetry_gap": investigate("telemetry_gap"),
 }
+
+
+def what_to_do(category: str, hardware: list[str]) -> str:
+    """The advice for an incident: the category's, unless it would take capacity away without
+    hardware evidence (``analysis.evidence``, the gate ``recommend`` applies too)."""
+    takes_capacity = CATEGORY_ACTIONS.get(category) in CAPACITY_ACTIONS
+    if category in NEVER_CAPACITY or (takes_capacity and not hardware):
+        return investigate(category)
+    return WHAT_TO_DO.get(category, "Investigate the evidence above.")
 
 
 def _clock(us: int) -> str:
@@ -107,6 +124,8 @@ def explain(con: duckdb.DuckDBPyConnection, incident_id: str) -> dict[str, Any]:
             "ORDER BY ts", [list(evidence)],
         ).fetchall()
         lines = [f"{_clock(ts)}  {kind} ({key})" for ts, kind, key in rows]
+    hardware = hardware_evidence(con, [(incident_id, category, evidence or ())]).get(
+        incident_id, [])
     alternatives = ", ".join(
         f"{c['category']} on {c['entity']} ({c['score']:.0%})" for c in (ranked or [])[1:3]
     )
@@ -117,7 +136,8 @@ def explain(con: duckdb.DuckDBPyConnection, incident_id: str) -> dict[str, Any]:
         "headline": headline,
         "timeline": lines,
         "alternatives": alternatives or "none",
-        "what_to_do": WHAT_TO_DO.get(category, "Investigate the evidence above."),
+        "hardware_evidence": "; ".join(hardware) or "none",
+        "what_to_do": what_to_do(category, hardware),
         "evidence_events": len(evidence),
     }
 
@@ -126,5 +146,6 @@ def render_text(explained: dict[str, Any]) -> str:
     lines = [f"Incident {explained['incident_id']}: {explained['headline']}", "", "Timeline:"]
     lines += [f"  {line}" for line in explained["timeline"]]
     lines += ["", f"Other candidates: {explained['alternatives']}",
+              f"Hardware evidence: {explained.get('hardware_evidence', 'none')}",
               f"What to do: {explained['what_to_do']}"]
     return "\n".join(lines)

@@ -87,6 +87,14 @@ class JobAction:
 def _restart(s: StoredIncident, h: JobHistory, fail_us: int, check: MigrationCheck,
              watchdog_s: float) -> JobAction:
     inc = s.incident
+    if inc.category == "software":
+        # The job's own error (every rank exits together, no hardware signal): restarting as is
+        # fails the same way, so the advice is the same as ``explain``'s (analysis.evidence).
+        return JobAction(
+            max(fail_us, inc.detect_us), s.incident_id, c.job_entity(h.job), "fix_and_restart",
+            f"job {h.job} failed on its own error (software, no hardware signal): fix the code "
+            "or dependency, then restart from its last checkpoint; restarting as is will fail "
+            "the same way", 0.0)
     suspects = sorted(s.nodes & set(h.nodes_at(fail_us - 1)))
     pool = f"{check.local_idle} healthy idle node(s) in {check.vcluster or 'its cluster'}"
     if suspects:
@@ -166,7 +174,9 @@ def _median_lead_s(leads: list[tuple[JobHistory, float]]) -> float:
 
 
 def _interval(s: StoredIncident, h: JobHistory, node_mtbf: float, ts_us: int) -> JobAction | None:
-    if node_mtbf == float("inf") or h.checkpoint_s <= 0:
+    # Daly's interval needs the job's size and a checkpoint cost: without a GPU count in the
+    # data there is no job MTBF to quote, so no advice; an unmeasured δ is labelled assumed.
+    if node_mtbf == float("inf") or h.checkpoint_s <= 0 or h.gpus <= 0:
         return None
     mtbf = job_mtbf_s(node_mtbf, node_count(h.gpus))
     best = daly_interval(h.checkpoint_s, mtbf)
@@ -178,10 +188,15 @@ def _interval(s: StoredIncident, h: JobHistory, node_mtbf: float, ts_us: int) ->
     return JobAction(
         ts_us, s.incident_id, c.job_entity(h.job), "set_checkpoint_interval",
         f"Daly's interval for {h.gpus} GPUs: checkpoint every {best / 60:.0f} min instead of "
-        f"{h.interval_s / 60:.0f} min (checkpoint {h.checkpoint_s:.0f} s, job MTBF "
+        f"{h.interval_s / 60:.0f} min (checkpoint {h.checkpoint_s:.0f} s "
+        f"{_CHECKPOINT_FROM[h.checkpoint_from]}, job MTBF "
         f"{mtbf / 3600:.1f} h from the measured node MTBF {node_mtbf / 3600:.0f} h, failures "
         "that a precursor warned in time not counted)",
         round(saved, 3))
+
+
+_CHECKPOINT_FROM: Final = {"measured": "measured", "fleet": "the fleet's median",
+                           "assumed": "assumed: no checkpoint in the data"}
 
 
 def _check(capacity: Capacity, s: StoredIncident, h: JobHistory, fail_us: int) -> MigrationCheck:

@@ -34,6 +34,10 @@ class JobHistory:
     interval_s: float = 3600.0  # the checkpoint interval the job was submitted with
     checkpoint_s: float = 0.0  # median job.checkpoint_completed.duration_s (δ)
     restart_s: float = DEFAULT_RESTART_S  # median job.restarted.overhead_s
+    # Where checkpoint_s and restart_s come from, for advice that quotes them: "measured" (the
+    # job's own), "fleet" (the fleet's median) or "assumed" (the defaults above: no data).
+    checkpoint_from: str = "measured"
+    restart_from: str = "measured"
     placements: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
     failures: list[tuple[int, str]] = field(default_factory=list)  # (time, event id)
     checkpoints: list[int] = field(default_factory=list)  # completion times
@@ -108,6 +112,8 @@ def job_histories(jobs: Jobs) -> dict[str, JobHistory]:
             interval_s=info.checkpoint_interval_s,
             checkpoint_s=statistics.median(durations[name]) if durations[name] else fleet_delta,
             restart_s=statistics.median(overheads) if overheads else DEFAULT_RESTART_S,
+            checkpoint_from="measured" if durations[name] else "fleet" if every else "assumed",
+            restart_from="measured" if overheads else "assumed",
             placements=placements[name], failures=[(f.ts_us, f.event_id) for f in mine],
             checkpoints=sorted(completed[name]), ended_us=info.ended_us,
             vclusters=list(info.vclusters),

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fleetlog.analysis.evidence import hardware_evidence
 from fleetlog.analysis.job_actions import job_actions
 from fleetlog.analysis.remediation import Failure, RemediationConfig, plan
 from fleetlog.ingest import contract as c
@@ -50,29 +51,23 @@ def recommend(
         racks = dict(con.execute("SELECT node, rack FROM nodes").fetchall())
         fleet_nodes = max(1, len(racks))
         incidents = con.execute(
-            "SELECT incident_id, epoch_us(start_ts), category, root_entity FROM incidents "
-            "ORDER BY start_ts, incident_id").fetchall()
-        # The first fatal XID on the root GPU within a minute of the incident names NVIDIA's
-        # action; without one, the category decides.
-        xids = {
-            (node, gpu): sorted(times)
-            for node, gpu, times in con.execute(
-                "SELECT node, gpu, list(DISTINCT epoch_us(ts) || ':' || xid) FROM xid_events "
-                "WHERE fatal AND gpu IS NOT NULL GROUP BY node, gpu").fetchall()
-        }
+            "SELECT incident_id, epoch_us(start_ts), category, root_entity, evidence "
+            "FROM incidents ORDER BY start_ts, incident_id").fetchall()
+        # The first fatal XID among the incident's own evidence names NVIDIA's action (an HBM
+        # incident's XID comes long after its first symptom, the rising ECC counters); without
+        # one, the category decides.
+        xids = dict(con.execute(
+            "SELECT i.incident_id, arg_min(x.xid, x.ts) FROM "
+            "(SELECT incident_id, unnest(evidence) AS event_id FROM incidents) i "
+            "JOIN xid_events x USING (event_id) WHERE x.fatal GROUP BY i.incident_id").fetchall())
+        hardware = hardware_evidence(con, ((i, cat, ev or ()) for i, _s, cat, _r, ev in incidents))
         by_failure: dict[Failure, str] = {}
-        for incident_id, start_us, category, root in incidents:
+        for incident_id, start_us, category, root, _evidence in incidents:
             node = _node_of(root)
-            xid = None
-            if category in _GPU_CATEGORIES and root.startswith("gpu:") and node is not None:
-                gpu = int(root.rsplit("/", 1)[1])
-                for stamp in xids.get((node, gpu), []):
-                    ts, code = (int(part) for part in stamp.split(":"))
-                    if abs(ts - start_us) <= 60_000_000:
-                        xid = code
-                        break
+            xid = xids.get(incident_id) if category in _GPU_CATEGORIES else None
             failure = Failure(ts=start_us / 1e6, category=category, entity=root, node=node,
-                              rack=racks.get(node) if node else None, xid=xid)
+                              rack=racks.get(node) if node else None, xid=xid,
+                              hardware=bool(hardware.get(incident_id)))
             by_failure[failure] = incident_id
         actions = plan(by_failure, fleet_nodes=fleet_nodes, config=config)
         owner = {f.ts: i for f, i in by_failure.items()}

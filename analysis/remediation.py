@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleetlog.analysis.evidence import CAPACITY_ACTIONS, NO_EVIDENCE
 from fleetlog.ingest.store import load_xid_catalog
 
 # NVIDIA catalog action (as written there) -> fleetlog's component action and its target level.
@@ -53,9 +54,10 @@ CATALOG_ACTIONS: dict[str, tuple[str, str]] = {
 CATEGORY_ACTIONS: dict[str, str] = {
     "gpu_hw": "reset_gpu", "gpu_hbm": "reset_gpu", "gpu_sram": "reset_gpu",
     "gpu_gsp": "reset_gpu", "gpu_thermal": "drain_node", "sdc": "drain_node",
-    "software": "restart_app", "nccl_hang": "restart_app", "network": "replace_cable",
+    "software": "fix_code", "nccl_hang": "restart_app", "network": "replace_cable",
     "nic": "replace_nic", "host_maintenance": "none", "host_hw": "drain_node",
     "rack_power": "check_rack_power", "cooling": "check_rack_cooling", "storage": "check_storage",
+    "telemetry_gap": "check_collector",
 }
 ESCALATION = ("reset_gpu", "reboot_node", "drain_node", "rma")
 
@@ -120,6 +122,10 @@ class Failure:
     node: str | None = None
     rack: str | None = None
     xid: int | None = None
+    # Whether the incident's evidence holds hardware evidence (``analysis.evidence``): without
+    # it an action that takes capacity away becomes ``investigate``. The pure policy's callers
+    # vouch for it; ``analysis.recommend`` reads it from the evidence.
+    hardware: bool = True
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,7 @@ def plan(
             if action == "none":
                 continue
             target = _target(f, level)
+            # The store's recommendations view reads catalog_action from this wording.
             reason = f"XID {f.xid}: NVIDIA's catalog says {nvidia}"
         else:
             action, target = CATEGORY_ACTIONS.get(f.category, "report_issue"), f.entity
@@ -187,8 +194,11 @@ def plan(
             reason = f"diagnosed {f.category} on {f.entity}"
             if action == "none":
                 continue
+        if not f.hardware and action in CAPACITY_ACTIONS:
+            action, target = "investigate", f.entity
+            reason += f"; {NO_EVIDENCE}: investigate, take no capacity away"
         action, target, reason = _escalate(f, action, target, reason, state, cfg)
-        if f.rack:
+        if f.rack and f.hardware:
             rack_list = state.rack_failures[f.rack]
             if f.node and all(n != f.node for _t, n in rack_list):
                 rack_list.append((f.ts, f.node))

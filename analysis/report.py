@@ -100,6 +100,8 @@ def render_html(data: dict[str, Any], svgs: dict[str, str]) -> str:
 {_table_html(data['incidents'], 'No incidents in this window.')}
 <h2>Actions taken</h2>
 {_table_html(data['actions_taken'], 'No actions taken in this window.')}
+<h2>Job outcomes by cause (the scheduler's end states; no incident)</h2>
+{_table_html(data['job_outcomes'], 'No scheduler records in this window.')}
 <h2>Lost GPU-hours and ETTR per job</h2>
 {_table_html(data['jobs'], 'No job events in this window.')}
 <h2>MTBF trend (node-hours between incidents, per {w['bucket']})</h2>
@@ -124,6 +126,8 @@ def render_md(data: dict[str, Any], chart_files: dict[str, str]) -> str:
         _table_md(data["incidents"], "No incidents in this window."),
         "## Actions taken", "",
         _table_md(data["actions_taken"], "No actions taken in this window."),
+        "## Job outcomes by cause (the scheduler's end states; no incident)", "",
+        _table_md(data["job_outcomes"], "No scheduler records in this window."),
         "## Lost GPU-hours and ETTR per job", "",
         _table_md(data["jobs"], "No job events in this window."),
         f"## MTBF trend (per {w['bucket']})", "",

@@ -156,6 +156,15 @@ def actions_taken(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[str, A
         ORDER BY ts DESC, event_id""", [w.start, w.end])
 
 
+def job_outcomes(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[str, Any]]:
+    """How job runs ended, by the scheduler's state: a job that ended on its own account
+    (``account`` job: its code, limits, owner or policy) is counted here, not as an incident."""
+    return _records(con, """SELECT state, account, count(*) AS runs,
+            count(DISTINCT job) AS jobs, count(exit_code) AS with_exit_code
+        FROM job_outcomes WHERE state IS NOT NULL AND ts BETWEEN ? AND ?
+        GROUP BY ALL ORDER BY runs DESC, state""", [w.start, w.end])
+
+
 def incidents_by_category(con: duckdb.DuckDBPyConnection, w: Window) -> list[dict[str, Any]]:
     return _records(con, """SELECT category, count(*) AS incidents FROM incidents
         WHERE start_ts BETWEEN ? AND ? GROUP BY category ORDER BY incidents DESC, category""",
@@ -175,7 +184,7 @@ def jobs_goodput(window: Jobs, sizes: Jobs) -> list[dict[str, Any]]:
     ``job.submitted`` (``sizes``), whenever that came."""
     lost: dict[str, float] = defaultdict(float)
     for f in window.failures:
-        lost[f.job] += f.lost_s
+        lost[f.job] += f.lost_s or 0.0  # unknown (sacct): not counted as lost
     checkpoint: dict[str, float] = defaultdict(float)
     for cp in window.checkpoints:
         if cp.completed_us is not None and cp.duration_s is not None:
@@ -269,6 +278,7 @@ def report_data(con: duckdb.DuckDBPyConnection, w: Window) -> dict[str, Any]:
         "incidents_by_category": incidents_by_category(con, w),
         "incidents": incidents(con, w),
         "actions_taken": actions_taken(con, w),
+        "job_outcomes": job_outcomes(con, w),
         "jobs": jobs,
         "lost_gpu_hours": total_lost,
         "mtbf_trend": mtbf_trend(con, w),

@@ -47,7 +47,7 @@ def fleet_state(paths: Sequence[str | Path], at: datetime) -> dict[str, Any]:
     jobs = [
         {"job": info.job, "state": info.state, "gpus": info.gpus, "vcluster": info.vcluster,
          "nodes": len(info.nodes), "last_step": info.last_step, "failures": info.failures,
-         "restarts": info.restarts}
+         "restarts": info.restarts, "outcome": info.outcome}
         for info in sorted(state.jobs.jobs.values(), key=lambda j: j.job)
     ]
     return {

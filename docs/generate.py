@@ -278,7 +278,14 @@ def render_events() -> str:
     out += ["Entity kinds: " + ", ".join(f"`{k}`" for k in c.ENTITY_KINDS) + ".", ""]
     out += ["Fault categories: " + ", ".join(f"`{k}`" for k in c.FAULT_CATEGORIES)
             + "; scenario categories: " + ", ".join(f"`{k}`" for k in c.SCENARIO_CATEGORIES)
+            + "; categories analysis concludes but never injects: "
+            + ", ".join(f"`{k}`" for k in c.OBSERVATION_CATEGORIES)
             + " ([design.md](design.md#fault-taxonomy), [faults.md](faults.md)).", ""]
+    out += ["Scheduler end states (`scheduler_state`): the job's own outcome "
+            + ", ".join(f"`{k}`" for k in sorted(c.JOB_OUTCOME_STATES))
+            + "; evidence about the job's nodes "
+            + ", ".join(f"`{k}`" for k in sorted(c.NODE_EVIDENCE_STATES))
+            + " ([faults.md](faults.md#jobs-what-the-scheduler-says)).", ""]
 
     out += ["## Dead letters", "", md(doc_of(dead_letter)), ""]
     out += ["| field | type | note |", "|---|---|---|"]

@@ -121,7 +121,8 @@ class Topology:
     # ---- inventory ------------------------------------------------------------------------
 
     def inventory(self) -> list[c.Payload]:
-        """Racks, switches, nodes and cables, as ``*.registered`` payloads (in that order)."""
+        """Racks, switches, nodes (each with its GPUs) and cables, as ``*.registered`` payloads
+        (in that order)."""
         out: list[c.Payload] = []
         for r, name in enumerate(self.rack_names):
             out.append(c.RackRegistered(rack=name, region=self.region_names[self.rack_region[r]],
@@ -138,6 +139,11 @@ class Topology:
                 gpu_model=GPU_MODEL, nic_count=self.gpus_per_node,
                 spare=bool(self.node_spare[n]),
             ))
+            # Each GPU's PCI address, as nvidia-smi would list it: the map from a kernel XID
+            # line's address to the GPU (analysis reads it when an XID carries no index).
+            out.extend(c.GpuRegistered(node=name, gpu=g, model=GPU_MODEL,
+                                       pci_bus_id=c.normalize_pci_bus_id(pci_bus_id(g)))
+                       for g in range(self.gpus_per_node))
         for p in range(self.n_ports):
             switch = self.switch_names[int(self.port_switch[p])]
             gpu = int(self.port_gpu[p])

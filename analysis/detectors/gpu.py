@@ -14,7 +14,13 @@ Signals and why (docs/faults.md):
 - ``nvlink_crc_flit_errors`` rising -> a failing NVLink, often before XID 74 (``nvlink_rising``).
 - a GPU absent from its node's batches while its peers report -> fallen off the bus
   (``gpu_absent``); every GPU of a node absent -> the node stopped (``node_silent``). Absence is
-  not zero: the scrape goes on for the rest of the rack.
+  not zero: the scrape goes on for the rest of the rack. Absence counts only after a steady
+  cadence was established (``MIN_CADENCE_SAMPLES`` samples at a regular interval) and then
+  stopped for ``MIN_MISSED_SCRAPES`` of those intervals: a one-off snapshot (``nvidia-smi -q``)
+  or files imported now and then never "fall off" anything.
+- a node silent while it still shows life (kernel lines, steps of a job holding it, traffic on
+  the ports facing its NICs) -> its exporter or collector is down (``telemetry_gap``), not the
+  node.
 """
 
 from __future__ import annotations
@@ -40,6 +46,11 @@ FLAG_RULES: Final = {
     "row_remap_failure": ("row_remap_failure", "row remapping failed"),
 }
 MIN_MISSED_SCRAPES: Final = 2  # consecutive scrapes without a GPU/node before it counts
+MIN_CADENCE_SAMPLES: Final = 5  # samples at a regular interval before a silence means anything
+CADENCE_TOLERANCE: Final = 0.5  # each of those intervals within ±50 % of their median
+# Life signs count from this long after the last sample: a dying node's job can still report a
+# step or two, and its ports carry the last bytes in flight.
+LIFE_MARGIN_US: Final = 120 * US
 
 
 def gpu_summary(ctx: AnalysisContext) -> pl.DataFrame:
@@ -166,7 +177,73 @@ def detect_presence(ctx: AnalysisContext) -> list[Finding]:
     findings: list[Finding] = []
     for (node,), part in data.group_by(["node"], maintain_order=True):
         findings.extend(_node_presence(str(node), part, scrapes))
-    return findings
+    return [_telemetry_gap(ctx, f) if f.kind == "node_silent" else f for f in findings]
+
+
+def steady_cadence_us(times: np.ndarray) -> int | None:
+    """The regular interval of the last ``MIN_CADENCE_SAMPLES`` sample times (sorted, µs), or
+    None when there are fewer or their intervals are not regular: no cadence, so no silence."""
+    if times.size < MIN_CADENCE_SAMPLES:
+        return None
+    gaps = np.diff(times[-MIN_CADENCE_SAMPLES:]).astype(np.float64)
+    median = float(np.median(gaps))
+    if median <= 0 or np.any(np.abs(gaps - median) > CADENCE_TOLERANCE * median):
+        return None
+    return int(median)
+
+
+def _silent_long_enough(seen: np.ndarray, last_missed_us: int) -> bool:
+    """A steady cadence up to the last sample, then ``MIN_MISSED_SCRAPES`` of its intervals
+    with none (the global scrape grid may be denser than this node's own cadence)."""
+    cadence = steady_cadence_us(seen)
+    return cadence is not None and (
+        last_missed_us - int(seen[-1]) >= (MIN_MISSED_SCRAPES - CADENCE_TOLERANCE) * cadence)
+
+
+def _telemetry_gap(ctx: AnalysisContext, f: Finding) -> Finding:
+    """``node_silent`` becomes ``telemetry_gap`` when the node shows life while silent."""
+    node = str(f.attrs["node"])
+    start, end = int(f.attrs.get("last_seen_us", f.onset_us)) + LIFE_MARGIN_US, f.end_us
+    if end <= start:
+        return f
+    window = {"node": node, "start": start, "end": end}
+    signs: list[str] = []
+    row = ctx.con.execute(
+        "SELECT count(*), min(event_id) FROM xid_events WHERE node = $node "
+        "AND epoch_us(ts) > $start AND epoch_us(ts) <= $end", window).fetchall()[0]
+    if row and row[0]:
+        signs.append(f"{row[0]} kernel XID lines")
+    jobs = ctx.projections.jobs
+    held = {p.job for p in jobs.placements if node in p.nodes and p.start_us <= start
+            and (p.end_us is None or p.end_us >= end)}
+    if held:
+        row = ctx.con.execute(
+            "SELECT count(*) FROM job_events WHERE type = 'job.step_reported' "
+            "AND list_contains($jobs, job) AND epoch_us(ts) > $start AND epoch_us(ts) <= $end",
+            {"start": start, "end": end, "jobs": sorted(held)}).fetchall()[0]
+        if row and row[0]:
+            signs.append(f"{row[0]} step reports of job(s) holding it")
+    ports = [(sw, port) for (sw, port), peer in ctx.projections.topology.links.items()
+             if peer.startswith(f"nic:{node}/")]
+    if ports:
+        row = ctx.con.execute(
+            "SELECT count(*) FROM (SELECT switch, port FROM port_samples "
+            "WHERE list_contains($ports, switch || '/' || port) "
+            "AND epoch_us(ts) > $start AND epoch_us(ts) <= $end GROUP BY switch, port "
+            "HAVING max(rcv_data) > min(rcv_data) OR max(xmit_data) > min(xmit_data))",
+            {"start": start, "end": end, "ports": [f"{sw}/{port}" for sw, port in ports]}
+        ).fetchall()[0]
+        if row and row[0]:
+            signs.append(f"traffic on {row[0]} of the ports facing its NICs")
+    if not signs:
+        return f
+    return Finding(
+        kind="telemetry_gap", entity=f.entity, onset_us=f.onset_us, detect_us=f.detect_us,
+        end_us=f.end_us,
+        text=f"node {node}'s GPU samples stopped while the node shows life ({'; '.join(signs)}): "
+        "its exporter or collector is down",
+        evidence=f.evidence, attrs={**f.attrs, "life": signs},
+    )
 
 
 def _node_presence(node: str, part: pl.DataFrame, scrapes: np.ndarray) -> list[Finding]:
@@ -186,16 +263,19 @@ def _node_presence(node: str, part: pl.DataFrame, scrapes: np.ndarray) -> list[F
     findings: list[Finding] = []
     entity = c.node_entity(node)
     for a, b in runs(~present):
-        if b - a + 1 < MIN_MISSED_SCRAPES:
+        if b - a + 1 < MIN_MISSED_SCRAPES or a == 0:
             continue
-        seen = last_seen_id[a - 1] if a > 0 else ""
+        if not _silent_long_enough(grid[:a][present[:a]], int(grid[b])):
+            continue
+        seen = last_seen_id[a - 1]
         findings.append(Finding(
             kind="node_silent", entity=entity, onset_us=int(grid[a]),
             detect_us=int(grid[a + MIN_MISSED_SCRAPES - 1]), end_us=int(grid[b]),
             text=f"node {node} stopped reporting GPU samples ({b - a + 1} scrapes missed"
             + (", until the end of the data)" if b == grid.size - 1 else ")"),
             evidence=(seen,) if seen else (), attrs={"node": node, "missed": b - a + 1,
-                                                     "ongoing": b == grid.size - 1},
+                                                     "ongoing": b == grid.size - 1,
+                                                     "last_seen_us": int(grid[a - 1])},
         ))
     full = np.bitwise_or.reduce(masks) if masks.size else np.uint64(0)
     for gpu in range(64):
@@ -205,6 +285,8 @@ def _node_presence(node: str, part: pl.DataFrame, scrapes: np.ndarray) -> list[F
         has = (grid_mask & bit) != 0
         for a, b in runs(present & ~has):
             if b - a + 1 < MIN_MISSED_SCRAPES or a == 0:
+                continue
+            if not _silent_long_enough(grid[:a][has[:a]], int(grid[b])):
                 continue
             seen = last_seen_id[a - 1]
             gpu_name = c.gpu_entity(node, gpu)

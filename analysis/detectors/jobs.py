@@ -58,21 +58,49 @@ def _segments(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+# Scheduler end states that are the job's own outcome whatever its telemetry shows: its limits
+# (TIMEOUT, OUT_OF_MEMORY, DEADLINE) or the scheduler's policy (PREEMPTED). FAILED is the job's
+# own outcome too unless its step telemetry shows the run: then it is evidence of a software
+# fault (every rank exits together) or of the hardware incident that killed it.
+OWN_LIMIT_STATES: Final = frozenset({"TIMEOUT", "OUT_OF_MEMORY", "DEADLINE", "PREEMPTED"})
+
+
 def detect_job_failures(ctx: AnalysisContext) -> list[Finding]:
-    df = job_frame(ctx).filter(pl.col("type") == "job.failed")
+    """``job_failed`` findings. A job the scheduler ended for its own limits or policy
+    (``OWN_LIMIT_STATES``) gives none: that is its outcome (the ``job_outcomes`` view), not a
+    symptom. A FAILED run without step telemetry carries ``outcome_only``: it may join a hardware
+    incident on the job's nodes (as its impact) but never opens one (docs/faults.md#jobs).
+    NODE_FAIL and BOOT_FAIL also give a ``node_fail`` finding on each node the job held: the
+    scheduler's evidence about them."""
+    frame = job_frame(ctx)
+    stepped = set(frame.filter(pl.col("type") == "job.step_reported")["job"].unique().to_list())
+    df = frame.filter(pl.col("type") == "job.failed")
     jobs = ctx.projections.jobs
     findings = []
     for row in df.iter_rows(named=True):
         entity = c.job_entity(row["job"])
         nodes = jobs.nodes_at(row["job"], row["t"] - 1)
+        state = c.scheduler_state(row["reason"])
+        if state in OWN_LIMIT_STATES:
+            continue
+        outcome_only = state == "FAILED" and row["job"] not in stepped
+        code = "no exit code given" if row["exit_code"] is None else f"exit code {row['exit_code']}"
         findings.append(Finding(
             kind="job_failed", entity=entity, onset_us=row["t"], detect_us=row["t"],
             end_us=row["t"],
-            text=f"job {row['job']} failed with exit code {row['exit_code']}: {row['reason']}",
+            text=f"job {row['job']} failed ({code}): {row['reason']}",
             evidence=(row["event_id"],),
             attrs={"exit_code": row["exit_code"], "reason": row["reason"] or "",
-                   "nodes": nodes},
+                   "nodes": nodes, "scheduler_state": state, "outcome_only": outcome_only},
         ))
+        if state in c.NODE_EVIDENCE_STATES:
+            for node in nodes:
+                findings.append(Finding(
+                    kind="node_fail", entity=c.node_entity(node), onset_us=row["t"],
+                    detect_us=row["t"], end_us=row["t"],
+                    text=f"the scheduler ended job {row['job']} with {state} on node {node}",
+                    evidence=(row["event_id"],), attrs={"node": node, "reason": state},
+                ))
     return findings
 
 

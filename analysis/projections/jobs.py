@@ -51,14 +51,26 @@ class JobFailure:
     job: str
     ts_us: int
     event_id: str
-    exit_code: int
+    exit_code: int | None  # None: the source did not say
     reason: str
     step: int
-    lost_s: float
+    lost_s: float | None  # None: the source does not know the job's checkpoints
     last_step_us: int | None  # the job's last step report before it: where a hang began
     # overhead_s of the job.restarted that followed it (it includes any wait for healthy
     # nodes: the scheduler restarts only when it has them); None until one records it
     restart_overhead_s: float | None = None
+
+    @property
+    def scheduler_state(self) -> str | None:
+        """The scheduler's end state (``FAILED``, ``NODE_FAIL``...), None for a launcher's words."""
+        return c.scheduler_state(self.reason)
+
+    @property
+    def own_account(self) -> bool:
+        """The scheduler says the job ended on its own account (its code, limits, owner or
+        policy): a job outcome, not a claim about the infrastructure."""
+        state = self.scheduler_state
+        return state is not None and state not in c.NODE_EVIDENCE_STATES
 
 
 @dataclass
@@ -82,6 +94,9 @@ class JobInfo:
     restart_overheads_s: list[float] = field(default_factory=list)  # as recorded, zeros too
     migrations: int = 0
     ended_us: int | None = None  # job.completed or job.cancelled
+    # The scheduler's end state of its last run (COMPLETED, FAILED, TIMEOUT, CANCELLED,
+    # REQUEUED...; the ``job_outcomes`` view lists every one), None when no scheduler said.
+    outcome: str | None = None
 
 
 @dataclass
@@ -190,6 +205,7 @@ class JobsProjector(Projector[Jobs]):
         self.state.failures.append(JobFailure(
             payload.job, event.time_us, event.id, payload.exit_code, payload.reason,
             payload.step, payload.lost_s, max(progress, default=None)))
+        info.outcome = c.scheduler_state(payload.reason)
         self._release(payload.job, event.time_us)
         self._move(info, "failed", event, payload.reason)
 
@@ -198,6 +214,8 @@ class JobsProjector(Projector[Jobs]):
         info.restarts += 1
         info.last_step = payload.from_step
         info.restart_overheads_s.append(payload.overhead_s)
+        if c.scheduler_state(payload.reason):
+            info.outcome = c.scheduler_state(payload.reason)
         if payload.overhead_s:  # a restart that records no overhead says nothing of the wait
             failure = self._last_failure(payload.job)
             if failure is not None and failure.restart_overhead_s is None:
@@ -220,12 +238,14 @@ class JobsProjector(Projector[Jobs]):
         info = self._job(payload.job, event)
         info.last_step = payload.step
         info.ended_us = event.time_us
+        info.outcome = "COMPLETED"
         self._release(payload.job, event.time_us)
         self._move(info, "completed", event, "completed")
 
     def cancelled(self, payload: c.JobCancelled, event: c.Envelope) -> None:
         info = self._job(payload.job, event)
         info.ended_us = event.time_us
+        info.outcome = "CANCELLED"
         self._release(payload.job, event.time_us)
         self._move(info, "cancelled", event, payload.reason or "cancelled")
 

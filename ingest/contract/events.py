@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,6 +88,28 @@ def storage_entity(name: str) -> str:
 
 
 ENTITY_KINDS: Final = ("gpu", "node", "nic", "switch", "link", "rack", "job", "storage")
+
+
+_PCI_BUS_ID: Final = re.compile(
+    r"^(?:([0-9a-f]{1,8}):)?([0-9a-f]{1,2}):([0-9a-f]{1,2})(?:\.([0-7]))?$")
+
+
+def normalize_pci_bus_id(text: str | None) -> str | None:
+    """One spelling of a PCI address, ``dddd:bb:dd.f`` in lower case, or None.
+
+    nvidia-smi writes ``00000000:3B:00.0`` (8-digit domain), the kernel ``0000:3b:00.0`` or
+    ``0000:3b:00`` (XID lines leave the function out), dcgm-exporter either, and people ``3b:00.0``:
+    all name the same GPU, so the domain keeps its last four digits (0000 when absent) and a
+    missing function is 0.
+    """
+    if not text:
+        return None
+    match = _PCI_BUS_ID.match(text.strip().lower().removeprefix("pci:"))
+    if match is None:
+        return None
+    domain, bus, device, function = match.groups()
+    domain = (domain or "0")[-4:].rjust(4, "0")
+    return f"{domain}:{bus.rjust(2, '0')}:{device.rjust(2, '0')}.{function or 0}"
 
 
 def entity_kind(entity: str) -> str:
@@ -194,6 +217,30 @@ FAULT_CATEGORIES: Final = (
 )
 SCENARIO_CATEGORIES: Final = ("rack_power", "cooling", "storage")
 ALL_CATEGORIES: Final = FAULT_CATEGORIES + SCENARIO_CATEGORIES
+# What the analysis can conclude that is not a failure of the cluster itself: the telemetry of a
+# node stopped while the node still shows life (kernel lines, job steps, port traffic), so the
+# exporter or collector is down. Never injected, never a capacity-taking action.
+OBSERVATION_CATEGORIES: Final = ("telemetry_gap",)
+INCIDENT_CATEGORIES: Final = ALL_CATEGORIES + OBSERVATION_CATEGORIES
+
+# Slurm's end states (sacct ``State``), by whose account the job ended (docs/faults.md#jobs).
+# The job's own account: its code, its limits, its owner or the scheduler's policy; no claim
+# about the infrastructure.
+JOB_OUTCOME_STATES: Final = frozenset({
+    "COMPLETED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "PREEMPTED", "REQUEUED",
+    "DEADLINE",
+})
+# The scheduler's word that a node failed under the job: evidence about those nodes.
+NODE_EVIDENCE_STATES: Final = frozenset({"NODE_FAIL", "BOOT_FAIL"})
+
+
+def scheduler_state(reason: str | None) -> str | None:
+    """The scheduler end state a job event's ``reason`` starts with (``CANCELLED by 42`` ->
+    ``CANCELLED``), or None when the reason is the job's own words (a launcher's message)."""
+    if not reason:
+        return None
+    first = reason.split(maxsplit=1)[0].rstrip("+").upper()
+    return first if first in JOB_OUTCOME_STATES | NODE_EVIDENCE_STATES else None
 
 # --------------------------------------------------------------------------------------------
 # Payloads. Each is frozen and names its type, current schema version and topic family.
@@ -408,6 +455,24 @@ class LinkRegistered(Payload, frozen=True, kw_only=True):
         return switch_entity(self.switch)
 
 
+class GpuRegistered(Payload, frozen=True, kw_only=True):
+    """One GPU of a node as an inventory source lists it (nvidia-smi, dcgm-exporter): its index
+    and PCI address, so a kernel XID line (which names the PCI address) lands on ``gpu:<node>/<i>``.
+    ``pci_bus_id`` is normalised (``normalize_pci_bus_id``)."""
+
+    TYPE: ClassVar[str] = "gpu.registered"
+    TOPIC: ClassVar[str] = "inventory"
+
+    node: str
+    gpu: int
+    pci_bus_id: str | None = None
+    uuid: str = ""
+    model: str = ""
+
+    def default_key(self) -> str:
+        return gpu_entity(self.node, self.gpu)
+
+
 # Host
 
 
@@ -528,12 +593,27 @@ class JobCheckpointCompleted(_JobPayload, frozen=True, kw_only=True):
 
 
 class JobFailed(_JobPayload, frozen=True, kw_only=True):
+    """A job ended abnormally. ``reason``: the scheduler's state as it wrote it (``FAILED``,
+    ``NODE_FAIL``, ``OUT_OF_MEMORY``...) or the launcher's message. A value the source does not
+    carry is None (NULL in SQL), never a made-up -1 or 0: version 1 required ``exit_code`` (-1
+    stood for "not given") and defaulted ``lost_s`` to 0.0."""
+
     TYPE: ClassVar[str] = "job.failed"
+    VERSION: ClassVar[int] = 2
 
     step: int
-    exit_code: int
+    exit_code: int | None = None
     reason: str
-    lost_s: float = 0.0  # work since the last completed checkpoint
+    lost_s: float | None = None  # work since the last completed checkpoint, when known
+
+
+def _upcast_job_failed_v1(mapping: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 wrote -1 for an exit code the source did not give: it is None now. Its
+    ``lost_s`` defaulted to 0.0, so an absent one stays 0.0 (what version 1 meant)."""
+    if mapping.get("exit_code") == -1:
+        mapping["exit_code"] = None
+    mapping.setdefault("lost_s", 0.0)
+    return mapping
 
 
 class JobRestarted(_JobPayload, frozen=True, kw_only=True):
@@ -542,6 +622,9 @@ class JobRestarted(_JobPayload, frozen=True, kw_only=True):
     from_step: int
     nodes: list[str]
     overhead_s: float = 0.0
+    # Why, when a scheduler says (sacct's REQUEUED); added with a default, so older events read
+    # as "not said".
+    reason: str = ""
 
 
 class JobMigrated(_JobPayload, frozen=True, kw_only=True):
@@ -694,7 +777,8 @@ PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
     cls.TYPE: cls
     for cls in (
         GpuSampled, PortSampled, RackRegistered, NodeRegistered, SwitchRegistered, LinkRegistered,
-        XidReported, NodeWentDown, NodeCameUp, NodeMaintenanceStarted, NodeMaintenanceEnded,
+        GpuRegistered, XidReported, NodeWentDown, NodeCameUp, NodeMaintenanceStarted,
+        NodeMaintenanceEnded,
         JobSubmitted, JobPlaced, JobStarted, JobStepReported, JobCheckpointStarted,
         JobCheckpointCompleted, JobFailed, JobRestarted, JobMigrated, JobCompleted, JobCancelled,
         FaultInjected, IncidentOpened, RecommendationIssued, ActionExecuted, ActionSkipped,
@@ -808,6 +892,7 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 UPCASTERS[(GpuSampled.TYPE, 1)] = _upcast_columns_v1
 UPCASTERS[(PortSampled.TYPE, 1)] = _upcast_columns_v1
+UPCASTERS[(JobFailed.TYPE, 1)] = _upcast_job_failed_v1
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _json_encoder = msgspec.json.Encoder()

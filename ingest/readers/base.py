@@ -114,6 +114,7 @@ class Collector:
         self.result = ReadResult(origin=origin, format=fmt)
         self.source = source
         self._seen: Counter[str] = Counter()
+        self._gpus_registered: set[tuple[str, int, str | None, str]] = set()
         self._lines = bytearray()  # outcome per line (index: line number - 1)
         self._notes: set[str] = set()
         self._notes_cut = 0
@@ -241,6 +242,19 @@ class Collector:
         self.result.dead.append(letter)
         if letter.origin == self.result.origin:
             self._mark(letter.offset, letter.offset, _DEAD)
+
+    def register_gpu(self, node: str, index: int, pci_bus_id: str | None, *, uuid: str = "",
+                     model: str = "", time_us: int) -> None:
+        """One ``gpu.registered`` per GPU and PCI address an input lists (the first time it
+        does): the inventory that maps a kernel XID line's PCI address to ``gpu:<node>/<i>``.
+        Nothing when the input gives no PCI address: without one the event maps nothing."""
+        bus = c.normalize_pci_bus_id(pci_bus_id)
+        key = (node, index, bus, uuid)
+        if bus is None or key in self._gpus_registered:
+            return
+        self._gpus_registered.add(key)
+        self.event(c.GpuRegistered(node=node, gpu=index, pci_bus_id=bus, uuid=uuid,
+                                   model=model), time_us)
 
     def emit_gpus(self, table: SampleTable, time_us: int) -> None:
         """One ``gpu.sampled`` per node of ``table``, at ``time_us``."""

@@ -161,6 +161,8 @@ def parse(data: bytes, *, origin: str, opts: ReadOptions, default_time_us: int) 
         seen.add((node, index))
         scrape_time = when if scrape_time is None else min(scrape_time, when)
         table.touch(node, index)
+        out.register_gpu(node, index, row.get("pci.bus_id"), uuid=row.get("uuid", ""),
+                         model=row.get("name", ""), time_us=when)
         out.take(number_)
         for column, fields in _FIELDS.items():
             field = next((f for f in fields if f in row), None)

@@ -157,6 +157,9 @@ def _document(line: int, doc: bytes, opts: ReadOptions, out: Collector) -> str:
                  f"{_MAX_GPUS} were read (GPU index 0-255)")
     for index, gpu in enumerate(gpus[:_MAX_GPUS]):
         table.touch(node, index)
+        out.register_gpu(node, index, gpu.findtext("pci/pci_bus_id") or gpu.get("id"),
+                         uuid=(gpu.findtext("uuid") or "").strip(),
+                         model=(gpu.findtext("product_name") or "").strip(), time_us=when)
         for column, paths in _SIMPLE.items():
             _set(table, node, index, column, gpu, paths, out, line)
         for column, (parts, fallback) in _SUMS.items():

@@ -221,6 +221,13 @@ def _gpus(
         if s.name == "nvidia_smi_index" and 0 <= s.value <= 255 and float(s.value).is_integer()
     }
     for s in samples:
+        if s.name == "nvidia_smi_gpu_info":  # nvidia_gpu_exporter's inventory line
+            host = opts.node or s.labels.get("Hostname") or s.labels.get("hostname")
+            info_index = small_int(s.labels.get("index", ""), 255)
+            if host and info_index is not None:
+                out.register_gpu(host, info_index, s.labels.get("pci_bus_id"),
+                                 uuid=s.labels.get("uuid", ""), model=s.labels.get("name", ""),
+                                 time_us=s.time_us if s.time_us is not None else default_time_us)
         if s.name in _DCGM:
             column, scale = _DCGM[s.name], 1.0
             index = _gpu_index(s.labels)
@@ -243,6 +250,10 @@ def _gpus(
         out.take(s.line)
         value = _value(s, out)
         when = s.time_us if s.time_us is not None else default_time_us
+        out.register_gpu(node, index, s.labels.get("pci_bus_id"),
+                         uuid=s.labels.get("UUID") or s.labels.get("uuid") or "",
+                         model=s.labels.get("modelName") or s.labels.get("name") or "",
+                         time_us=when)
         instance = bool(s.labels.get("GPU_I_ID"))
         cell = cells[(node, index, when)][column]
         if value is None:

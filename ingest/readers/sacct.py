@@ -11,9 +11,14 @@ Per job allocation record (``JobID`` without a ``.step`` suffix; steps are count
 - ``End`` with ``FAILED``, ``NODE_FAIL``, ``TIMEOUT``, ``OUT_OF_MEMORY``,
   ``BOOT_FAIL``, ``DEADLINE`` or ``PREEMPTED`` -> ``job.failed``: ``reason`` is the state as sacct
   wrote it; ``exit_code`` from ``ExitCode`` ``N:S``: N, else
-  128+S when killed by signal S, else Slurm's own code (``0:125`` for OOM -> 125); -1 without
-  the column;
-- ``End`` with ``REQUEUED`` -> ``job.restarted`` (the run ended; the job went back to the queue).
+  128+S when killed by signal S, else Slurm's own code (``0:125`` for OOM -> 125); None (NULL)
+  without the column, and ``lost_s`` None: sacct does not know the job's checkpoints;
+- ``End`` with ``REQUEUED`` -> ``job.restarted`` with reason ``REQUEUED`` (the run ended; the
+  job went back to the queue).
+
+What the states mean for analysis (``job_outcomes`` view, docs/faults.md#jobs): NODE_FAIL and
+BOOT_FAIL are the scheduler's evidence about the nodes; every other end is the job's own
+outcome, which opens no incident.
 
 Running and pending jobs yield only what has happened. Unknown states go to dead letters.
 
@@ -88,9 +93,9 @@ def _time(text: str, opts: ReadOptions, out: Collector) -> int | str | None:
     return local_us(parsed, need_tz(opts, "sacct times"), out)
 
 
-def _exit_code(text: str | None) -> int | str:
-    if text is None:
-        return -1
+def _exit_code(text: str | None) -> int | str | None:
+    if text is None or not text.strip():
+        return None
     match = _EXIT.match(text.strip())
     if match is None:
         return f"ExitCode {text!r} is not N:S"
@@ -243,7 +248,7 @@ def _job(row: dict[str, str], number: int, raw: bytes, opts: ReadOptions,
     if state == "COMPLETED":
         out.event(c.JobCompleted(job=job, step=0), end)
     elif state == "REQUEUED":
-        out.event(c.JobRestarted(job=job, from_step=0, nodes=[]), end)
+        out.event(c.JobRestarted(job=job, from_step=0, nodes=[], reason=state), end)
     elif state == "CANCELLED":
         by = state_text.split(" by ", 1)[1].strip() if " by " in state_text else ""
         out.event(c.JobCancelled(job=job, step=0, by=by, reason=state_text), end)

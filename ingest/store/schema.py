@@ -27,7 +27,14 @@ from typing import Final
 
 import duckdb
 
-from fleetlog.ingest.contract import GPU_SIGNALS, PORT_SIGNALS, FleetlogError, Signal
+from fleetlog.ingest.contract import (
+    GPU_SIGNALS,
+    JOB_OUTCOME_STATES,
+    NODE_EVIDENCE_STATES,
+    PORT_SIGNALS,
+    FleetlogError,
+    Signal,
+)
 
 _SQL_TYPES: Final = {"<f4": "FLOAT", "<f8": "DOUBLE"}
 
@@ -174,6 +181,30 @@ _PORT_COLS: Final = ", ".join(s.column for s in PORT_SIGNALS)
 
 # Public views: the contract surface. Recreated on every ensure_schema (cheap, and keeps them in
 # step with the code), which leaves the catalog unchanged when nothing changed.
+def _sql_set(values: frozenset[str]) -> str:
+    return ", ".join(f"'{v}'" for v in sorted(values))
+
+
+# How each job run ended, as the scheduler (or the launcher) said: ``state`` is the scheduler's
+# end state (NULL when the reason is the launcher's own words), ``account`` whose account the end
+# is on: ``job`` (its code, limits, owner or the scheduler's policy: no incident), ``node``
+# (NODE_FAIL, BOOT_FAIL: evidence about its nodes) or NULL (not a scheduler state).
+_JOB_OUTCOMES: Final = f"""SELECT ts, job, type, state,
+        CASE WHEN state IN ({_sql_set(NODE_EVIDENCE_STATES)}) THEN 'node'
+             WHEN state IS NOT NULL THEN 'job' END AS account,
+        exit_code, cancelled_by, reason, event_id
+    FROM (SELECT ts, job, type,
+        CASE WHEN type = 'job.completed' THEN 'COMPLETED'
+             WHEN type = 'job.cancelled' THEN 'CANCELLED'
+             WHEN upper(rtrim(split_part(trim(payload->>'reason'), ' ', 1), '+'))
+                  IN ({_sql_set(JOB_OUTCOME_STATES | NODE_EVIDENCE_STATES)})
+             THEN upper(rtrim(split_part(trim(payload->>'reason'), ' ', 1), '+')) END AS state,
+        TRY_CAST(payload->>'exit_code' AS INTEGER) AS exit_code,
+        nullif(payload->>'by', '') AS cancelled_by, payload->>'reason' AS reason, event_id
+        FROM job_events_raw
+        WHERE type IN ('job.failed', 'job.completed', 'job.cancelled')
+           OR (type = 'job.restarted' AND upper(payload->>'reason') LIKE 'REQUEUED%'))"""
+
 PUBLIC_VIEWS: Final = {
     "gpu_samples": f"SELECT ts, node, gpu, {_GPU_COLS}, event_id FROM gpu_samples_raw",
     "port_samples": f"SELECT ts, switch, port, {_PORT_COLS}, event_id FROM port_samples_raw",
@@ -200,6 +231,12 @@ PUBLIC_VIEWS: Final = {
         CAST(payload->>'spare' AS BOOLEAN) AS spare, ts AS registered_ts
     FROM inventory_raw WHERE type = 'node.registered'
     QUALIFY row_number() OVER (PARTITION BY entity ORDER BY ts DESC, event_id DESC) = 1""",
+    "gpus": """SELECT payload->>'node' AS node, CAST(payload->>'gpu' AS INTEGER) AS gpu,
+        payload->>'pci_bus_id' AS pci_bus_id, payload->>'uuid' AS uuid,
+        payload->>'model' AS model, ts AS registered_ts
+    FROM inventory_raw WHERE type = 'gpu.registered'
+    QUALIFY row_number() OVER (PARTITION BY entity ORDER BY ts DESC, event_id DESC) = 1""",
+    "job_outcomes": _JOB_OUTCOMES,
     "racks": """SELECT payload->>'rack' AS rack, payload->>'region' AS region,
         payload->>'pdu' AS pdu, payload->>'cooling_zone' AS cooling_zone
     FROM inventory_raw WHERE type = 'rack.registered'
@@ -216,8 +253,14 @@ PUBLIC_VIEWS: Final = {
     "incidents": """SELECT incident_id, start_ts, end_ts, category, root_entity, confidence,
         candidates, evidence FROM incidents_raw
     QUALIFY row_number() OVER (PARTITION BY incident_id ORDER BY ts DESC, event_id DESC) = 1""",
+    # catalog_action: NVIDIA's action for the XID the recommendation follows, as its reason
+    # states it (analysis.remediation writes "XID n: NVIDIA's catalog says ACTION"); NULL when the
+    # category, not an XID, decided. Read from the reason, so every stored row has it.
     "recommendations": """SELECT incident_id, ts, target, action, reason, gpu_hours_saved,
-        event_id, after FROM recommendations_raw""",
+        event_id, after,
+        nullif(regexp_extract(reason, 'NVIDIA''s catalog says ([A-Z0-9_]+)', 1), '')
+            AS catalog_action
+    FROM recommendations_raw""",
     "dead_letters": """SELECT received_at, origin, partition, "offset", stage, error, event_type,
         event_id, raw FROM dead_letters_raw""",
 }

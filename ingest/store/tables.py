@@ -224,7 +224,8 @@ ROW_TABLES: Final[dict[type[c.Payload], tuple[str, Callable[[c.Envelope], Row]]]
         c.NodeWentDown, c.NodeCameUp, c.NodeMaintenanceStarted, c.NodeMaintenanceEnded)},
     **{t: ("job_events_raw", _job_row) for t in c.PAYLOAD_TYPES.values() if t.TOPIC == "jobs"},
     **{t: ("inventory_raw", _inventory_row) for t in (
-        c.RackRegistered, c.NodeRegistered, c.SwitchRegistered, c.LinkRegistered)},
+        c.RackRegistered, c.NodeRegistered, c.SwitchRegistered, c.LinkRegistered,
+        c.GpuRegistered)},
 }
 
 

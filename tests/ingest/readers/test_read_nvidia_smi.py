@@ -27,6 +27,8 @@ def _rows(events: list[c.Envelope]) -> list[dict[str, float]]:
     rows = []
     for event in events:
         payload = event.payload
+        if isinstance(payload, c.GpuRegistered):
+            continue  # the GPU's inventory (PCI address), beside its samples
         assert isinstance(payload, c.GpuSampled)
         for i, gpu in enumerate(payload.gpu):
             row = {col: float(c.unpack_column(d, c.GPU_SIGNAL_BY_COLUMN[col])[i])
@@ -107,7 +109,8 @@ def test_timestamp_without_tz_is_refused_not_guessed() -> None:
 
 def test_tz_shifts_the_local_timestamp() -> None:
     opts = ReadOptions(node="x", tz=parse_tz("America/New_York"))
-    event = nvidia_smi_csv.read(capture(LOAD), opts).events[0]
+    [event] = [e for e in nvidia_smi_csv.read(capture(LOAD), opts).events
+               if e.type == "gpu.sampled"]
     assert event.time == datetime(2026, 7, 14, 12, 12, 53, 353000, tzinfo=UTC)  # EDT = UTC-4
 
 
@@ -121,7 +124,8 @@ def test_a_looping_capture_becomes_one_event_per_scrape() -> None:
     )
     result = nvidia_smi_csv.parse(text.encode(), origin="loop", opts=ReadOptions(tz=UTC),
                                   default_time_us=0)
-    assert [e.key for e in result.events] == ["node:node-a", "node:node-a"]
+    assert [e.key for e in result.events if e.type == "gpu.sampled"] == ["node:node-a",
+                                                                         "node:node-a"]
     rows = _rows(result.events)
     assert [r["gpu"] for r in rows] == [0, 1, 0, 1]
     assert math.isnan(rows[1]["power_w"])  # [N/A] is missing, not zero
@@ -191,7 +195,7 @@ def test_xml_concatenated_documents_and_a_broken_one() -> None:
     later = doc.replace(b"Mon Apr 24 16:22:39 2023", b"Mon Apr 24 16:22:49 2023")
     data = doc + later + b"<?xml version=\"1.0\"?>\n<nvidia_smi_log><gpu>\n"
     result = nvidia_smi_xml.parse(data, origin="x", opts=ReadOptions(node="t4", tz=UTC))
-    assert [e.time.second for e in result.events] == [39, 49]
+    assert [e.time.second for e in result.events if e.type == "gpu.sampled"] == [39, 49]
     assert len(result.dead) == 1 and result.dead[0].offset == 2 * doc.count(b"\n") + 1
 
 

@@ -26,7 +26,7 @@ def _parse(text: str, **opts: object) -> prometheus.ReadResult:
 
 
 def _row(result: prometheus.ReadResult, index: int = 0) -> dict[str, float]:
-    payload = result.events[0].payload
+    payload = next(e.payload for e in result.events if e.type == "gpu.sampled")
     assert isinstance(payload, c.GpuSampled)
     row = list(payload.gpu).index(index)
     return {
@@ -89,8 +89,12 @@ def test_labels_variants_hostname_lowercase_pod_labels_and_sample_timestamp() ->
         'namespace="ml",container="main"} 71 1740000000000\n'
     )
     result = _parse(text)
-    assert result.events[0].time_us == 1_740_000_000_000_000
-    payload = result.events[0].payload
+    registered, sampled = result.events
+    assert registered.payload == c.GpuRegistered(
+        node="gpu-node-7", gpu=3, pci_bus_id="0000:9b:00.0", uuid="GPU-x",
+        model="NVIDIA H100 80GB HBM3")
+    assert sampled.time_us == 1_740_000_000_000_000
+    payload = sampled.payload
     assert isinstance(payload, c.GpuSampled) and payload.nodes == ["gpu-node-7"]
     assert _row(result, 3)["gpu_temp_c"] == 71
 
@@ -153,7 +157,8 @@ def test_xid_gauge_is_not_turned_into_xid_events() -> None:
 def test_nvidia_gpu_exporter_capture_maps_units() -> None:
     path = capture("nvidia_smi/nvidia_gpu_exporter__h100__load.metrics")
     result = prometheus.read(path, ReadOptions(node="h100-box"))
-    assert not result.dead and len(result.events) == 1
+    assert not result.dead and [e.type for e in result.events] == ["gpu.registered",
+                                                                    "gpu.sampled"]
     row = _row(result)
     # The same machine's nvidia-smi CSV (extracted/h100__query-gpu.load.csv) says: 100 %,
     # 1980 MHz, 59 C, 54 C, 631.95 W, 19818 MiB.

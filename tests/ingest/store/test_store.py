@@ -64,7 +64,11 @@ def test_public_view_columns_follow_the_contract(db_path: Path) -> None:
     assert columns("incidents") == ["incident_id", "start_ts", "end_ts", "category",
                                     "root_entity", "confidence", "candidates", "evidence"]
     assert columns("recommendations") == ["incident_id", "ts", "target", "action", "reason",
-                                          "gpu_hours_saved", "event_id", "after"]
+                                          "gpu_hours_saved", "event_id", "after",
+                                          "catalog_action"]
+    assert columns("job_outcomes") == ["ts", "job", "type", "state", "account", "exit_code",
+                                       "cancelled_by", "reason", "event_id"]
+    assert columns("gpus") == ["node", "gpu", "pci_bus_id", "uuid", "model", "registered_ts"]
     types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() "
                              "WHERE table_name = 'gpu_samples'").fetchall())
     assert types["ts"] == "TIMESTAMP WITH TIME ZONE"
