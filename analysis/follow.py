@@ -10,7 +10,10 @@ to the newest event alone, the racks whose scrapes are still on their way look s
 2,048-node stream at --speed 60 that made 3,932 false rack_power incidents in 30 simulated
 minutes (512 racks, 11 times each; batch analysis of the same stream: none), with the watermark
 none. Incidents it has not emitted yet are stored, published through its ``results`` sink when
-it has one (``<prefix>.analysis``), and handed to ``on_incident``.
+it has one (``<prefix>.analysis``), and handed to ``on_incident``; so are the component actions
+the remediation policy issues for them (``recommendation.issued``: what ``fleetlog act --follow``
+carries out; the job-level actions, which fold every job's history, come from ``fleetlog
+recommend``).
 
 Latency, per emitted incident:
 - ``event_lag_s``: the newest event time landed when the incident was emitted, minus its
@@ -39,10 +42,13 @@ from fleetlog.analysis.diagnosis import Incident
 from fleetlog.analysis.incidents import incident_row, store_incidents, to_event
 from fleetlog.analysis.metrics import AnalysisMetrics
 from fleetlog.analysis.pipeline import analyze_store
+from fleetlog.analysis.recommend import component_recommendations
+from fleetlog.analysis.remediation import RemediationConfig
 from fleetlog.analysis.report_data import fleet_goodput
 from fleetlog.analysis.severity import RESOLVE_AFTER_S, assess, state
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.contract import Sink
+from fleetlog.ingest.store.sink import StoreSink
 
 KEEP_RESOLVED_S: Final = 3600.0  # event time an incident stays tracked after it resolved
 GOODPUT_EVERY_S: Final = 60.0  # wall time between two computations of the fleet's goodput
@@ -63,6 +69,7 @@ class FollowStats:
     events: int = 0
     dead_letters: int = 0
     analyses: int = 0
+    recommendations: int = 0  # component actions issued
     incidents: list[dict[str, Any]] = field(default_factory=list)
     event_lag_s: list[float] = field(default_factory=list)
     wall_lag_s: list[float] = field(default_factory=list)
@@ -77,6 +84,7 @@ class FollowStats:
             "dead_letters": self.dead_letters,
             "analyses": self.analyses,
             "incidents": len(self.incidents),
+            "recommendations": self.recommendations,
             "event_lag_median_s": pct(self.event_lag_s, 50),
             "event_lag_p90_s": pct(self.event_lag_s, 90),
             "wall_lag_median_s": pct(self.wall_lag_s, 50),
@@ -95,6 +103,7 @@ class LiveAnalysis:
         results: Sink | None = None,
         on_incident: Callable[[dict[str, Any]], Any] | None = None,
         metrics: AnalysisMetrics | None = None, lateness_s: float = LATENESS_S,
+        remediation: RemediationConfig | None = None, recommend: bool = True,
     ) -> None:
         self.every_s = every_s
         self.lookback_s = lookback_s
@@ -109,6 +118,12 @@ class LiveAnalysis:
         self.dirty = False  # something landed since the last analysis
         self.last_analysis = time.monotonic()
         self._emitted: set[str] | None = None  # incident ids in the store, read once
+        # Component actions are issued as their incidents are found (``fleetlog act --follow``
+        # carries them out); the job actions fold every job's history, so they stay with
+        # ``fleetlog recommend``.
+        self.recommend = recommend
+        self.remediation = remediation
+        self._recommended: set[str] | None = None  # recommendation ids in the store, read once
         self.metrics = metrics
         self.tracked: dict[str, Incident] = {}
         self.severities: dict[str, str] = {}
@@ -156,6 +171,8 @@ class LiveAnalysis:
         fresh: list[Incident] = [i for i in result.incidents if i.incident_id not in emitted]
         if fresh:
             store_incidents(con, fresh)
+            if self.recommend:
+                self._issue_recommendations(con)
         self._track(con, result.incidents)
         if self.metrics is not None:
             self.metrics.analysed(stats.analysis_s[-1])
@@ -171,6 +188,26 @@ class LiveAnalysis:
                     key = (t.incident.category, t.severity)
                     open_by[key] = open_by.get(key, 0) + 1
             self.metrics.state(open_by, self.goodput, newest_us / US)
+
+    def _issue_recommendations(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Store and publish the component actions not issued yet (the policy's fold over every
+        stored incident: its ids are deterministic, so only the new incidents' actions are new)."""
+        if self._recommended is None:
+            self._recommended = {row[0] for row in con.execute(
+                "SELECT event_id FROM event_log WHERE type = 'recommendation.issued'").fetchall()}
+        new = [event for event, _row in component_recommendations(con, self.remediation)
+               if event.id not in self._recommended]
+        if not new:
+            return
+        sink = StoreSink.sharing(con)
+        try:
+            sink.write(new)
+        finally:
+            sink.close()
+        if self.results is not None:
+            self.results.write(new)
+        self._recommended.update(event.id for event in new)
+        self.stats.recommendations += len(new)
 
     def watermark_us(self) -> int:
         """How far the analysis reads: the newest event time every scrape source still talking

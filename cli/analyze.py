@@ -58,6 +58,9 @@ def _say(text: str) -> None:
               help="Send each incident to this Alertmanager (v2 API, e.g. "
               "http://127.0.0.1:9093): one alert per incident, re-sent while open (--follow), "
               "resolved when it ends. See docs/alerts-and-metrics.md.")
+@click.option("--remediation-config", type=click.Path(path_type=Path, exists=True),
+              default=None, help="--follow: the remediation thresholds (TOML, as `fleetlog "
+              "recommend --config`) of the component actions issued as incidents are found.")
 @metrics_port_option
 @bootstrap_option
 @topic_prefix_option
@@ -65,23 +68,30 @@ def _say(text: str) -> None:
 def analyze_command(
     db: tuple[Path, ...], since: datetime | None, until: datetime | None, write: bool,
     publish: bool, follow: bool, every: float, lookback: float, max_seconds: float | None,
-    idle_exit: float | None, alertmanager: str | None, metrics_port: str | None,
-    bootstrap: str | None, topic_prefix: str | None, fmt: str | None,
+    idle_exit: float | None, alertmanager: str | None, remediation_config: Path | None,
+    metrics_port: str | None, bootstrap: str | None, topic_prefix: str | None, fmt: str | None,
 ) -> None:
     """Find what failed, when, where and why: detect anomalies, group them into incidents and
     rank root causes. Reads the store only (never truth_faults); incidents are stored in the
-    `incidents` view (re-running adds no duplicates) and, with --publish, sent to Kafka.
+    `incidents` view (re-running adds no duplicates) and, with --publish, sent to Kafka. With
+    --follow, the component actions for each new incident (drain, reset...) are issued as it is
+    found, stored and published where `fleetlog act --follow` takes them; the job actions come
+    from `fleetlog recommend`.
 
     Example: fleetlog analyze --db fleet.duckdb --table
     """
     from fleetlog.ingest.kafka.settings import settings_for
 
+    if remediation_config is not None and not follow:
+        raise click.UsageError("--remediation-config goes with --follow (batch: `fleetlog "
+                               "recommend --config`)")
     if metrics_port is not None and not follow:
         raise click.UsageError("--metrics-port serves /metrics while --follow runs: add --follow")
     if alertmanager is not None and not write:
         raise click.UsageError("--alertmanager needs the incidents stored (their severity is "
                                "the stored incident's): drop --no-write")
     if follow:
+        from fleetlog.analysis.remediation import RemediationConfig
         from fleetlog.follow import follow as run_follow
 
         if len(db) != 1:
@@ -94,6 +104,8 @@ def analyze_command(
                 f"incident {row['incident_id']}: {row['severity']} {row['category']} on "
                 f"{row['root_entity']} (event lag {row['event_lag_s']} s)"),
             metrics_address=metrics_port, alertmanager=alertmanager,
+            remediation=RemediationConfig.load(remediation_config) if remediation_config
+            else None,
             on_notice=lambda text: click.echo(f"fleetlog analyze: {text}", err=True),
         )
         render(stats.summary(), fmt)

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from fleetlog.act.alerts import AlertPusher, build_alerts
 from fleetlog.analysis.follow import FollowStats, LiveAnalysis
 from fleetlog.analysis.metrics import AnalysisMetrics
+from fleetlog.analysis.remediation import RemediationConfig
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.contract.metrics import MetricsServer, serve_metrics
 from fleetlog.ingest.ingester import KafkaIngest, ingest_kafka
@@ -48,7 +49,7 @@ def follow(
     max_seconds: float | None = None, idle_exit_s: float | None = None, publish: bool = True,
     on_incident: Callable[[dict[str, Any]], Any] | None = None,
     metrics_address: str | None = None, alertmanager: str | None = None,
-    on_notice: Callable[[str], Any] | None = None,
+    on_notice: Callable[[str], Any] | None = None, remediation: RemediationConfig | None = None,
 ) -> FollowStats:
     """Land the topics in ``db`` and analyze as they land, until ``max_seconds`` have passed,
     nothing new arrived for ``idle_exit_s`` (once caught up), or Ctrl-C; a last analysis then
@@ -64,7 +65,7 @@ def follow(
     registry = CollectorRegistry()
     ingest_metrics = IngestMetrics(registry)
     live = LiveAnalysis(every_s=every_s, lookback_s=lookback_s, on_incident=on_incident,
-                        metrics=AnalysisMetrics(registry))
+                        metrics=AnalysisMetrics(registry), remediation=remediation)
     stop = threading.Event()
     started = time.monotonic()
     server: MetricsServer | None = None

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from fleetlog.analysis.pipeline import analyze_store
+from fleetlog.analysis.recommend import component_recommendations
 from fleetlog.follow import follow
 from fleetlog.generators.config import SimConfig
 from fleetlog.generators.run import simulate
@@ -35,6 +36,12 @@ def test_follow_finds_what_batch_finds(tmp_path: Path, kafka_settings: Any,
         assert con.execute("SELECT count(*) FROM truth_faults").fetchone() == (0,)  # never read
         stored = {r[0] for r in con.execute("SELECT incident_id FROM incidents").fetchall()}
         batch = {i.incident_id for i in analyze_store(con).incidents}
+        # the component actions were issued as the incidents were found: the same ones a batch
+        # pass of the policy issues for the stored incidents (`fleetlog act --follow` takes them)
+        issued = {r[0] for r in con.execute(
+            "SELECT event_id FROM event_log WHERE type = 'recommendation.issued'").fetchall()}
+        assert issued and issued == {e.id for e, _row in component_recommendations(con)}
+        assert summary["recommendations"] == len(issued)
     finally:
         con.close()
     opened = {row["incident_id"] for row in stats.incidents}
@@ -43,15 +50,19 @@ def test_follow_finds_what_batch_finds(tmp_path: Path, kafka_settings: Any,
     consumer = KafkaConsumer(f"{prefix}.analysis", bootstrap_servers=kafka_settings.bootstrap,
                              auto_offset_reset="earliest", consumer_timeout_ms=10_000,
                              group_id=unique_name("g"))
-    published = set()
+    published, recommended = set(), set()
     for record in consumer:
         event = c.decode(record.value)
         assert isinstance(event, c.Envelope)
-        published.add(event.payload.incident_id)  # type: ignore[attr-defined]
-        if published == opened:
+        if event.type == "recommendation.issued":
+            recommended.add(event.id)
+        else:
+            published.add(event.payload.incident_id)  # type: ignore[attr-defined]
+        if published == opened and recommended == issued:
             break
     consumer.close()
     assert published == opened
+    assert recommended == issued
 
 
 def _scrape(url: str) -> dict[str, float]:

@@ -40,8 +40,9 @@ def poll(what: str, done: Callable[[], bool], timeout_s: float = 30.0) -> None:
 class Slurm:
     """The running cluster: its config, and helpers that read and change it as an admin."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, nodes: tuple[str, ...] = NODES) -> None:
         self.root = root
+        self.nodes = nodes
         self.conf = root / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -67,7 +68,7 @@ class Slurm:
             (self.root / folder).mkdir()
         nodes = "\n".join(
             f"NodeName={name} NodeAddr=127.0.0.1 NodeHostname=localhost Port={_free_port()} "
-            "CPUs=1 State=UNKNOWN" for name in NODES)
+            "CPUs=1 State=UNKNOWN" for name in self.nodes)
         r = self.root
         self.conf.write_text(f"""ClusterName=fltest
 SlurmctldHost=localhost(127.0.0.1)
@@ -103,10 +104,10 @@ PartitionName=vc1 Nodes=ALL MaxTime=INFINITE State=UP
 """)
         (r / "plugstack.conf").write_text("")
         self._spawn("slurmctld", "-D", "-f", str(self.conf))
-        for name in NODES:
+        for name in self.nodes:
             (r / "spool" / name).mkdir()
             self._spawn("slurmd", "-D", "-f", str(self.conf), "-N", name)
-        poll("every node idle", lambda: self.states() == {n: "idle" for n in NODES})
+        poll("every node idle", lambda: self.states() == {n: "idle" for n in self.nodes})
 
     def _spawn(self, *argv: str) -> None:
         log = (self.root / f"{argv[0]}-{len(self.procs)}.out").open("wb")
@@ -151,7 +152,7 @@ PartitionName=vc1 Nodes=ALL MaxTime=INFINITE State=UP
         busy = [name for name, state in self.states().items() if state.rstrip("*") != "idle"]
         if busy:
             self.run("scontrol", "update", f"NodeName={','.join(busy)}", "State=RESUME")
-        poll("every node idle", lambda: self.states() == {n: "idle" for n in NODES})
+        poll("every node idle", lambda: self.states() == {n: "idle" for n in self.nodes})
 
     def stop(self) -> None:
         subprocess.run(["scancel", "--user=root"], env=self.env, check=False, timeout=30)
