@@ -18,6 +18,9 @@ mistaken for many small ones:
    the job's nodes explains has been attributed to it -> ``sdc`` (loss NaN/spike), ``nccl_hang``
    (no step progress, then the watchdog), or ``software`` (all ranks exit at once).
 
+A GPU's or a link's symptoms that recur before it has been healthy for ``HOLD_DOWN`` (6 h) join
+its open incident: one incident per fault episode, not one per burst.
+
 Each incident keeps its findings (the evidence), the entities they touch (``affected``), and a
 ranked list of (category, entity, score) candidates whose scores sum to 1.
 """
@@ -36,6 +39,11 @@ from fleetlog.analysis.context import US, AnalysisContext, Finding
 from fleetlog.ingest import contract as c
 
 MIN: Final = 60 * US
+# One incident per fault episode: a GPU's or a link's symptoms that come back (a flapping cable's
+# next burst, an XID again) join its open incident until the entity has been healthy this long.
+# Six hours: longer than the quiet between a bad cable's bursts or a GPU's repeated XIDs, short
+# enough that a part that fails again after a repair is a new incident the same day.
+HOLD_DOWN: Final = 6 * 60 * MIN
 GPU_KINDS: Final = frozenset({
     "xid", "sbe_rising", "sram_rising", "nvlink_rising", "dbe", "row_remap_pending",
     "row_remap_failure", "gpu_absent", "gpu_hot", "thermal_throttle",
@@ -293,7 +301,7 @@ class _Diagnosis:
         for f in signals:
             by_gpu[f.entity].append(f)
         for entity, group in sorted(by_gpu.items()):
-            for cluster in _clusters(group, 60 * MIN):
+            for cluster in _clusters(group, HOLD_DOWN):
                 scores = _gpu_scores(cluster)
                 if not scores:
                     self.release(cluster)
@@ -311,7 +319,7 @@ class _Diagnosis:
         for f in signals:
             by_link[f.entity].append(f)
         for link, group in sorted(by_link.items()):
-            for cluster in _clusters(group, 30 * MIN):
+            for cluster in _clusters(group, HOLD_DOWN):
                 peer = str(cluster[0].attrs.get("peer") or "")
                 switch = str(cluster[0].attrs.get("switch") or "")
                 node = str(cluster[0].attrs.get("node") or "")

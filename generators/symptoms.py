@@ -25,6 +25,11 @@ from fleetlog.generators.world import World
 from fleetlog.ingest import contract as c
 
 # Kernel log text per XID (the part after "NVRM: Xid (PCI:...): <code>, pid=..., ").
+# A flapping cable: how many more bursts of flaps after the first (equally likely), and the quiet
+# between two bursts (the link retrains and runs clean for a while, then flaps again).
+CABLE_EXTRA_BURSTS: Final = (0, 0, 1, 2, 3)
+CABLE_BURST_GAP_S: Final = (20 * 60.0, 150 * 60.0)
+
 XID_TEXT: Final = {
     13: "Graphics SM Warp Exception on (GPC 1, TPC 2, SM 0): Out Of Range Address",
     31: "Ch 00000010, intr 10000000. MMU Fault: ENGINE GRAPHICS GPCCLIENT_T1_3 faulted @ "
@@ -268,13 +273,26 @@ def _cable(sim: World, f: Fault) -> None:
     flaps = [first_flap]
     for _ in range(int(sim.rng_fault.integers(2, 6))):
         flaps.append(flaps[-1] + down_us + _between(sim, 10, 60))
-    for column, rates in (("symbol_error", (2.0, 60.0)), ("link_error_recovery", (1.0, 3.0))):
-        tel.add(Overlay(f, "port_counter", _index(port), t0, flaps[-1], column=column,
-                        rate0=rates[0], rate1=rates[1]))
+    # A flapping cable flaps in bursts: quiet for a while after the first (the link retrains),
+    # then again, until it is replaced. Each burst is the same fault episode.
+    bursts = [(t0, flaps)]
+    for _ in range(int(sim.rng_fault.choice(CABLE_EXTRA_BURSTS))):
+        quiet_from = bursts[-1][1][-1] + _between(sim, *CABLE_BURST_GAP_S)
+        again = [quiet_from]
+        for _ in range(int(sim.rng_fault.integers(1, 4))):
+            again.append(again[-1] + down_us + _between(sim, 10, 60))
+        bursts.append((quiet_from - _between(sim, 60, 180), again))
+    for start, burst in bursts:
+        for column, rates in (("symbol_error", (2.0, 60.0)),
+                              ("link_error_recovery", (1.0, 3.0))):
+            tel.add(Overlay(f, "port_counter", _index(port), start, burst[-1], column=column,
+                            rate0=rates[0], rate1=rates[1]))
     slowdown = float(sim.rng_fault.uniform(1.1, 1.4))
     tel.add(Overlay(f, "slow", _index(), t0, t0, clock=1.0 / slowdown, nodes=(node,)))
     f.symptom(t0)
-    f.detail = f"cable: errors for {(first_flap - t0) / 6e7:.0f} min, {len(flaps)} flaps"
+    flaps = [t for _start, burst in bursts for t in burst]
+    f.detail = (f"cable: errors for {(first_flap - t0) / 6e7:.0f} min, {len(flaps)} flaps in "
+                f"{len(bursts)} burst(s)")
     f.end_us = _repair_time(sim, f, flaps[-1])
 
     def down(first: bool, last: bool) -> None:
@@ -285,9 +303,7 @@ def _cable(sim: World, f: Fault) -> None:
             sched.drain([node])
             code, reason = NETWORK_FAILURE
             sim.after(_between(sim, 5, 20), lambda: sched.fail_on([node], code, reason, f))
-        if last:
-            tel.clear(f, "port_counter")
-        else:
+        if not last:
             sim.after(down_us, up)
 
     def up() -> None:
