@@ -72,6 +72,7 @@ class Incident:
     findings: list[Finding] = field(default_factory=list)
     affected: set[str] = field(default_factory=set)
     nodes: set[str] = field(default_factory=set)  # footprint for attributing job failures
+    calibrated: float | None = None  # the top score mapped to observed precision (calibration)
 
     @property
     def incident_id(self) -> str:
@@ -80,6 +81,10 @@ class Incident:
 
     @property
     def confidence(self) -> float:
+        """How sure: the calibrated share of such incidents that were right when there is one
+        (``analysis.calibration``), else the top candidate's raw score."""
+        if self.calibrated is not None:
+            return self.calibrated
         return self.candidates[0][2] if self.candidates else 0.0
 
     def add(self, finding: Finding) -> None:
