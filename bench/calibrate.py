@@ -35,9 +35,6 @@ RUNS = (
     ("quiet", 64, 12.0, 1.0),
     ("migration", 64, 12.0, 1.0),
 )
-# The held-out check (and the test's): fewer, faster runs.
-HELD_OUT_RUNS = (("mixed", 64, 4.0, 100.0), ("network", 32, 12.0, 10.0),
-                 ("llama3", 64, 6.0, 40.0))
 
 
 def score(scenario: str, seed: int, nodes: int, hours: float, rate: float,
@@ -65,7 +62,7 @@ def samples(scored: Scored) -> list[tuple[str, float, bool]]:
 
 def held_out(folder: Path, seed: int = calibration.HELD_OUT_SEED) -> dict[str, object]:
     """The reliability table and ECE of the held-out runs, with the table in use."""
-    runs = [score(s, seed, n, h, r, folder) for s, n, h, r in HELD_OUT_RUNS]
+    runs = [score(s, seed, n, h, r, folder) for s, n, h, r in calibration.HELD_OUT_RUNS]
     return dict(report(runs)["calibration"])
 
 
