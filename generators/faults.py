@@ -51,21 +51,21 @@ assert set(VARIANTS) == set(ALL_CATEGORIES)
 
 # Time to repair (out of service until back, hours): lognormal (mu, sigma of ln hours) fitted on
 # the real InfiniteHBD trace (584 node faults on 400 servers over 345 days; median 20.4 h, mean
-# 133 h) by ``bench/repair_times.py``, per category where the trace has 20 faults or more. GPU
-# categories it does not label (SRAM, GSP, thermal) take its GPU class (``gpu_hw``); the others
-# (maintenance, rack power, cooling, storage) the fit of all its faults (``*``). Draws are kept
-# within REPAIR_CLIP_H: under 15 min is no repair, and a part never waits more than 60 days.
+# 133 h) by ``bench/repair_times.py``, for the categories it labels 20 times or more. Draws are
+# kept within REPAIR_CLIP_H: under 15 min is no repair, and a part never waits more than 60 days.
 REPAIR_LOGNORMAL: Final = {
     "gpu_hbm": (1.494, 3.101), "gpu_hw": (2.321, 2.763), "host_hw": (4.498, 1.647),
-    "network": (3.619, 1.741), "nic": (2.078, 3.407), "*": (2.591, 2.613),
+    "network": (3.619, 1.741), "nic": (2.078, 3.407),
 }
-REPAIR_LIKE: Final = {"gpu_sram": "gpu_hw", "gpu_gsp": "gpu_hw", "gpu_thermal": "gpu_hw"}
 REPAIR_CLIP_H: Final = (0.25, 60 * 24.0)
-
-
-def repair_lognormal(category: str) -> tuple[float, float]:
-    """(mu, sigma) of ln(repair hours) for ``category``."""
-    return REPAIR_LOGNORMAL.get(REPAIR_LIKE.get(category, category), REPAIR_LOGNORMAL["*"])
+# The categories the trace does not label (or too rarely to fit): uniform over hours, a guess
+# (a GPU reset, a reboot, a PDU or a cooling unit fixed, storage recovered).
+REPAIR_HOURS: Final = {
+    "gpu_sram": (0.5, 2.0), "gpu_gsp": (0.25, 1.0), "gpu_thermal": (2.0, 8.0),
+    "host_maintenance": (0.25, 1.0), "rack_power": (0.5, 2.0), "cooling": (1.0, 3.0),
+    "storage": (1.0, 3.0),
+}
+assert not set(REPAIR_LOGNORMAL) & set(REPAIR_HOURS)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Final
 
 import numpy as np
 
-from fleetlog.generators.faults import REPAIR_CLIP_H, Fault, repair_lognormal
+from fleetlog.generators.faults import REPAIR_CLIP_H, REPAIR_HOURS, REPAIR_LOGNORMAL, Fault
 from fleetlog.generators.jobs import Job
 from fleetlog.generators.telemetry import Overlay
 from fleetlog.generators.world import World
@@ -84,7 +84,10 @@ def _lead(sim: World, lo_s: float, hi_s: float) -> int:
 
 
 def _repair_time(sim: World, fault: Fault, t_us: int) -> int:
-    mu, sigma = repair_lognormal(fault.category)
+    if fault.category in REPAIR_HOURS:
+        lo, hi = REPAIR_HOURS[fault.category]
+        return t_us + _between(sim, lo * 3600, hi * 3600)
+    mu, sigma = REPAIR_LOGNORMAL[fault.category]
     hours = min(max(float(sim.rng_fault.lognormal(mu, sigma)), REPAIR_CLIP_H[0]), REPAIR_CLIP_H[1])
     return t_us + _us(hours * 3600)
 

@@ -77,8 +77,10 @@ def test_stream_order_keys_and_inventory_first(simulate_run) -> None:
 # stored simulation and every figure quoted from one changes too: update it only on purpose, and
 # say so in the CHANGELOG. (Re-pinned when sample batches moved to one values buffer, version 2:
 # the decoded stream -- ids, times, keys, every sample column, every other event's bytes -- was
-# compared with the version 1 stream and is identical.)
-GOLDEN = ("252a62965eab801f239bffacbfe39b3cb6880255f6958a854a9523fc5bed6fbd", 8158)
+# compared with the version 1 stream and is identical. Re-pinned on purpose for issue #18: repair
+# times are drawn from the lognormal fitted on the InfiniteHBD trace, and a flapping cable flaps
+# in bursts, so fault ends and the draws after them moved.)
+GOLDEN = ("03619a071a80b85968096a37a743fcd7edc4ce13bed34bc4b92ed4fb875e1b73", 8158)
 
 
 def test_the_stream_matches_the_pinned_digest() -> None:
