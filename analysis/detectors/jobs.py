@@ -103,7 +103,10 @@ def detect_stalls(ctx: AnalysisContext) -> list[Finding]:
         )
         .filter(
             (pl.col("until_t") - pl.col("t") > pl.col("limit_us"))
-            & ~pl.col("next_type").is_in(["job.checkpoint_started", "job.completed"])
+            # A pause that ends in a checkpoint, the job's end or its move to another virtual
+            # cluster (pause, checkpoint, move, resume: the scheduler's doing) is no hang.
+            & ~pl.col("next_type").is_in(["job.checkpoint_started", "job.completed",
+                                          "job.migrated"])
                 .fill_null(False)
         )
     )
