@@ -415,6 +415,8 @@ class _Diagnosis:
             node = f.node
             owner = None
             for incident in self.incidents:
+                if _other_switch(f, incident):
+                    continue
                 if node and node in incident.nodes and (
                     incident.start_us - 2 * MIN <= f.onset_us <= incident.end_us + 30 * MIN
                 ):
@@ -453,6 +455,16 @@ class _Diagnosis:
         saved, self.free = self.free, findings
         self.absorb()
         self.free = saved + self.free
+
+
+def _other_switch(f: Finding, incident: Incident) -> bool:
+    """A port's finding that is not a dead switch's: on another switch (the node is behind both,
+    rail i to leaf i), or on the same one after it came back. A cable failing during or just
+    after the outage (faults held back by it often start as it is repaired) is its own fault."""
+    if f.kind not in PORT_KINDS or not incident.root.startswith("switch:"):
+        return False
+    return (c.switch_entity(str(f.attrs.get("switch", ""))) != incident.root
+            or f.onset_us > incident.end_us)
 
 
 # ---- scoring --------------------------------------------------------------------------------
