@@ -19,6 +19,9 @@ mistaken for many small ones:
    the job's nodes explains has been attributed to it -> ``sdc`` (loss NaN/spike), ``nccl_hang``
    (no step progress, then the watchdog), or ``software`` (all ranks exit at once).
 
+A GPU's or a link's symptoms that recur before it has been healthy for ``HOLD_DOWN`` (6 h) join
+its open incident: one incident per fault episode, not one per burst.
+
 Each incident keeps its findings (the evidence), the entities they touch (``affected``), and a
 ranked list of (category, entity, score) candidates whose scores sum to 1.
 """
@@ -37,6 +40,11 @@ from fleetlog.analysis.context import US, AnalysisContext, Finding
 from fleetlog.ingest import contract as c
 
 MIN: Final = 60 * US
+# One incident per fault episode: a GPU's or a link's symptoms that come back (a flapping cable's
+# next burst, an XID again) join its open incident until the entity has been healthy this long.
+# Six hours: longer than the quiet between a bad cable's bursts or a GPU's repeated XIDs, short
+# enough that a part that fails again after a repair is a new incident the same day.
+HOLD_DOWN: Final = 6 * 60 * MIN
 GPU_KINDS: Final = frozenset({
     "xid", "sbe_rising", "sram_rising", "nvlink_rising", "dbe", "row_remap_pending",
     "row_remap_failure", "gpu_absent", "gpu_hot", "thermal_throttle",
@@ -65,6 +73,7 @@ class Incident:
     findings: list[Finding] = field(default_factory=list)
     affected: set[str] = field(default_factory=set)
     nodes: set[str] = field(default_factory=set)  # footprint for attributing job failures
+    calibrated: float | None = None  # the top score mapped to observed precision (calibration)
 
     @property
     def incident_id(self) -> str:
@@ -73,6 +82,10 @@ class Incident:
 
     @property
     def confidence(self) -> float:
+        """How sure: the calibrated share of such incidents that were right when there is one
+        (``analysis.calibration``), else the top candidate's raw score."""
+        if self.calibrated is not None:
+            return self.calibrated
         return self.candidates[0][2] if self.candidates else 0.0
 
     def add(self, finding: Finding) -> None:
@@ -306,7 +319,7 @@ class _Diagnosis:
         for f in signals:
             by_gpu[f.entity].append(f)
         for entity, group in sorted(by_gpu.items()):
-            for cluster in _clusters(group, 60 * MIN):
+            for cluster in _clusters(group, HOLD_DOWN):
                 scores = _gpu_scores(cluster)
                 if not scores:
                     self.release(cluster)
@@ -324,7 +337,7 @@ class _Diagnosis:
         for f in signals:
             by_link[f.entity].append(f)
         for link, group in sorted(by_link.items()):
-            for cluster in _clusters(group, 30 * MIN):
+            for cluster in _clusters(group, HOLD_DOWN):
                 peer = str(cluster[0].attrs.get("peer") or "")
                 switch = str(cluster[0].attrs.get("switch") or "")
                 node = str(cluster[0].attrs.get("node") or "")
@@ -417,6 +430,8 @@ class _Diagnosis:
             node = f.node
             owner = None
             for incident in self.incidents:
+                if _other_switch(f, incident):
+                    continue
                 if node and node in incident.nodes and (
                     incident.start_us - 2 * MIN <= f.onset_us <= incident.end_us + 30 * MIN
                 ):
@@ -456,6 +471,16 @@ class _Diagnosis:
         saved, self.free = self.free, findings
         self.absorb()
         self.free = saved + self.free
+
+
+def _other_switch(f: Finding, incident: Incident) -> bool:
+    """A port's finding that is not a dead switch's: on another switch (the node is behind both,
+    rail i to leaf i), or on the same one after it came back. A cable failing during or just
+    after the outage (faults held back by it often start as it is repaired) is its own fault."""
+    if f.kind not in PORT_KINDS or not incident.root.startswith("switch:"):
+        return False
+    return (c.switch_entity(str(f.attrs.get("switch", ""))) != incident.root
+            or f.onset_us > incident.end_us)
 
 
 # ---- scoring --------------------------------------------------------------------------------

@@ -20,6 +20,12 @@ Metrics:
 - confusion matrix of categories: true category x predicted category, plus ``missed`` and the
   false alarms by predicted category.
 - false alarms per 1,000 node-hours: unmatched incidents / (nodes x hours / 1000).
+- calibration: per band of confidence, the incidents and the share of them that were right (matched
+  to a fault whose category and root entity are the incident's), and the expected calibration
+  error (ECE) over all incidents (``analysis.calibration``).
+
+A store without ground truth (no ``fault.injected`` event, and not written by the simulator,
+whose truth is complete even when it injected nothing) cannot be scored: ``NoGroundTruth``.
 """
 
 from __future__ import annotations
@@ -27,15 +33,32 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import duckdb
 import numpy as np
 
+from fleetlog.analysis.calibration import reliability
 from fleetlog.analysis.context import US, infer_interval_us
 from fleetlog.analysis.diagnosis import Incident
+from fleetlog.analysis.incidents import AnalysisError
 from fleetlog.analysis.pipeline import AnalysisResult, analyze_store
 from fleetlog.analysis.projections import Topology
+
+# The simulator's events carry this source; it writes the whole truth of its run, so a run of
+# it without a fault.injected event (the quiet scenario) has ground truth: no fault.
+SIMULATOR_SOURCE: Final = "fleetlog-sim"
+
+
+class NoGroundTruth(AnalysisError):
+    """The store holds no ground truth to score against."""
+
+
+def has_truth(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.execute(
+        "SELECT EXISTS (SELECT 1 FROM truth_faults) OR EXISTS "
+        "(SELECT 1 FROM event_log WHERE source = ?)", [SIMULATOR_SOURCE]).fetchone()
+    return bool(row and row[0])
 
 
 @dataclass(frozen=True)
@@ -226,6 +249,9 @@ def report(runs: Sequence[Scored]) -> dict[str, Any]:
         row = confusion.setdefault(m.fault.category, {})
         predicted = m.incident.category if m.incident else "missed"
         row[predicted] = row.get(predicted, 0) + 1
+    right = [(m.incident.confidence, (m.incident.category, m.incident.root)
+              == (m.fault.category, m.fault.entity)) for m in matches if m.incident is not None]
+    right += [(i.confidence, False) for i in false_alarms + duplicates]
     alarms = Counter(i.category for i in false_alarms + duplicates)
     if alarms:
         confusion["false_alarm"] = dict(sorted(alarms.items()))
@@ -247,6 +273,7 @@ def report(runs: Sequence[Scored]) -> dict[str, Any]:
         "overall": _scores(matches, interval_us),
         "by_category": {cat: _scores(ms, interval_us) for cat, ms in sorted(by_cat.items())},
         "confusion": confusion,
+        "calibration": reliability(right),
         "missed": [{"fault_id": m.fault.fault_id, "category": m.fault.category,
                     "entity": m.fault.entity} for m in matches if m.incident is None][:50],
         "wrong_root": [
@@ -282,6 +309,10 @@ def evaluate_stores(
     for paths in stores:
         con = open_union(list(paths))
         try:
+            if not has_truth(con):
+                raise NoGroundTruth(
+                    f"{', '.join(str(p) for p in paths)} holds no ground truth (no fault.injected "
+                    "event, not a simulated run): eval scores simulated runs; use analyze")
             runs.append(score_store(con, since_us, until_us))
         finally:
             con.close()

@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 
+from fleetlog.analysis.calibration import calibrate
 from fleetlog.analysis.context import US, AnalysisContext, Finding, build_context
 from fleetlog.analysis.detectors import run_detectors
 from fleetlog.analysis.diagnosis import Incident, diagnose
@@ -58,6 +59,7 @@ def analyze_context(
     findings = run_detectors(ctx, timings, on_step)
     started = time.perf_counter()
     incidents = [i for i in diagnose(ctx, findings) if i.detect_us >= ctx.since_us]
+    calibrate(incidents)
     timings["diagnosis"] = round(time.perf_counter() - started, 3)
     return AnalysisResult(incidents, findings, ctx.since_us, ctx.until_us, ctx.interval_us,
                           timings, topology=ctx.projections.topology)

@@ -36,6 +36,10 @@ def replay_command(
 ) -> None:
     """Re-publish stored events in their original order per key and with their relative timing.
 
+    A --since slice starts with what it needs from before it: the inventory (racks, nodes,
+    switches, links) and the submissions and placements of its jobs, so its analysis knows the
+    topology.
+
     Example: fleetlog replay --db fleet.duckdb --since 2026-01-05T00:00:00Z --speed 60
     --to kafka://127.0.0.1:9092
     """

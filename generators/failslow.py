@@ -19,8 +19,9 @@ from typing import Final
 
 import numpy as np
 
-from fleetlog.generators.faults import FAILSLOW_KINDS, REPAIR_HOURS, Fault
+from fleetlog.generators.faults import FAILSLOW_KINDS, Fault
 from fleetlog.generators.shapes import Range, chance
+from fleetlog.generators.symptoms import repair_time
 from fleetlog.generators.telemetry import Overlay
 from fleetlog.generators.world import World
 from fleetlog.ingest import contract as c
@@ -78,8 +79,7 @@ def _start(sim: World, f: Fault, nodes: list[int]) -> int:
     sim.injector.hold_nodes(f, nodes)
     t0 = sim.next_tick(sim.now_us)
     f.symptom(t0)
-    lo, hi = REPAIR_HOURS[f.category]
-    f.end_us = t0 + _us(float(sim.rng_fault.uniform(lo * 3600, hi * 3600)))
+    f.end_us = repair_time(sim, f, t0)  # the trace-fitted repair times (generators/faults.py)
 
     def repair() -> None:
         sim.tel.clear(f)

@@ -18,13 +18,18 @@ from typing import Final
 
 import numpy as np
 
-from fleetlog.generators.faults import REPAIR_HOURS, Fault
+from fleetlog.generators.faults import REPAIR_CLIP_H, REPAIR_HOURS, REPAIR_LOGNORMAL, Fault
 from fleetlog.generators.jobs import Job
 from fleetlog.generators.telemetry import Overlay
 from fleetlog.generators.world import World
 from fleetlog.ingest import contract as c
 
 # Kernel log text per XID (the part after "NVRM: Xid (PCI:...): <code>, pid=..., ").
+# A flapping cable: how many more bursts of flaps after the first (equally likely), and the quiet
+# between two bursts (the link retrains and runs clean for a while, then flaps again).
+CABLE_EXTRA_BURSTS: Final = (0, 0, 1, 2, 3)
+CABLE_BURST_GAP_S: Final = (20 * 60.0, 150 * 60.0)
+
 XID_TEXT: Final = {
     13: "Graphics SM Warp Exception on (GPC 1, TPC 2, SM 0): Out Of Range Address",
     31: "Ch 00000010, intr 10000000. MMU Fault: ENGINE GRAPHICS GPCCLIENT_T1_3 faulted @ "
@@ -78,9 +83,13 @@ def _lead(sim: World, lo_s: float, hi_s: float) -> int:
     return _between(sim, lo_s, max(lo_s, min(hi_s, room)))
 
 
-def _repair_time(sim: World, fault: Fault, t_us: int) -> int:
-    lo, hi = REPAIR_HOURS[fault.category]
-    return t_us + _between(sim, lo * 3600, hi * 3600)
+def repair_time(sim: World, fault: Fault, t_us: int) -> int:
+    if fault.category in REPAIR_HOURS:
+        lo, hi = REPAIR_HOURS[fault.category]
+        return t_us + _between(sim, lo * 3600, hi * 3600)
+    mu, sigma = REPAIR_LOGNORMAL[fault.category]
+    hours = min(max(float(sim.rng_fault.lognormal(mu, sigma)), REPAIR_CLIP_H[0]), REPAIR_CLIP_H[1])
+    return t_us + _us(hours * 3600)
 
 
 def _index(*items: int) -> np.ndarray[tuple[int], np.dtype[np.intp]]:
@@ -141,7 +150,7 @@ def _counter_then_xid(sim: World, f: Fault, column: str, lead: tuple[float, floa
     sim.tel.add(Overlay(f, "counter", _index(f.gpu), t0, t_xid, column=column,
                         rate0=rates[0], rate1=rates[1]))
     f.symptom(t0)
-    end = _repair_time(sim, f, t_xid)
+    end = repair_time(sim, f, t_xid)
     f.end_us = end
     return t_xid, end
 
@@ -153,7 +162,7 @@ def gpu_hw(sim: World, f: Fault) -> None:
         sim.at(t_xid, lambda: _gpu_fatal(sim, f, [74], CUDA_FAILURE, (1, 30), end))
         return
     code = {"xid79": 79, "xid62": 62, "xid45": 45}[f.variant]
-    f.end_us = _repair_time(sim, f, sim.now_us)
+    f.end_us = repair_time(sim, f, sim.now_us)
     _gpu_fatal(sim, f, [code], CUDA_FAILURE, (1, 30), f.end_us, absent=code == 79,
                idle=code != 79)
 
@@ -182,7 +191,7 @@ def gpu_sram(sim: World, f: Fault) -> None:
 
 def gpu_gsp(sim: World, f: Fault) -> None:
     sim.injector.hold_nodes(f, [f.node])
-    f.end_us = _repair_time(sim, f, sim.now_us)
+    f.end_us = repair_time(sim, f, sim.now_us)
     code = 119 if f.variant == "xid119" else 120
     _gpu_fatal(sim, f, [code], GSP_FAILURE, (10, 60), f.end_us, idle=True)
 
@@ -200,7 +209,7 @@ def _heat(sim: World, f: Fault, gpus: list[int], ramp_s: tuple[float, float],
                         clock=1.0 - float(sim.rng_fault.uniform(*clock))))
     f.symptom(t0)
     f.detail = f"{f.variant}: +{rise:.1f} °C over {(t1 - t0) / 6e7:.0f} min, then throttling"
-    f.end_us = _repair_time(sim, f, t1)
+    f.end_us = repair_time(sim, f, t1)
 
     def repair() -> None:
         sim.tel.clear(f)
@@ -268,14 +277,27 @@ def _cable(sim: World, f: Fault) -> None:
     flaps = [first_flap]
     for _ in range(int(sim.rng_fault.integers(2, 6))):
         flaps.append(flaps[-1] + down_us + _between(sim, 10, 60))
-    for column, rates in (("symbol_error", (2.0, 60.0)), ("link_error_recovery", (1.0, 3.0))):
-        tel.add(Overlay(f, "port_counter", _index(port), t0, flaps[-1], column=column,
-                        rate0=rates[0], rate1=rates[1]))
+    # A flapping cable flaps in bursts: quiet for a while after the first (the link retrains),
+    # then again, until it is replaced. Each burst is the same fault episode.
+    bursts = [(t0, flaps)]
+    for _ in range(int(sim.rng_fault.choice(CABLE_EXTRA_BURSTS))):
+        quiet_from = bursts[-1][1][-1] + _between(sim, *CABLE_BURST_GAP_S)
+        again = [quiet_from]
+        for _ in range(int(sim.rng_fault.integers(1, 4))):
+            again.append(again[-1] + down_us + _between(sim, 10, 60))
+        bursts.append((quiet_from - _between(sim, 60, 180), again))
+    for start, burst in bursts:
+        for column, rates in (("symbol_error", (2.0, 60.0)),
+                              ("link_error_recovery", (1.0, 3.0))):
+            tel.add(Overlay(f, "port_counter", _index(port), start, burst[-1], column=column,
+                            rate0=rates[0], rate1=rates[1]))
     slowdown = float(sim.rng_fault.uniform(1.1, 1.4))
     tel.add(Overlay(f, "slow", _index(), t0, t0, clock=1.0 / slowdown, nodes=(node,)))
     f.symptom(t0)
-    f.detail = f"cable: errors for {(first_flap - t0) / 6e7:.0f} min, {len(flaps)} flaps"
-    f.end_us = _repair_time(sim, f, flaps[-1])
+    flaps = [t for _start, burst in bursts for t in burst]
+    f.detail = (f"cable: errors for {(first_flap - t0) / 6e7:.0f} min, {len(flaps)} flaps in "
+                f"{len(bursts)} burst(s)")
+    f.end_us = repair_time(sim, f, flaps[-1])
 
     def down(first: bool, last: bool) -> None:
         tel.port_state[port] = c.PORT_STATE_DOWN
@@ -285,9 +307,7 @@ def _cable(sim: World, f: Fault) -> None:
             sched.drain([node])
             code, reason = NETWORK_FAILURE
             sim.after(_between(sim, 5, 20), lambda: sched.fail_on([node], code, reason, f))
-        if last:
-            tel.clear(f, "port_counter")
-        else:
+        if not last:
             sim.after(down_us, up)
 
     def up() -> None:
@@ -322,7 +342,7 @@ def _leaf_down(sim: World, f: Fault) -> None:
     code, reason = NETWORK_FAILURE
     sim.after(_between(sim, 5, 30), lambda: sched.fail_on(nodes, code, reason, f))
     f.detail = f"leaf switch down: rail {rail} of {len(nodes)} nodes"
-    f.end_us = _repair_time(sim, f, sim.now_us)
+    f.end_us = repair_time(sim, f, sim.now_us)
 
     def repair() -> None:
         tel.port_state[ports] = c.PORT_STATE_ACTIVE
@@ -341,7 +361,7 @@ def nic(sim: World, f: Fault) -> None:
     tel.add(Overlay(f, "port_counter", _index(port), t0, t_down, column="rcv_errors",
                     rate0=2.0, rate1=50.0))
     f.symptom(t0)
-    f.end_us = _repair_time(sim, f, t_down)
+    f.end_us = repair_time(sim, f, t_down)
 
     def down() -> None:
         tel.clear(f)
@@ -404,7 +424,7 @@ def host_maintenance(sim: World, f: Fault) -> None:
     sim.after(_between(sim, 5, 30), lambda: sim.sched.fail_on([node], code, reason, f))
     t_down = sim.now_us + _between(sim, 60, 300)
     sim.at(t_down, _went_down(sim, f, node, "reboot"))
-    f.end_us = max(_repair_time(sim, f, sim.now_us), t_down + _us(120))
+    f.end_us = max(repair_time(sim, f, sim.now_us), t_down + _us(120))
     _bring_up(sim, f, [node], maintenance=True)
 
 
@@ -419,7 +439,7 @@ def host_hw(sim: World, f: Fault) -> None:
     sim.after(_between(sim, 30, 60), lambda: sim.sched.fail_on([node], code, reason, f))
     t_down = first_missing + _between(sim, 60, 90)
     sim.at(t_down, _went_down(sim, f, node, "unreachable"))
-    f.end_us = _repair_time(sim, f, t_down)
+    f.end_us = repair_time(sim, f, t_down)
     _bring_up(sim, f, [node])
 
 
@@ -436,7 +456,7 @@ def rack_power(sim: World, f: Fault) -> None:
         sim.at(sim.now_us + _between(sim, 1, 5), _went_down(sim, f, node, "power loss"))
     code, reason = NODE_FAILURE
     sim.after(_between(sim, 10, 40), lambda: sim.sched.fail_on(nodes, code, reason, f))
-    f.end_us = _repair_time(sim, f, sim.now_us)
+    f.end_us = repair_time(sim, f, sim.now_us)
     _bring_up(sim, f, nodes, stagger_s=60)
 
 
@@ -444,7 +464,7 @@ def storage(sim: World, f: Fault) -> None:
     factor = float(sim.rng_fault.uniform(5, 20))
     sim.sched.storage[f.vc] = (factor, f)
     f.detail = f"checkpoint writes {factor:.1f}x slower on {sim.topo.vc_names[f.vc]}"
-    f.end_us = _repair_time(sim, f, sim.now_us)
+    f.end_us = repair_time(sim, f, sim.now_us)
 
     def repair() -> None:
         sim.sched.storage.pop(f.vc, None)

@@ -19,7 +19,7 @@ from typing import Final
 
 import numpy as np
 
-from fleetlog.generators.faults import REPAIR_HOURS, Fault
+from fleetlog.generators.faults import Fault
 from fleetlog.generators.shapes import Range, chance
 from fleetlog.generators.symptoms import (
     _HBM_XIDS,
@@ -32,6 +32,7 @@ from fleetlog.generators.symptoms import (
     _bring_up,
     _leaf_down,
     _went_down,
+    repair_time,
 )
 from fleetlog.generators.telemetry import Overlay
 from fleetlog.generators.world import World
@@ -129,8 +130,7 @@ def _note(f: Fault, text: str) -> None:
 
 
 def _repair(sim: World, f: Fault, t_us: int) -> int:
-    lo, hi = REPAIR_HOURS[f.category]
-    return t_us + _us(float(sim.rng_fault.uniform(lo * 3600, hi * 3600)))
+    return repair_time(sim, f, t_us)  # the trace-fitted repair times (generators/faults.py)
 
 
 def _lead(sim: World, category: str, knob: str) -> int:

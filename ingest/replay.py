@@ -4,7 +4,9 @@ The store keeps every event: non-sample payloads verbatim (JSON, with their sche
 ``event_log``, sample batches column-wise in ``gpu_samples_raw`` / ``port_samples_raw``. Replay
 rebuilds the envelopes (same ids, so a target store deduplicates a second replay), streams them in
 time windows to bound memory, and keeps each key's events in their original order: events are
-sorted by event time, then by landing time, then by id.
+sorted by event time, then by landing time, then by id. A time slice (``since``) starts with what
+it needs from before: the inventory (racks, nodes, switches, links) and the placements of its
+jobs; without them its analysis would miss the topology and blame jobs for their nodes' failures.
 
 ``replay`` feeds them to any callable (a ``Sink``'s ``write``, a list's ``extend``); ``replay_to``
 writes them to the kernel's ``KafkaSink`` or ``StoreSink``, the same sinks every stage uses.
@@ -17,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import duckdb
 import numpy as np
@@ -40,6 +42,7 @@ class ReplayStats:
     gpu_samples: int = 0
     port_samples: int = 0
     undecodable: int = 0  # stored rows that no longer decode (reported, never dropped silently)
+    inventory: int = 0  # registrations and job placements from before --since, carried
     first_ts: datetime | None = None
     last_ts: datetime | None = None
     wall_s: float = 0.0
@@ -107,6 +110,8 @@ def stored_events(
     bounds = _window_bounds(con, since, until)
     if bounds is None:
         return
+    if since is not None:
+        yield from _inventory_before(con, since, until, stats)
     step = int(window_s * 1_000_000)
     lo, last = bounds
     while lo <= last:
@@ -130,6 +135,43 @@ def stored_events(
                 continue
             yield event
         lo = hi
+
+
+INVENTORY_TYPES: Final = (c.RackRegistered.TYPE, c.NodeRegistered.TYPE,
+                          c.SwitchRegistered.TYPE, c.LinkRegistered.TYPE)
+# What places a job: the slice's jobs were submitted and placed before it, usually.
+JOB_CONTEXT_TYPES: Final = (c.JobSubmitted.TYPE, c.JobPlaced.TYPE, c.JobStarted.TYPE,
+                            c.JobRestarted.TYPE, c.JobMigrated.TYPE)
+
+
+def _inventory_before(
+    con: duckdb.DuckDBPyConnection, since: datetime, until: datetime | None, stats: ReplayStats,
+) -> Iterator[c.Envelope]:
+    """What a slice needs from before it starts: the racks, nodes, switches and links were
+    registered once, usually long before, and the jobs running in the slice were submitted and
+    placed before it. Without them the analysis of the slice would not know the topology (no
+    rack to group a power loss by, no NIC behind a port) nor which nodes a job ran on (its
+    failure would look like its own bug). All registrations go first (a few per node; a
+    superset of what the slice touches), then the submissions, placements, starts, restarts and
+    migrations of the jobs with events in the slice, with their own times and ids, so a target
+    store that has them already lands nothing new."""
+    inventory = ", ".join("?" for _ in INVENTORY_TYPES)
+    jobs = ", ".join("?" for _ in JOB_CONTEXT_TYPES)
+    rows = con.execute(
+        "SELECT event_id, type, v, epoch_us(ts), source, key, payload FROM event_log "
+        f"WHERE ts < ?::TIMESTAMPTZ AND (type IN ({inventory}) OR (type IN ({jobs}) AND key IN ("
+        "  SELECT DISTINCT key FROM event_log WHERE type LIKE 'job.%' AND ts >= ?::TIMESTAMPTZ "
+        "  AND ts <= coalesce(?::TIMESTAMPTZ, 'infinity')))) "
+        "ORDER BY ts, landed_at, event_id",
+        [since, *INVENTORY_TYPES, *JOB_CONTEXT_TYPES, since, until],
+    ).fetchall()
+    for event_id, kind, version, ts_us, source, key, payload in rows:
+        event = decode_stored(event_id, kind, version, ts_us, source, key, payload)
+        if event is None:
+            stats.undecodable += 1
+            continue
+        stats.inventory += 1
+        yield event
 
 
 def _rebuild(
@@ -173,6 +215,10 @@ def replay(
     pending: list[c.Envelope] = []
     try:
         for event in stored_events(con, since=since, until=until, stats=stats):
+            if since is not None and event.time < since:  # the inventory the slice carries
+                pending.append(event)
+                stats.events += 1
+                continue
             if first_us is None:
                 first_us = event.time_us
                 stats.first_ts = event.time

@@ -11,7 +11,8 @@ Signals and why (docs/faults.md, docs/design.md#analysis):
 - ``step_time_s`` well above the job's own recent median for several steps -> a straggler
   slows every rank (``straggler``; synchronous data parallel waits for the slowest).
 - ``job.checkpoint_completed.duration_s`` several times the job's usual (or, for its first
-  checkpoint, the fleet's for that size) -> slow checkpoint storage (``checkpoint_slow``, at the
+  checkpoint, the fleet's for that checkpoint size and job node count: a small job's normal
+  checkpoint is slower than a large job's) -> slow checkpoint storage (``checkpoint_slow``, at the
   completion, when the duration is known).
 """
 
@@ -30,6 +31,7 @@ LOSS_SPIKE_FACTOR: Final = 1.5  # loss above this times the median of the previo
 STRAGGLER_FACTOR: Final = 1.25
 STRAGGLER_STEPS: Final = 3
 CHECKPOINT_SLOW_FACTOR: Final = 4.0
+FLEET_MIN_CHECKPOINTS: Final = 3  # checkpoints of the same size and node count
 _PROGRESS: Final = ("job.step_reported", "job.started", "job.restarted", "job.migrated",
                     "job.checkpoint_completed")
 
@@ -129,7 +131,10 @@ def detect_stalls(ctx: AnalysisContext) -> list[Finding]:
         )
         .filter(
             (pl.col("until_t") - pl.col("t") > pl.col("limit_us"))
-            & ~pl.col("next_type").is_in(["job.checkpoint_started", "job.completed"])
+            # A pause that ends in a checkpoint, the job's end or its move to another virtual
+            # cluster (pause, checkpoint, move, resume: the scheduler's doing) is no hang.
+            & ~pl.col("next_type").is_in(["job.checkpoint_started", "job.completed",
+                                          "job.migrated"])
                 .fill_null(False)
         )
     )
@@ -237,15 +242,25 @@ def detect_stragglers(ctx: AnalysisContext) -> list[Finding]:
 
 def detect_slow_checkpoints(ctx: AnalysisContext) -> list[Finding]:
     """Checkpoints several times slower than the same job's earlier ones (or, for a job's first,
-    than the fleet's checkpoints of the same size): a checkpoint costs a fixed overhead plus
-    its size over the storage bandwidth, so seconds per GB alone would flag small ones."""
+    than the fleet's checkpoints of the same size by jobs of as many nodes): a checkpoint costs a
+    fixed overhead plus its size over the storage bandwidth the job's nodes get, so seconds per
+    GB alone, or one size's median across job sizes, would flag small jobs."""
     df = job_frame(ctx)
     done = df.filter(pl.col("type") == "job.checkpoint_completed")
     if done.height < 3:
         return []
-    fleet = done.group_by("size_gb").agg(pl.col("duration_s").median().alias("fleet_s"))
+    # A job's size is part of its checkpoint's cost (fewer nodes write the same bytes slower):
+    # the fleet's baseline is per checkpoint size and node count, and only where at least
+    # FLEET_MIN_CHECKPOINTS of them say what usual is.
+    jobs = ctx.projections.jobs
+    done = done.with_columns(pl.Series("n_nodes", [
+        len(jobs.nodes_at(job, t)) for job, t in zip(done["job"], done["t"], strict=True)],
+        dtype=pl.Int64))
+    fleet = (done.group_by("size_gb", "n_nodes")
+             .agg(pl.col("duration_s").median().alias("fleet_s"), pl.len().alias("fleet_n"))
+             .filter(pl.col("fleet_n") >= FLEET_MIN_CHECKPOINTS))
     marked = (
-        done.join(fleet, on="size_gb", how="left")
+        done.join(fleet, on=["size_gb", "n_nodes"], how="left")
         .with_columns(
             pl.col("duration_s").shift(1).rolling_median(5, min_samples=1).over("job")
             .alias("job_s"),

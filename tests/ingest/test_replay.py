@@ -90,7 +90,11 @@ def test_time_range_and_order(tmp_path: Path) -> None:
     stats = replay([source], seen.extend, since=datetime(2026, 1, 5, 0, 1, tzinfo=UTC),
                    until=datetime(2026, 1, 5, 0, 2, tzinfo=UTC))
     assert stats.events == len(seen) > 0
-    assert all(T0 + 60_000_000 <= e.time_us <= T0 + 120_000_000 for e in seen)
+    # The slice carries what it needs from before it (first: the node's registration and the
+    # submission of its job), then only its own events.
+    assert stats.inventory == 2
+    assert {type(e.payload) for e in seen[:2]} == {c.NodeRegistered, c.JobSubmitted}
+    assert all(T0 + 60_000_000 <= e.time_us <= T0 + 120_000_000 for e in seen[2:])
     steps = [e.payload.step for e in seen if isinstance(e.payload, c.JobStepReported)]
     assert steps == sorted(steps)
 
@@ -173,3 +177,32 @@ def test_replayed_store_analyzes_to_the_same_projections_and_incidents(tmp_path:
         finally:
             con.close()
     assert folded[0] == folded[1]
+
+
+def test_a_replayed_slice_carries_its_inventory(tmp_path: Path) -> None:
+    """Issue #18: a time slice replayed into a fresh store holds the topology it needs (racks,
+    nodes, switches, links registered long before the slice), so its analysis names the same
+    root causes as the whole store's over the same window (a rack's power loss stays a rack's)."""
+    from fleetlog.analysis.sql import run_query
+
+    source, piece = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    since = "2026-01-05T00:20:00Z"
+    runner = CliRunner()
+    for args in (
+        ["simulate", "--nodes", "16", "--hours", "3", "--seed", "5", "--scenario",
+         "rack_power", "--to", f"duckdb:{source}"],
+        ["replay", "--db", str(source), "--since", since, "--to", f"duckdb:{piece}"],
+    ):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    inventory = ("SELECT (SELECT count(*) FROM nodes), (SELECT count(*) FROM links), "
+                 "(SELECT count(DISTINCT rack) FROM nodes)")
+    assert run_query([piece], inventory).rows == run_query([source], inventory).rows
+    found = []
+    for db in (source, piece):
+        result = runner.invoke(cli, ["analyze", "--db", str(db), "--since", since, "--no-write"])
+        assert result.exit_code == 0, result.output
+        found.append(sorted((i["category"], i["root_entity"])
+                            for i in json.loads(result.output)["opened"]))
+    assert found[0] == found[1]
+    assert ("rack_power", found[0][0][1]) in found[0] and found[0][0][1].startswith("rack:")
