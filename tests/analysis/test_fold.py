@@ -169,8 +169,10 @@ def test_job_actions_act_on_the_failures_of_the_fold(con: duckdb.DuckDBPyConnect
     failed_by = {f.event_id: f.job for f in state.jobs.failures}
     explained = {(s.incident_id, c.job_entity(failed_by[e])) for s in incidents
                  for e in s.evidence if e in failed_by}
+    # every failure an incident explains gets its restart: from the checkpoint, on other nodes,
+    # or (a software failure) once its code is fixed
     restarts = {(a.incident_id, a.target) for a in job_actions(con)
-                if a.action in ("restart_from_checkpoint", "migrate_job")}
+                if a.action in ("restart_from_checkpoint", "migrate_job", "fix_and_restart")}
     assert restarts == explained and restarts
 
 
