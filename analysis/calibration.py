@@ -53,8 +53,18 @@ def band_of(raw: float, edges: Sequence[float] = RAW_EDGES) -> int:
     return len(edges) - 1
 
 
-def calibrated(category: str, raw: float) -> float:
-    bands = load_table().get(category)
+def key(category: str, root: str) -> str:
+    """What the table is kept by: the category and the kind of its root entity. A dead leaf
+    switch and a cable with a few symbol errors are both ``network``, and are not equally often
+    right; one figure for both would make the one too sure and the other too shy."""
+    return f"{category}/{root.partition(':')[0]}"
+
+
+def calibrated(category: str, raw: float, root: str | None = None) -> float:
+    """The table's figure for the incident's category and root kind, else for its category
+    (a root kind the fit never saw), else the raw score (a category it never saw)."""
+    table = load_table()
+    bands = (table.get(key(category, root)) if root else None) or table.get(category)
     return raw if not bands else bands[band_of(raw)]
 
 
@@ -62,15 +72,19 @@ def calibrate(incidents: Iterable[Incident]) -> None:
     """Set each incident's confidence from the table (its raw score stays in its candidates)."""
     for incident in incidents:
         if incident.candidates:
-            incident.calibrated = calibrated(incident.category, incident.candidates[0][2])
+            incident.calibrated = calibrated(incident.category, incident.candidates[0][2],
+                                             incident.root)
 
 
 def fit(samples: Iterable[tuple[str, float, bool]]) -> dict[str, list[float]]:
-    """(category, raw score, right?) -> the table: per band, the share right, shrunk toward the
-    category's share (itself shrunk toward the pooled one) by ``PRIOR_WEIGHT`` pseudo-incidents,
-    and never rising as the raw score falls (bands are made monotone)."""
+    """(key, raw score, right?) -> the table: per band, the share right, shrunk toward the key's
+    share (itself shrunk toward the pooled one) by ``PRIOR_WEIGHT`` pseudo-incidents, and never
+    rising as the raw score falls (bands are made monotone). A key ``category/root kind``
+    (``key``) also counts toward its category's own row, the fallback for unseen root kinds."""
     rows = list(samples)
-    pooled = (sum(ok for *_x, ok in rows) + 1) / (len(rows) + 2)
+    rows += [(cat.partition("/")[0], raw, ok) for cat, raw, ok in rows if "/" in cat]
+    keyed = [row for row in rows if "/" in row[0]] or rows  # each incident once
+    pooled = (sum(ok for *_x, ok in keyed) + 1) / (len(keyed) + 2)
     table: dict[str, list[float]] = {}
     for category in sorted({cat for cat, _r, _ok in rows}):
         mine = [(raw, ok) for cat, raw, ok in rows if cat == category]

@@ -58,11 +58,12 @@ def score(scenario: str, seed: int, nodes: int, hours: float, rate: float, shape
 
 
 def samples(scored: Scored) -> list[tuple[str, float, bool]]:
-    """(category, raw score, right?) of every incident of a scored run."""
-    out = [(m.incident.category, m.incident.candidates[0][2],
+    """(calibration key: category and root kind, raw score, right?) of every incident of a
+    scored run."""
+    out = [(calibration.key(m.incident.category, m.incident.root), m.incident.candidates[0][2],
             (m.incident.category, m.incident.root) == (m.fault.category, m.fault.entity))
            for m in scored.matches if m.incident is not None and m.incident.candidates]
-    out += [(i.category, i.candidates[0][2], False)
+    out += [(calibration.key(i.category, i.root), i.candidates[0][2], False)
             for i in scored.false_alarms + scored.duplicates if i.candidates]
     return out
 

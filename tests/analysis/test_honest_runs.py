@@ -64,3 +64,13 @@ def test_fit_is_monotone_and_shrinks_thin_bands() -> None:
     table = calibration.fit(rows)["network"]
     assert table == sorted(table)
     assert 0.0 < table[1] < table[3] < 1.0
+
+
+def test_the_table_tells_root_kinds_of_one_category_apart() -> None:
+    switch, link = calibration.key("network", "switch:leaf-1"), calibration.key("network",
+                                                                                "link:leaf-1/3")
+    rows = [(switch, 0.95, True)] * 20 + [(link, 0.95, True)] * 10 + [(link, 0.95, False)] * 10
+    table = calibration.fit(rows)
+    assert table[switch][3] > 0.9 > table["network"][3] > table[link][3] > 0.4
+    # a root kind the fit never saw falls back to its category's row
+    assert calibration.key("network", "nic:n1/0") not in table
