@@ -47,10 +47,11 @@ MIN: Final = 60 * US
 HOLD_DOWN: Final = 6 * 60 * MIN
 GPU_KINDS: Final = frozenset({
     "xid", "sbe_rising", "sram_rising", "nvlink_rising", "dbe", "row_remap_pending",
-    "row_remap_failure", "gpu_absent", "gpu_hot", "thermal_throttle",
+    "row_remap_failure", "gpu_absent", "gpu_hot", "thermal_throttle", "gpu_outlier",
 })
-PORT_KINDS: Final = frozenset({"port_errors", "rcv_errors", "link_down"})
-NODE_KINDS: Final = frozenset({"node_silent", "node_down", "maintenance", "node_fail"})
+PORT_KINDS: Final = frozenset({"port_errors", "rcv_errors", "link_down", "port_outlier"})
+NODE_KINDS: Final = frozenset({"node_silent", "node_down", "maintenance", "node_fail",
+                               "node_outlier"})
 JOB_KINDS: Final = frozenset({"job_failed", "job_stalled", "loss_anomaly"})
 HARD_KINDS: Final = frozenset({
     "xid", "dbe", "row_remap_failure", "gpu_absent", "node_silent", "node_down", "maintenance",
@@ -495,6 +496,7 @@ _GPU_WEIGHTS: Final[dict[str, dict[str, float]]] = {
     "gpu_absent": {"gpu_hw": 2.0},
     "gpu_hot": {"gpu_thermal": 2.0},
     "thermal_throttle": {"gpu_thermal": 1.5},
+    "gpu_outlier": {"gpu_hw": 1.0},  # slower than its peers, no counter naming why (learned)
 }
 
 

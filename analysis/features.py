@@ -1,0 +1,165 @@
+"""Peer-relative features per time window, for the learned detector (``detectors.learned``).
+
+A gray failure names no counter: what gives it away is that one part does less than its peers
+doing the same work at the same time (ByteDance's Minder, NSDI'25: machine-level similarity
+across a job's ranks). So every feature here is a part's value in one window against the same
+value of its peers in that window, as a robust z-score ``(x - median_peers) / scale_peers`` with
+``scale = max(1.4826 * MAD, floor)``. Whatever moves every peer together (a checkpoint phase, a
+job's step rhythm, a rack warming, the diurnal load) cancels; one part that departs stands out.
+
+Three tables, one row per part and window (``WINDOW_S``):
+
+- GPU against the other GPUs of its node: SM clock and power while busy (util >= ``BUSY_UTIL``:
+  an idle or checkpointing GPU says nothing about its speed), the share of samples with a
+  slowdown throttle bit (HW slowdown 0x8, SW/HW thermal 0x20/0x40, power brake 0x80; not idle
+  0x1 or the clock-setting 0x4 that healthy GPUs show), and PCIe replays and NVLink CRC errors as
+  rates over the window (short) and as the number of windows with any in the last
+  ``LONG_WINDOWS`` (long: a trickle that persists, where an isolated blip counts once).
+- node against the other nodes of its job (its placement at that time): the node's median of
+  its GPUs' clock, power and throttle share; a node held at a power cap is slow on every GPU, so
+  it is only an outlier against the job's other nodes.
+- port against the other ports of its node (rail i of the node on leaf i): transmit and receive
+  data rates; a port at half its bandwidth with every error counter at zero.
+
+Features are one-sided (how much *lower* the clock, power or data rate, how much *higher* the
+error rate or throttle share): a part that is faster than its peers is not failing. A window
+whose peers number fewer than ``MIN_PEERS`` gives no row.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import polars as pl
+
+from fleetlog.analysis.context import US, AnalysisContext, query_pl
+
+WINDOW_S: Final = 120  # two minutes: a dozen 10-s scrapes, short enough to see a ramp's onset
+LONG_WINDOWS: Final = 15  # the long rate: windows with errors in the last 30 minutes
+BUSY_UTIL: Final = 80.0  # clock and power are compared only while the GPU is this busy
+SLOWDOWN_BITS: Final = 0x8 | 0x20 | 0x40 | 0x80
+MIN_PEERS: Final = 4  # a window's peer group (self included) must be at least this large
+
+# Scale floors: the spread below which peers are "the same" (measurement noise), so that eight
+# identical values do not make a 0.1 % difference a thousand sigmas. Relative floors for levels
+# (a fraction of the peers' median), absolute for counts (one event per window; one window).
+RELATIVE_FLOOR: Final = 0.03
+COUNT_FLOOR: Final = 1.0
+
+GPU_FEATURES: Final = ("clock_low", "power_low", "throttle_high", "pcie_high", "pcie_long",
+                       "nvlink_high", "nvlink_long")
+NODE_FEATURES: Final = ("node_clock_low", "node_power_low", "node_throttle_high")
+PORT_FEATURES: Final = ("xmit_low", "rcv_low")
+
+
+def _robust_z(value: str, group: list[str], *, relative: bool, lower: bool) -> pl.Expr:
+    """One-sided robust z of ``value`` against its ``group`` (its peers in the same window)."""
+    x = pl.col(value)
+    med = x.median().over(group)
+    mad = (x - med).abs().median().over(group) * 1.4826
+    floor = (med.abs() * RELATIVE_FLOOR) if relative else pl.lit(COUNT_FLOOR)
+    scale = pl.max_horizontal(mad, floor, pl.lit(1e-9))
+    z = ((med - x) if lower else (x - med)) / scale
+    return z.clip(lower_bound=0.0).fill_null(0.0).fill_nan(0.0)
+
+
+def gpu_windows(ctx: AnalysisContext) -> pl.DataFrame:
+    """Per GPU and window: busy clock and power, slowdown share, counter increases (one scan)."""
+    cached = ctx.cache.get("gpu_windows")
+    if isinstance(cached, pl.DataFrame):
+        return cached
+    w = WINDOW_S * US
+    df = query_pl(ctx.con,
+        f"SELECT node, gpu, epoch_us(ts) // {w} AS bucket, max(epoch_us(ts)) AS last_us, "
+        f"avg(sm_clock_mhz) FILTER (util_pct >= {BUSY_UTIL}) AS clock, "
+        f"avg(power_w) FILTER (util_pct >= {BUSY_UTIL}) AS power, "
+        f"avg(CASE WHEN (CAST(coalesce(throttle_reasons, 0) AS UBIGINT) & {SLOWDOWN_BITS}) <> 0 "
+        "THEN 1.0 ELSE 0.0 END) AS throttle, "
+        "coalesce(max(pcie_replays) - min(pcie_replays), 0) AS pcie, "
+        "coalesce(max(nvlink_crc_flit_errors) - min(nvlink_crc_flit_errors), 0) AS nvlink "
+        f"FROM gpu_samples WHERE {ctx.ts_filter()} GROUP BY ALL"
+    )
+    df = df.sort("node", "gpu", "bucket")
+    ctx.cache["gpu_windows"] = df
+    return df
+
+
+def _long(column: str, keys: list[str]) -> pl.Expr:
+    """Windows with any increase among the last ``LONG_WINDOWS`` of the same part."""
+    return (pl.col(column) > 0).cast(pl.Float64).rolling_sum(
+        LONG_WINDOWS, min_samples=1).over(keys)
+
+
+def gpu_features(ctx: AnalysisContext) -> pl.DataFrame:
+    """GPU rows: node, gpu, bucket, last_us and ``GPU_FEATURES`` (against the node's GPUs)."""
+    raw = gpu_windows(ctx).with_columns(
+        _long("pcie", ["node", "gpu"]).alias("pcie_n"),
+        _long("nvlink", ["node", "gpu"]).alias("nvlink_n"),
+    )
+    peers = ["node", "bucket"]
+    return raw.with_columns(pl.len().over(peers).alias("peers")).filter(
+        pl.col("peers") >= MIN_PEERS).select(
+        "node", "gpu", "bucket", "last_us",
+        _robust_z("clock", peers, relative=True, lower=True).alias("clock_low"),
+        _robust_z("power", peers, relative=True, lower=True).alias("power_low"),
+        _robust_z("throttle", peers, relative=False, lower=False).alias("throttle_high"),
+        _robust_z("pcie", peers, relative=False, lower=False).alias("pcie_high"),
+        _robust_z("pcie_n", peers, relative=False, lower=False).alias("pcie_long"),
+        _robust_z("nvlink", peers, relative=False, lower=False).alias("nvlink_high"),
+        _robust_z("nvlink_n", peers, relative=False, lower=False).alias("nvlink_long"),
+    )
+
+
+def _job_of_node(ctx: AnalysisContext) -> pl.DataFrame:
+    """(node, job, start_us, end_us) for every placement (open placements end far ahead)."""
+    rows = [(node, p.job, p.start_us, p.end_us if p.end_us is not None else 2**62)
+            for p in ctx.projections.jobs.placements for node in p.nodes]
+    return pl.DataFrame(rows, schema={"node": pl.String, "job": pl.String,
+                                      "start_us": pl.Int64, "end_us": pl.Int64}, orient="row")
+
+
+def node_features(ctx: AnalysisContext) -> pl.DataFrame:
+    """Node rows: node, job, bucket, last_us and ``NODE_FEATURES`` (against the job's nodes)."""
+    per_node = gpu_windows(ctx).group_by("node", "bucket").agg(
+        pl.col("last_us").max(), pl.col("clock").median(), pl.col("power").median(),
+        pl.col("throttle").median(),
+    )
+    placed = per_node.join(_job_of_node(ctx), on="node").filter(
+        (pl.col("last_us") >= pl.col("start_us")) & (pl.col("last_us") < pl.col("end_us"))
+    ).sort("start_us").unique(subset=["node", "bucket"], keep="last")
+    peers = ["job", "bucket"]
+    return placed.with_columns(pl.len().over(peers).alias("peers")).filter(
+        pl.col("peers") >= MIN_PEERS).select(
+        "node", "job", "bucket", "last_us",
+        _robust_z("clock", peers, relative=True, lower=True).alias("node_clock_low"),
+        _robust_z("power", peers, relative=True, lower=True).alias("node_power_low"),
+        _robust_z("throttle", peers, relative=False, lower=False).alias("node_throttle_high"),
+    ).sort("node", "bucket")
+
+
+def port_features(ctx: AnalysisContext) -> pl.DataFrame:
+    """Port rows: switch, port, node, nic, bucket, last_us and ``PORT_FEATURES`` (against the
+    other ports of the same node)."""
+    facing = [(sw, port, peer, peer[4:].split("/", 1)[0])
+              for (sw, port), peer in ctx.projections.topology.links.items()
+              if peer.startswith("nic:")]
+    if not facing:
+        return pl.DataFrame()
+    w = WINDOW_S * US
+    rates = query_pl(ctx.con,
+        f"SELECT switch, port, epoch_us(ts) // {w} AS bucket, max(epoch_us(ts)) AS last_us, "
+        "(max(xmit_data) - min(xmit_data)) / greatest(max(epoch_us(ts)) - min(epoch_us(ts)), 1) "
+        "AS xmit, "
+        "(max(rcv_data) - min(rcv_data)) / greatest(max(epoch_us(ts)) - min(epoch_us(ts)), 1) "
+        f"AS rcv, count(*) AS n FROM port_samples WHERE {ctx.ts_filter()} GROUP BY ALL"
+    ).filter(pl.col("n") >= 2)
+    links = pl.DataFrame(facing, schema={"switch": pl.String, "port": rates.schema["port"],
+                                         "nic": pl.String, "node": pl.String}, orient="row")
+    peers = ["node", "bucket"]
+    joined = rates.join(links, on=["switch", "port"])
+    return joined.with_columns(pl.len().over(peers).alias("peers")).filter(
+        pl.col("peers") >= MIN_PEERS).select(
+        "switch", "port", "node", "nic", "bucket", "last_us",
+        _robust_z("xmit", peers, relative=True, lower=True).alias("xmit_low"),
+        _robust_z("rcv", peers, relative=True, lower=True).alias("rcv_low"),
+    ).sort("switch", "port", "bucket")
