@@ -63,7 +63,7 @@ def build_model(random_state: int = RANDOM_STATE) -> Pipeline:
     """The scorer: cap the z-scores, then an isolation forest (``contamination="auto"``)."""
     return Pipeline([
         ("cap", FunctionTransformer(_cap)),
-        ("forest", IsolationForest(n_estimators=100, max_samples=256, contamination="auto",
+        ("forest", IsolationForest(n_estimators=100, max_samples="auto", contamination="auto",
                                    random_state=random_state)),
     ])
 
