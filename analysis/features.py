@@ -15,9 +15,10 @@ Three tables, one row per part and window (``WINDOW_S``):
   0x1 or the clock-setting 0x4 that healthy GPUs show), and PCIe replays and NVLink CRC errors as
   rates over the window (short) and as the number of windows with any in the last
   ``LONG_WINDOWS`` (long: a trickle that persists, where an isolated blip counts once).
-- node against the other nodes of its job (its placement at that time): the node's median of
-  its GPUs' clock, power and throttle share; a node held at a power cap is slow on every GPU, so
-  it is only an outlier against the job's other nodes.
+- node against the other nodes of its job (its placement at that time; the nodes of jobs
+  smaller than ``MIN_PEERS`` nodes against each other, on clock and throttle only: power depends
+  on the workload): the node's median of its GPUs' clock, power and throttle share; a node held
+  at a power cap is slow on every GPU, so it is only an outlier against other nodes.
 - port against the other ports of its node (rail i of the node on leaf i): transmit and receive
   data rates; a port at half its bandwidth with every error counter at zero.
 
@@ -41,6 +42,7 @@ LONG_WINDOWS: Final = 15  # the long rate: windows with errors in the last 30 mi
 BUSY_UTIL: Final = 80.0  # clock and power are compared only while the GPU is this busy
 SLOWDOWN_BITS: Final = 0x8 | 0x20 | 0x40 | 0x80
 MIN_PEERS: Final = 4  # a window's peer group (self included) must be at least this large
+SMALL_JOBS: Final = "(small jobs)"  # the peer group of the nodes of jobs smaller than MIN_PEERS
 
 # Scale floors: the spread below which peers are "the same" (measurement noise), so that eight
 # identical values do not make a 0.1 % difference a thousand sigmas. Relative floors for levels
@@ -137,10 +139,18 @@ def node_features(ctx: AnalysisContext) -> pl.DataFrame:
     placed = per_node.join(_job_of_node(ctx), on="node").filter(
         (pl.col("last_us") >= pl.col("start_us")) & (pl.col("last_us") < pl.col("end_us"))
     ).sort("start_us").unique(subset=["node", "bucket"], keep="last")
-    return peer_z(placed, ["job", "bucket"], [
+    # A job too small to be its own peer group (one node, say) is compared with the other
+    # small jobs' nodes of the window: a capped node has no job peers to be slower than.
+    placed = placed.with_columns(pl.when(pl.len().over("job", "bucket") >= MIN_PEERS)
+                                 .then(pl.col("job")).otherwise(pl.lit(SMALL_JOBS))
+                                 .alias("peer_group"))
+    return peer_z(placed, ["peer_group", "bucket"], [
         ("clock", "node_clock_low", True, True), ("power", "node_power_low", True, True),
         ("throttle", "node_throttle_high", False, False),
-    ]).select("node", "job", "bucket", "last_us", *NODE_FEATURES).sort("node", "bucket")
+    ]).with_columns(  # power depends on the workload: comparable within one job only
+        pl.when(pl.col("peer_group") == SMALL_JOBS).then(0.0)
+        .otherwise(pl.col("node_power_low")).alias("node_power_low"),
+    ).select("node", "job", "bucket", "last_us", *NODE_FEATURES).sort("node", "bucket")
 
 
 def port_features(ctx: AnalysisContext) -> pl.DataFrame:
