@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+import numpy as np
 import polars as pl
 
 from fleetlog.analysis.context import US, AnalysisContext, query_pl
@@ -42,6 +43,7 @@ LONG_WINDOWS: Final = 15  # the long rate: windows with errors in the last 30 mi
 BUSY_UTIL: Final = 80.0  # clock and power are compared only while the GPU is this busy
 SLOWDOWN_BITS: Final = 0x8 | 0x20 | 0x40 | 0x80
 MIN_PEERS: Final = 4  # a window's peer group (self included) must be at least this large
+SMALL_GROUP: Final = 16  # peer groups up to this size are reduced as a numpy array
 SMALL_JOBS: Final = "(small jobs)"  # the peer group of the nodes of jobs smaller than MIN_PEERS
 
 # Scale floors: the spread below which peers are "the same" (measurement noise), so that eight
@@ -56,21 +58,58 @@ NODE_FEATURES: Final = ("node_clock_low", "node_power_low", "node_throttle_high"
 PORT_FEATURES: Final = ("xmit_low", "rcv_low")
 
 
+def _nanmedian_members(cube: np.ndarray) -> np.ndarray:
+    """Median over axis 1 ignoring NaN (NaN where a group has no value): a sort, which puts NaN
+    last, then the middle of the valid ones (``np.nanmedian`` is several times slower)."""
+    ordered = np.sort(cube, axis=1)
+    valid = (~np.isnan(cube)).sum(axis=1)
+    lo = np.take_along_axis(ordered, np.maximum((valid - 1) // 2, 0)[:, None, :], axis=1)[:, 0]
+    hi = np.take_along_axis(ordered, np.maximum(valid // 2, 0)[:, None, :], axis=1)[:, 0]
+    out: np.ndarray = np.where(valid > 0, (lo + hi) / 2, np.nan)
+    return out
+
+
+def _peer_stats(frame: pl.DataFrame, group: list[str], values: list[str]) -> pl.DataFrame:
+    """``frame`` (its rows of one group together, as the scans' ORDER BY gives them) with
+    ``_peers``, ``_med_<v>``, ``_mad_<v>`` per row.
+
+    Groups of at most ``SMALL_GROUP`` rows (a node's GPUs, a node's ports) are laid out as a
+    (groups x members x values) array and reduced with numpy: no hash grouping or joins, which
+    cost most of the learned detector's time on a large fleet. Larger groups (a job's nodes) go
+    through polars' grouped medians."""
+    starts = pl.any_horizontal([pl.col(k).ne_missing(pl.col(k).shift(1)) for k in group])
+    gid = frame.select(starts.cum_sum().cast(pl.Int64) - 1).to_series().to_numpy()
+    sizes = np.bincount(gid)
+    if sizes.size == 0 or sizes.max() > SMALL_GROUP:
+        medians = frame.group_by(group).agg(
+            pl.len().alias("_peers"), *[pl.col(v).median().alias(f"_med_{v}") for v in values])
+        joined = frame.join(medians, on=group, maintain_order="left")
+        mads = joined.group_by(group).agg(
+            *[(pl.col(v) - pl.col(f"_med_{v}")).abs().median().alias(f"_mad_{v}")
+              for v in values])
+        return joined.join(mads, on=group, maintain_order="left")
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    member = np.arange(len(gid)) - first[gid]
+    x = frame.select(values).to_numpy().astype(np.float64)
+    cube = np.full((sizes.size, int(sizes.max()), len(values)), np.nan)
+    cube[gid, member] = x
+    med = _nanmedian_members(cube)
+    mad = _nanmedian_members(np.abs(cube - med[:, None, :]))
+    return frame.with_columns(
+        pl.Series("_peers", sizes[gid]),
+        *[pl.Series(f"_med_{v}", med[gid, i]) for i, v in enumerate(values)],
+        *[pl.Series(f"_mad_{v}", mad[gid, i]) for i, v in enumerate(values)],
+    )
+
+
 def peer_z(frame: pl.DataFrame, group: list[str],
            specs: Sequence[tuple[str, str, bool, bool]]) -> pl.DataFrame:
     """``frame`` with one-sided robust z-scores against the peers in ``group`` (same window).
 
     ``specs``: (value column, feature name, relative floor?, lower is worse?). Rows whose group
-    has fewer than ``MIN_PEERS`` members are dropped. Two grouped passes (medians, then MADs)
-    for every column at once: no per-row window expressions (a 2,048-node day is ~12 M GPU
-    windows)."""
+    has fewer than ``MIN_PEERS`` members are dropped."""
     values = sorted({v for v, _n, _r, _l in specs})
-    medians = frame.group_by(group).agg(
-        pl.len().alias("_peers"), *[pl.col(v).median().alias(f"_med_{v}") for v in values])
-    joined = frame.join(medians.filter(pl.col("_peers") >= MIN_PEERS), on=group)
-    mads = joined.group_by(group).agg(
-        *[(pl.col(v) - pl.col(f"_med_{v}")).abs().median().alias(f"_mad_{v}") for v in values])
-    joined = joined.join(mads, on=group)
+    joined = _peer_stats(frame, group, values).filter(pl.col("_peers") >= MIN_PEERS)
     out = []
     for value, name, relative, lower in specs:
         x, med = pl.col(value), pl.col(f"_med_{value}")
@@ -95,9 +134,8 @@ def gpu_windows(ctx: AnalysisContext) -> pl.DataFrame:
         "THEN 1.0 ELSE 0.0 END) AS throttle, "
         "coalesce(max(pcie_replays) - min(pcie_replays), 0) AS pcie, "
         "coalesce(max(nvlink_crc_flit_errors) - min(nvlink_crc_flit_errors), 0) AS nvlink "
-        f"FROM gpu_samples WHERE {ctx.ts_filter()} GROUP BY ALL"
+        f"FROM gpu_samples WHERE {ctx.ts_filter()} GROUP BY ALL ORDER BY node, bucket, gpu"
     )
-    df = df.sort("node", "gpu", "bucket")
     ctx.cache["gpu_windows"] = df
     return df
 
@@ -119,7 +157,7 @@ def gpu_features(ctx: AnalysisContext) -> pl.DataFrame:
         ("throttle", "throttle_high", False, False), ("pcie", "pcie_high", False, False),
         ("pcie_n", "pcie_long", False, False), ("nvlink", "nvlink_high", False, False),
         ("nvlink_n", "nvlink_long", False, False),
-    ]).select("node", "gpu", "bucket", "last_us", *GPU_FEATURES).sort("node", "gpu", "bucket")
+    ]).select("node", "gpu", "bucket", "last_us", *GPU_FEATURES)
 
 
 def _job_of_node(ctx: AnalysisContext) -> pl.DataFrame:
@@ -144,13 +182,13 @@ def node_features(ctx: AnalysisContext) -> pl.DataFrame:
     placed = placed.with_columns(pl.when(pl.len().over("job", "bucket") >= MIN_PEERS)
                                  .then(pl.col("job")).otherwise(pl.lit(SMALL_JOBS))
                                  .alias("peer_group"))
-    return peer_z(placed, ["peer_group", "bucket"], [
+    return peer_z(placed.sort("peer_group", "bucket"), ["peer_group", "bucket"], [
         ("clock", "node_clock_low", True, True), ("power", "node_power_low", True, True),
         ("throttle", "node_throttle_high", False, False),
     ]).with_columns(  # power depends on the workload: comparable within one job only
         pl.when(pl.col("peer_group") == SMALL_JOBS).then(0.0)
         .otherwise(pl.col("node_power_low")).alias("node_power_low"),
-    ).select("node", "job", "bucket", "last_us", *NODE_FEATURES).sort("node", "bucket")
+    ).select("node", "job", "bucket", "last_us", *NODE_FEATURES)
 
 
 def port_features(ctx: AnalysisContext) -> pl.DataFrame:
@@ -163,20 +201,27 @@ def port_features(ctx: AnalysisContext) -> pl.DataFrame:
               if peer.startswith("nic:")]
     if not facing:
         return pl.DataFrame()
-    w = WINDOW_S * US
-    rates = query_pl(ctx.con,
-        f"SELECT switch, port, epoch_us(ts) // {w} AS bucket, max(epoch_us(ts)) AS last_us, "
-        "(max(xmit_data) - min(xmit_data)) / greatest(max(epoch_us(ts)) - min(epoch_us(ts)), 1) "
-        "AS xmit, "
-        "(max(rcv_data) - min(rcv_data)) / greatest(max(epoch_us(ts)) - min(epoch_us(ts)), 1) "
-        f"AS rcv, count(*) AS n, min(coalesce(link_state, {c.PORT_STATE_ACTIVE})) >= "
-        f"{c.PORT_STATE_ACTIVE} AS up FROM port_samples WHERE {ctx.ts_filter()} GROUP BY ALL"
-    ).filter(pl.col("n") >= 2)
-    links = pl.DataFrame(facing, schema={"switch": pl.String, "port": rates.schema["port"],
+    links = pl.DataFrame(facing, schema={"switch": pl.String, "port": pl.Int64,
                                          "nic": pl.String, "node": pl.String}, orient="row")
-    joined = rates.join(links, on=["switch", "port"])
+    w = WINDOW_S * US
+    ctx.con.register("_fleetlog_facing", links.to_arrow())
+    try:
+        joined = query_pl(ctx.con,
+            f"SELECT s.switch, s.port, any_value(f.node) AS node, any_value(f.nic) AS nic, "
+            f"epoch_us(s.ts) // {w} AS bucket, max(epoch_us(s.ts)) AS last_us, "
+            "(max(s.xmit_data) - min(s.xmit_data)) / "
+            "greatest(max(epoch_us(s.ts)) - min(epoch_us(s.ts)), 1) AS xmit, "
+            "(max(s.rcv_data) - min(s.rcv_data)) / "
+            "greatest(max(epoch_us(s.ts)) - min(epoch_us(s.ts)), 1) AS rcv, "
+            f"min(coalesce(s.link_state, {c.PORT_STATE_ACTIVE})) >= {c.PORT_STATE_ACTIVE} AS up "
+            "FROM port_samples s JOIN _fleetlog_facing f ON s.switch = f.switch "
+            f"AND s.port = f.port WHERE {ctx.ts_filter('s.ts')} GROUP BY s.switch, s.port, "
+            "bucket HAVING count(*) >= 2 ORDER BY node, bucket, s.switch, s.port"
+        )
+    finally:
+        ctx.con.unregister("_fleetlog_facing")
     return peer_z(joined, ["node", "bucket"], [
         ("xmit", "xmit_low", True, True), ("rcv", "rcv_low", True, True),
     ]).filter(pl.col("up")).select(
         "switch", "port", "node", "nic", "bucket", "last_us", *PORT_FEATURES,
-    ).sort("switch", "port", "bucket")
+    )
