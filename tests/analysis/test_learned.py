@@ -4,10 +4,12 @@ run. The seeds here are not the bench's (bench/learned_eval.py: 801-805)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from click.testing import CliRunner
 from fleet_builders import Cluster, job
 
 from fleetlog.analysis.context import build_context
@@ -17,6 +19,7 @@ from fleetlog.analysis.diagnosis import Incident
 from fleetlog.analysis.evaluate import evaluate_stores
 from fleetlog.analysis.features import gpu_features, node_features
 from fleetlog.analysis.pipeline import analyze_store
+from fleetlog.cli.main import cli
 from fleetlog.generators.config import SimConfig
 from fleetlog.generators.run import simulate
 from fleetlog.ingest.store import open_store
@@ -126,3 +129,17 @@ def test_flags_the_right_gpu_on_a_simulated_failslow_run(tmp_path: Path) -> None
     assert report["overall"]["ac1"] == 1.0, report["wrong_root"]
     assert report["false_alarms"] == 0 and report["duplicates"] == 0, (
         report["false_alarm_examples"])
+
+
+def test_analyze_learned_option(tmp_path: Path) -> None:
+    db = tmp_path / "fleet.duckdb"
+    land(db, _slow_cluster().build())
+    runner = CliRunner()
+    result = runner.invoke(cli, ["analyze", "--db", str(db), "--learned", "--no-write", "--json"])
+    assert result.exit_code == 0, result.output
+    roots = {row["root_entity"] for row in json.loads(result.output)["opened"]}
+    assert roots == {"gpu:n00006/3", "node:n00003"}
+    plain = runner.invoke(cli, ["analyze", "--db", str(db), "--no-write", "--json"])
+    assert json.loads(plain.output)["opened"] == []
+    follow = runner.invoke(cli, ["analyze", "--db", str(db), "--learned", "--follow"])
+    assert follow.exit_code == 2 and "--learned runs in batch analysis only" in follow.output
