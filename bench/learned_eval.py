@@ -143,13 +143,17 @@ def main() -> None:
         tmp.cleanup()
 
 
+def _num(value: float | None) -> str:
+    return "  —  " if value is None else f"{value:.3f}"
+
+
 def render(figures: dict[str, Any]) -> str:
     lines = [f"seeds {figures['seeds']}", "", "fail-slow kinds (failslow, 64 nodes x 3 h):",
              f"{'kind':18s} {'mode':14s} faults recall prec.  AC@1  ttd median s"]
     for mode, kinds in figures["kinds"].items():
         for kind, k in kinds.items():
             lines.append(f"{kind:18s} {mode:14s} {k['faults']:6d} {k['recall']:6.3f} "
-                         f"{(k['precision'] if k['precision'] is not None else 0):5.3f}  "
+                         f"{_num(k['precision'])}  "
                          f"{k['ac1']:5.3f}  {k['ttd_median_s']}")
     lines += ["", f"{'scenario':18s} {'mode':14s} faults incid. prec.  recall F1     AC@1   "
               "FA/1000nh  analysis s (per run)"]
@@ -158,7 +162,7 @@ def render(figures: dict[str, Any]) -> str:
             lines.append(
                 f"{name:18s} {mode:14s} {s['faults']:6d} {s['incidents']:6d} "
                 f"{s['precision']:.3f}  {s['recall']:.3f}  {s['f1']:.3f}  "
-                f"{(s['ac1'] if s['ac1'] is not None else 0):.3f}  "
+                f"{_num(s['ac1'])}  "
                 f"{s['false_alarms_per_1000_node_hours']:9.3f}  {s['analysis_seconds']}")
     if "cost_512_nodes_6h_s" in figures:
         lines += ["", f"512 nodes x 6 h analysis: {figures['cost_512_nodes_6h_s']} s "

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 from click.testing import CliRunner
 from fleet_builders import Cluster, job
+from test_real_captures import HEALTHY, capture
 
 from fleetlog.analysis.context import build_context
 from fleetlog.analysis.detectors import DETECTORS, OPTIONAL_DETECTORS
@@ -143,3 +144,17 @@ def test_analyze_learned_option(tmp_path: Path) -> None:
     assert json.loads(plain.output)["opened"] == []
     follow = runner.invoke(cli, ["analyze", "--db", str(db), "--learned", "--follow"])
     assert follow.exit_code == 2 and "--learned runs in batch analysis only" in follow.output
+
+
+def test_healthy_real_captures_stay_silent_with_learned(tmp_path: Path) -> None:
+    """Real snapshots (one node, one scrape each, a few GPUs): no peer group of MIN_PEERS in a
+    window over a steady series, so nothing to call an outlier."""
+    db = tmp_path / "healthy.duckdb"
+    runner = CliRunner()
+    for relative, options in HEALTHY:
+        imported = runner.invoke(cli, ["import", "--db", str(db), *options,
+                                       str(capture(relative)), "--json"])
+        assert imported.exit_code == 0, imported.output
+    result = runner.invoke(cli, ["analyze", "--db", str(db), "--learned", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["incidents"] == 0
