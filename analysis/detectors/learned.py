@@ -90,24 +90,22 @@ def outlier_rows(frame: pl.DataFrame, features: Sequence[str],
 
 
 def _episodes(buckets: np.ndarray) -> list[tuple[int, int, int]]:
-    """(first, detect, last) row indices of runs of outlier windows that last ``PERSIST``."""
+    """(first, detect, last) indices into the sorted outlier windows ``buckets`` of one part:
+    runs whose windows are at most ``GAP_WINDOWS`` apart, kept when ``PERSIST`` of them are
+    consecutive; ``detect`` is the window that completes the first such streak."""
     out: list[tuple[int, int, int]] = []
-    start = 0
-    for i in range(1, len(buckets) + 1):
-        if i == len(buckets) or buckets[i] - buckets[i - 1] > GAP_WINDOWS:
-            run = buckets[start:i]
-            consecutive = np.flatnonzero(np.diff(run) == 1) if len(run) > 1 else np.array([])
-            if PERSIST <= 1:
-                out.append((start, start, i - 1))
-            elif consecutive.size >= PERSIST - 1:
-                # detect at the first window that completes PERSIST consecutive outliers
-                streak = 1
-                for k in range(1, len(run)):
-                    streak = streak + 1 if run[k] - run[k - 1] == 1 else 1
-                    if streak >= PERSIST:
-                        out.append((start, start + k, i - 1))
-                        break
-            start = i
+    start, streak, detect = 0, 0, -1
+    for i, bucket in enumerate(buckets):
+        step = int(bucket - buckets[i - 1]) if i else 0
+        if i and step > GAP_WINDOWS:
+            if detect >= 0:
+                out.append((start, detect, i - 1))
+            start, streak, detect = i, 0, -1
+        streak = streak + 1 if step == 1 else 1
+        if detect < 0 and streak >= PERSIST:
+            detect = i
+    if detect >= 0:
+        out.append((start, detect, len(buckets) - 1))
     return out
 
 

@@ -15,7 +15,7 @@ from test_real_captures import HEALTHY, capture
 
 from fleetlog.analysis.context import build_context
 from fleetlog.analysis.detectors import DETECTORS, OPTIONAL_DETECTORS
-from fleetlog.analysis.detectors.learned import build_model, outlier_rows
+from fleetlog.analysis.detectors.learned import _episodes, build_model, outlier_rows
 from fleetlog.analysis.diagnosis import Incident
 from fleetlog.analysis.evaluate import evaluate_stores
 from fleetlog.analysis.features import gpu_features, node_features
@@ -158,3 +158,10 @@ def test_healthy_real_captures_stay_silent_with_learned(tmp_path: Path) -> None:
     result = runner.invoke(cli, ["analyze", "--db", str(db), "--learned", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["incidents"] == 0
+
+
+def test_episodes_need_consecutive_outlier_windows() -> None:
+    assert _episodes(np.array([5])) == []  # one window: a blip
+    assert _episodes(np.array([5, 7, 9])) == []  # never two in a row
+    assert _episodes(np.array([5, 6, 7, 12, 13])) == [(0, 1, 2), (3, 4, 4)]
+    assert _episodes(np.array([5, 7, 8, 10])) == [(0, 2, 3)]  # gaps of one window join
