@@ -165,3 +165,16 @@ def test_episodes_need_consecutive_outlier_windows() -> None:
     assert _episodes(np.array([5, 7, 9])) == []  # never two in a row
     assert _episodes(np.array([5, 6, 7, 12, 13])) == [(0, 1, 2), (3, 4, 4)]
     assert _episodes(np.array([5, 7, 8, 10])) == [(0, 2, 3)]  # gaps of one window join
+
+
+def test_explain_recovers_a_learned_incident_with_its_features(tmp_path: Path) -> None:
+    db = tmp_path / "fleet.duckdb"
+    land(db, _slow_cluster().build())
+    runner = CliRunner()
+    analyzed = runner.invoke(cli, ["analyze", "--db", str(db), "--learned", "--json"])
+    gpu = next(row for row in json.loads(analyzed.output)["opened"]
+               if row["root_entity"] == "gpu:n00006/3")
+    explained = runner.invoke(cli, ["explain", "--db", str(db), gpu["incident_id"]])
+    assert explained.exit_code == 0, explained.output
+    assert "departs from its peers" in explained.output and "clock_low" in explained.output
+    assert "Investigate" in explained.output  # a model's score alone takes no capacity
