@@ -193,9 +193,9 @@ def node_features(ctx: AnalysisContext) -> pl.DataFrame:
 
 def port_features(ctx: AnalysisContext) -> pl.DataFrame:
     """Port rows: switch, port, node, nic, bucket, last_us and ``PORT_FEATURES`` (against the
-    other ports of the same node). A window in which the port was not Active is no row: a port
-    that is down is the rules' (``link_down``), not a gray failure; its peers are still
-    compared with each other."""
+    other ports of the same node). A window whose first scrape or the previous window's found
+    the port not Active is no row: a port that is down is the rules' (``link_down``), not a gray
+    failure; its peers are still compared with each other."""
     facing = [(sw, port, peer, peer[4:].split("/", 1)[0])
               for (sw, port), peer in ctx.projections.topology.links.items()
               if peer.startswith("nic:")]
@@ -206,20 +206,31 @@ def port_features(ctx: AnalysisContext) -> pl.DataFrame:
     w = WINDOW_S * US
     ctx.con.register("_fleetlog_facing", links.to_arrow())
     try:
-        joined = query_pl(ctx.con,
-            f"SELECT s.switch, s.port, any_value(f.node) AS node, any_value(f.nic) AS nic, "
-            f"epoch_us(s.ts) // {w} AS bucket, max(epoch_us(s.ts)) AS last_us, "
-            "(max(s.xmit_data) - min(s.xmit_data)) / "
-            "greatest(max(epoch_us(s.ts)) - min(epoch_us(s.ts)), 1) AS xmit, "
-            "(max(s.rcv_data) - min(s.rcv_data)) / "
-            "greatest(max(epoch_us(s.ts)) - min(epoch_us(s.ts)), 1) AS rcv, "
-            f"min(coalesce(s.link_state, {c.PORT_STATE_ACTIVE})) >= {c.PORT_STATE_ACTIVE} AS up "
-            "FROM port_samples s JOIN _fleetlog_facing f ON s.switch = f.switch "
-            f"AND s.port = f.port WHERE {ctx.ts_filter('s.ts')} GROUP BY s.switch, s.port, "
-            "bucket HAVING count(*) >= 2 ORDER BY node, bucket, s.switch, s.port"
+        # The data counters are cumulative: a window's rate is the difference between the
+        # first scrape of the window and that of the previous one, so only those scrapes are
+        # read (one in WINDOW_S / interval) and nothing is grouped by window in the scan.
+        edges = query_pl(ctx.con,
+            f"SELECT s.switch, s.port, f.node, f.nic, epoch_us(s.ts) AS t, s.xmit_data, "
+            f"s.rcv_data, coalesce(s.link_state, {c.PORT_STATE_ACTIVE}) >= "
+            f"{c.PORT_STATE_ACTIVE} AS active FROM port_samples s JOIN _fleetlog_facing f "
+            f"ON s.switch = f.switch AND s.port = f.port WHERE {ctx.ts_filter('s.ts')} "
+            f"AND epoch_us(s.ts) % {w} < {ctx.interval_us} ORDER BY s.switch, s.port, t"
         )
     finally:
         ctx.con.unregister("_fleetlog_facing")
+    edges = edges.with_columns((pl.col("t") // w).alias("bucket")).unique(
+        subset=["switch", "port", "bucket"], keep="first", maintain_order=True)
+    same = (pl.col("switch") == pl.col("switch").shift(1)) & (
+        pl.col("port") == pl.col("port").shift(1))
+    span = (pl.col("t") - pl.col("t").shift(1)).cast(pl.Float64)
+    joined = edges.with_columns(
+        ((pl.col("xmit_data") - pl.col("xmit_data").shift(1)) / span).alias("xmit"),
+        ((pl.col("rcv_data") - pl.col("rcv_data").shift(1)) / span).alias("rcv"),
+        (pl.col("active") & pl.col("active").shift(1)).alias("up"),
+        pl.col("t").alias("last_us"),
+        same.alias("_same"),
+    ).filter(pl.col("_same").fill_null(False) & (pl.col("xmit") >= 0) & (pl.col("rcv") >= 0)
+             ).sort("node", "bucket")
     return peer_z(joined, ["node", "bucket"], [
         ("xmit", "xmit_low", True, True), ("rcv", "rcv_low", True, True),
     ]).filter(pl.col("up")).select(
