@@ -15,6 +15,8 @@ mistaken for many small ones:
    categories, scored by which signals are present.
 6. link: errors and flaps on one port -> ``network`` (the cable) or ``nic`` (receive errors,
    then down for good).
+6b. parts slower than their peers (the learned detector, when it runs): evidence of an open
+   incident on their node or switch, else a gray failure of the GPU, node or link.
 7. job: what is left of a job's own signals, once every job failure that a hardware incident on
    the job's nodes explains has been attributed to it -> ``sdc`` (loss NaN/spike), ``nccl_hang``
    (no step progress, then the watchdog), or ``software`` (all ranks exit at once).
@@ -59,6 +61,8 @@ HARD_KINDS: Final = frozenset({
 _HARDWARE_REASON: Final = re.compile(
     r"cuda error|\becc\b|network error|node failure|\bgsp\b|drained|xid|nvlink", re.I)
 SLOWDOWNS: Final = frozenset({"gpu_thermal", "cooling", "storage"})
+# The learned detector's findings (detectors.learned): a part slower than its peers.
+OUTLIER_KINDS: Final = frozenset({"gpu_outlier", "node_outlier", "port_outlier"})
 MAINTENANCE_WORDS: Final = ("reboot", "mainten", "drain", "upgrade", "firmware")
 
 
@@ -358,6 +362,51 @@ class _Diagnosis:
                 self.incidents.append(_new("network", link, cluster, scores,
                                            nodes={node} if node else ()))
 
+    # ---- 6b. parts that depart from their peers (learned detector) ----------------------------
+
+    def outliers(self) -> None:
+        """A part slower than its peers while an incident on its node (or its switch) is open
+        is that incident's evidence: the GPUs of a rack that overheats, the ports of a failing
+        leaf, the node whose GPU fell off the bus. What is left is a gray failure of its own:
+        the GPU (``gpu_hw``), the node (``host_hw``: every GPU of it slow, as under a power cap)
+        or the link (``network``, the NIC second)."""
+        found = self.take(lambda f: f.kind in OUTLIER_KINDS)
+        leftover: list[Finding] = []
+        for f in found:
+            owner = next((i for i in self.incidents if _covers(i, f)), None)
+            if owner is None:
+                leftover.append(f)
+            else:
+                owner.add(f)
+        by_entity: dict[str, list[Finding]] = defaultdict(list)
+        for f in leftover:
+            by_entity[f.entity].append(f)
+        for entity, group in sorted(by_entity.items()):
+            for cluster in _clusters(group, HOLD_DOWN):
+                first = cluster[0]
+                node = first.node or ""
+                scores: dict[tuple[str, str], float]
+                if first.kind == "gpu_outlier":
+                    category = "gpu_hw"
+                    scores = {(category, entity): 0.7, ("host_hw", c.node_entity(node)): 0.3}
+                elif first.kind == "node_outlier":
+                    category = "host_hw"
+                    scores = {(category, entity): 0.9}
+                    rack = self.topo.rack_of(node)
+                    if rack:
+                        scores[("cooling", c.rack_entity(rack))] = 0.1
+                else:
+                    category = "network"
+                    scores = {(category, entity): 0.7}
+                    peer = str(first.attrs.get("peer") or "")
+                    if peer.startswith("nic:"):
+                        scores[("nic", peer)] = 0.2
+                    switch = str(first.attrs.get("switch") or "")
+                    if switch:
+                        scores[("network", c.switch_entity(switch))] = 0.1
+                self.incidents.append(_new(category, entity, cluster, scores,
+                                           nodes={node} if node else ()))
+
     # ---- 7. job -------------------------------------------------------------------------------
 
     def attribute_jobs(self) -> None:
@@ -456,6 +505,7 @@ class _Diagnosis:
                            "port_errors", "rcv_errors"})
         self.gpus()
         self.links()
+        self.outliers()
         self.attribute_jobs()
         self.jobs()
         self.absorb()
@@ -471,6 +521,16 @@ class _Diagnosis:
         saved, self.free = self.free, findings
         self.absorb()
         self.free = saved + self.free
+
+
+def _covers(incident: Incident, f: Finding) -> bool:
+    """Whether ``incident`` (its nodes or its entities, while open) takes in outlier ``f``."""
+    if not (incident.start_us - 2 * MIN <= f.end_us and f.onset_us <= incident.end_us + 30 * MIN):
+        return False
+    if f.entity in incident.affected or (f.node and f.node in incident.nodes):
+        return True
+    switch = f.attrs.get("switch")
+    return bool(switch) and c.switch_entity(str(switch)) == incident.root
 
 
 def _other_switch(f: Finding, incident: Incident) -> bool:

@@ -291,9 +291,10 @@ def report(runs: Sequence[Scored]) -> dict[str, Any]:
 
 def score_store(
     con: duckdb.DuckDBPyConnection, since_us: int | None = None, until_us: int | None = None,
+    optional: Sequence[str] = (),
 ) -> Scored:
     """Run the analysis (which never reads truth), then match it to ``truth_faults``."""
-    result = analyze_store(con, since_us, until_us)
+    result = analyze_store(con, since_us, until_us, optional=optional)
     topo = result.topology
     hours = ((result.until_us or 0) - (result.since_us or 0)) / US / 3600
     return score_result(result, load_truth(con), topo, len(topo.nodes) * max(hours, 0.0))
@@ -301,6 +302,7 @@ def score_store(
 
 def evaluate_stores(
     stores: Sequence[Sequence[str]], since_us: int | None = None, until_us: int | None = None,
+    optional: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Evaluate each store (a file, or a group of shards) and pool the results."""
     from fleetlog.ingest.store import open_union
@@ -313,7 +315,7 @@ def evaluate_stores(
                 raise NoGroundTruth(
                     f"{', '.join(str(p) for p in paths)} holds no ground truth (no fault.injected "
                     "event, not a simulated run): eval scores simulated runs; use analyze")
-            runs.append(score_store(con, since_us, until_us))
+            runs.append(score_store(con, since_us, until_us, optional))
         finally:
             con.close()
     return report(runs)

@@ -2,8 +2,9 @@
 
 The stored incident gives the window; the analysis is re-run over that window (it is
 deterministic, so it finds the same incident with the same id) to recover every finding with its
-wording. When the window no longer yields that id (new data changed the grouping), the stored
-evidence event ids are listed from ``event_log`` instead.
+wording (with the optional detectors too when the default ones do not find it: an incident of
+``analyze --learned``). When the window no longer yields that id (new data changed the
+grouping), the stored evidence event ids are listed from ``event_log`` instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Final
 import duckdb
 
 from fleetlog.analysis.context import US, Finding
+from fleetlog.analysis.detectors import OPTIONAL_DETECTORS
 from fleetlog.analysis.diagnosis import Incident
 from fleetlog.analysis.evidence import (
     CAPACITY_ACTIONS,
@@ -113,8 +115,14 @@ def explain(con: duckdb.DuckDBPyConnection, incident_id: str) -> dict[str, Any]:
     _id, category, root, confidence, start_us, end_us, candidates, evidence = row
     ranked = json.loads(candidates) if isinstance(candidates, str) else candidates
     end = end_us if end_us is not None else start_us
-    result = analyze_store(con, start_us - 2 * 3600 * US, end + 1800 * US)
-    incident = next((i for i in result.incidents if i.incident_id == incident_id), None)
+    incident = None
+    # The default detectors first; an incident `analyze --learned` opened needs the learned
+    # detector to be found again.
+    for optional in ((), tuple(OPTIONAL_DETECTORS)):
+        result = analyze_store(con, start_us - 2 * 3600 * US, end + 1800 * US, optional=optional)
+        incident = next((i for i in result.incidents if i.incident_id == incident_id), None)
+        if incident is not None:
+            break
     lines: list[str] = []
     if incident is not None:
         lines = timeline(incident, result.interval_us)

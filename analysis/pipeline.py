@@ -53,10 +53,11 @@ class AnalysisResult:
 
 
 def analyze_context(
-    ctx: AnalysisContext, on_step: Callable[[int], object] | None = None
+    ctx: AnalysisContext, on_step: Callable[[int], object] | None = None,
+    optional: Sequence[str] = (),
 ) -> AnalysisResult:
     timings: dict[str, float] = {}
-    findings = run_detectors(ctx, timings, on_step)
+    findings = run_detectors(ctx, timings, on_step, optional)
     started = time.perf_counter()
     incidents = [i for i in diagnose(ctx, findings) if i.detect_us >= ctx.since_us]
     calibrate(incidents)
@@ -68,11 +69,12 @@ def analyze_context(
 def analyze_store(
     con: duckdb.DuckDBPyConnection, since_us: int | None = None, until_us: int | None = None,
     *, progress: Callable[[str], Any] | None = None,
-    on_step: Callable[[int], object] | None = None,
+    on_step: Callable[[int], object] | None = None, optional: Sequence[str] = (),
 ) -> AnalysisResult:
     """Analyze the store behind ``con`` over ``[since, until)`` (default: all of it).
 
-    ``on_step(n)`` is called after each of the ``len(DETECTORS)`` detectors (progress bars)."""
+    ``on_step(n)`` is called after each of the ``len(DETECTORS)`` detectors (progress bars).
+    ``optional`` names detectors off by default to run too (``OPTIONAL_DETECTORS``)."""
     started = time.perf_counter()
     ctx = build_context(con, since_us, until_us)
     if ctx is None:
@@ -80,7 +82,7 @@ def analyze_store(
     load_s = time.perf_counter() - started
     if progress:
         progress(f"projections built in {load_s:.1f} s; running detectors")
-    result = analyze_context(ctx, on_step)
+    result = analyze_context(ctx, on_step, optional)
     result.timings = {"projections": round(load_s, 3), **result.timings,
                       "total": round(time.perf_counter() - started, 3)}
     return result
@@ -92,6 +94,7 @@ def run_analysis(
     topic_prefix: str | None = None, progress: Callable[[str], Any] | None = None,
     on_step: Callable[[int], object] | None = None,
     on_result: Callable[[duckdb.DuckDBPyConnection, AnalysisResult], Any] | None = None,
+    optional: Sequence[str] = (),
 ) -> dict[str, Any]:
     """`fleetlog analyze` (batch): analyze, store the incidents (one store file), publish them
     (when a broker is given), and return the summary plus the incidents. ``on_result`` sees the
@@ -106,7 +109,8 @@ def run_analysis(
 
     con = open_for_results(paths, write)
     try:
-        result = analyze_store(con, since_us, until_us, progress=progress, on_step=on_step)
+        result = analyze_store(con, since_us, until_us, progress=progress, on_step=on_step,
+                               optional=optional)
         if write:
             result.stored = store_incidents(con, result.incidents)
         if on_result is not None:

@@ -61,6 +61,10 @@ def _say(text: str) -> None:
 @click.option("--remediation-config", type=click.Path(path_type=Path, exists=True),
               default=None, help="--follow: the remediation thresholds (TOML, as `fleetlog "
               "recommend --config`) of the component actions issued as incidents are found.")
+@click.option("--learned", is_flag=True,
+              help="Also run the learned detector (GPUs, nodes and ports that depart from their "
+              "peers, scored by an isolation forest); off by default: docs/analysis.md"
+              "#learned-detector.")
 @metrics_port_option
 @bootstrap_option
 @topic_prefix_option
@@ -69,7 +73,8 @@ def analyze_command(
     db: tuple[Path, ...], since: datetime | None, until: datetime | None, write: bool,
     publish: bool, follow: bool, every: float, lookback: float, max_seconds: float | None,
     idle_exit: float | None, alertmanager: str | None, remediation_config: Path | None,
-    metrics_port: str | None, bootstrap: str | None, topic_prefix: str | None, fmt: str | None,
+    learned: bool, metrics_port: str | None, bootstrap: str | None, topic_prefix: str | None,
+    fmt: str | None,
 ) -> None:
     """Find what failed, when, where and why: detect anomalies, group them into incidents and
     rank root causes. Reads the store only (never truth_faults); incidents are stored in the
@@ -90,6 +95,8 @@ def analyze_command(
     if alertmanager is not None and not write:
         raise click.UsageError("--alertmanager needs the incidents stored (their severity is "
                                "the stored incident's): drop --no-write")
+    if learned and follow:
+        raise click.UsageError("--learned runs in batch analysis only (not with --follow)")
     if follow:
         from fleetlog.analysis.remediation import RemediationConfig
         from fleetlog.follow import follow as run_follow
@@ -121,10 +128,10 @@ def analyze_command(
         from fleetlog.act.alerts import batch_sender
 
         on_result = batch_sender(alertmanager, sent)
-    with progress_reporter("analyzing", unit="detectors", total=len(DETECTORS)) as report:
+    with progress_reporter("analyzing", unit="detectors", total=len(DETECTORS) + learned) as report:
         result = run_analysis(list(db), since_us=_us(since), until_us=_us(until), write=write,
                               publish_to=publish_to, topic_prefix=topic_prefix, on_step=report,
-                              on_result=on_result)
+                              on_result=on_result, optional=("learned",) if learned else ())
     if alertmanager is not None:
         result["alerts_sent"] = sum(sent)
     if fmt in ("table", "csv", "nl"):
@@ -188,10 +195,14 @@ def explain_command(db: tuple[Path, ...], incident_id: str, fmt: str | None) -> 
 @click.option("--separately", is_flag=True,
               help="Each --db file is its own run (e.g. several seeds); figures are pooled. "
               "Without it, the files are shards of one store.")
+@click.option("--learned", is_flag=True,
+              help="Also run the learned detector (GPUs, nodes and ports that depart from their "
+              "peers, scored by an isolation forest); off by default: docs/analysis.md"
+              "#learned-detector.")
 @output_options
 def eval_command(
     db: tuple[Path, ...], since: datetime | None, until: datetime | None, separately: bool,
-    fmt: str | None,
+    learned: bool, fmt: str | None,
 ) -> None:
     """Score the analysis against the ground truth (truth_faults): precision, recall, F1, time
     to detect, root-cause AC@1/AC@3/Avg@3 per category, confusion matrix, false alarms per
@@ -202,7 +213,8 @@ def eval_command(
     from fleetlog.analysis.evaluate import evaluate_stores
 
     groups: list[list[str]] = ([[str(p)] for p in db] if separately else [[str(p) for p in db]])
-    report = evaluate_stores(groups, _us(since), _us(until))
+    report = evaluate_stores(groups, _us(since), _us(until),
+                             optional=("learned",) if learned else ())
     if fmt == "table":
         render(_eval_rows(report), fmt, title=(
             f"F1 {report['f1']}  precision {report['precision']}  recall {report['recall']}  "

@@ -6,7 +6,7 @@ signal it reads and why. ``DETECTORS`` runs them in a fixed order so results are
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from fleetlog.analysis.context import AnalysisContext, Finding
@@ -19,6 +19,7 @@ from fleetlog.analysis.detectors.jobs import (
     detect_stalls,
     detect_stragglers,
 )
+from fleetlog.analysis.detectors.learned import detect_learned
 from fleetlog.analysis.detectors.network import detect_ports
 from fleetlog.analysis.detectors.thermal import detect_thermal
 from fleetlog.analysis.detectors.xid import detect_xids
@@ -38,17 +39,22 @@ DETECTORS: Final[dict[str, Detector]] = {
     "stragglers": detect_stragglers,
     "checkpoints": detect_slow_checkpoints,
 }
+# Off by default, run when asked (`analyze --learned`): docs/analysis.md#learned-detector
+# gives the evaluation that keeps the learned detector out of the default list.
+OPTIONAL_DETECTORS: Final[dict[str, Detector]] = {"learned": detect_learned}
 
 
 def run_detectors(
     ctx: AnalysisContext, timings: dict[str, float] | None = None,
-    on_step: Callable[[int], object] | None = None,
+    on_step: Callable[[int], object] | None = None, optional: Sequence[str] = (),
 ) -> list[Finding]:
-    """Every detector's findings, sorted by detection time (then entity, kind)."""
+    """Every detector's findings (the defaults, then the ``optional`` ones named), sorted by
+    detection time (then entity, kind)."""
     import time
 
+    chosen = {**DETECTORS, **{name: OPTIONAL_DETECTORS[name] for name in optional}}
     findings: list[Finding] = []
-    for done, (name, detector) in enumerate(DETECTORS.items(), start=1):
+    for done, (name, detector) in enumerate(chosen.items(), start=1):
         started = time.perf_counter()
         findings.extend(detector(ctx))
         if timings is not None:
