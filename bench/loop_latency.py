@@ -82,13 +82,14 @@ def _struck_nodes(nodes: int, hours: float, start_us: int, limit: int) -> tuple[
                  f"duckdb:{db}")
         con = open_store(db, read_only=True)
         rows = con.execute("SELECT entity, affected FROM truth_faults ORDER BY start_ts")
+        faults = rows.fetchall()
         names: list[str] = []
-        for entity, affected in rows.fetchall():
-            for ref in [entity, *(affected or [])]:
-                kind, _, rest = ref.partition(":")
-                name = rest.split("/", 1)[0]
-                if kind in ("gpu", "node", "nic") and name not in names:
-                    names.append(name)
+        # the roots first (the drains target them), then what they hit
+        for ref in [e for e, _a in faults] + [a for _e, hit in faults for a in hit or []]:
+            kind, _, rest = ref.partition(":")
+            name = rest.split("/", 1)[0]
+            if kind in ("gpu", "node", "nic") and name not in names:
+                names.append(name)
         con.close()
     return tuple(names[:limit])
 
@@ -171,8 +172,8 @@ def main() -> None:
                 [str(Path(sys.executable).with_name("fleetlog")), "act", "--follow", "--db",
                  str(folder / "act.duckdb"), "--execute", "--slurm-conf", str(slurm.conf),
                  "--remediation-config", str(folder / "drain-first.toml"), "--bootstrap",
-                 args.bootstrap, "--topic-prefix", prefix, "--idle-exit", "20s"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 args.bootstrap, "--topic-prefix", prefix, "--idle-exit", "90s", "--json"],
+                stdout=(folder / "act.out").open("w"), stderr=subprocess.STDOUT)
             time.sleep(3)  # let it join its consumer group before anything is published
         sim = subprocess.Popen(
             [sys.executable, "-c", SIMULATE, str(args.nodes), str(args.hours), str(args.speed),
@@ -198,13 +199,18 @@ def main() -> None:
             ).fetchall())
             con.close()
             drains: list[tuple[str, float]] = []
+            skipped: dict[str, int] = {}
             if act is not None:
                 act.wait(timeout=300)
+                print((folder / "act.out").read_text()[-3000:], file=sys.stderr)
                 act_con = open_store(folder / "act.duckdb", read_only=True)
                 drains = [(i, t / 1e6) for i, t in act_con.execute(
                     "SELECT payload->>'incident_id', epoch_us(ts) FROM event_log "
                     "WHERE type = 'action.executed' AND payload->>'action' IN "
                     "('drain_node', 'reboot_node', 'rma')").fetchall()]
+                skipped = dict(act_con.execute(
+                    "SELECT payload->>'action' || ': ' || (payload->>'why'), count(*) "
+                    "FROM event_log WHERE type = 'action.skipped' GROUP BY ALL").fetchall())
                 act_con.close()
         finally:
             sim.kill()
@@ -231,7 +237,8 @@ def main() -> None:
         "alert_latency_median_s": round(float(np.median(lat)), 2) if lat else None,
         "alert_latency_p95_s": round(float(np.percentile(lat, 95)), 2) if lat else None,
         "analysis_median_s": stats.summary()["analysis_median_s"],
-        **({"recommendations_issued": stats.recommendations, "drained": len(drained),
+        **({"recommendations_issued": stats.recommendations, "skipped": skipped,
+            "drained": len(drained),
             "drain_latency_median_s": round(float(np.median(drained)), 2) if drained else None,
             "drain_latency_p95_s": round(float(np.percentile(drained, 95)), 2) if drained
             else None} if args.slurm else {}),
