@@ -16,7 +16,8 @@ import numpy as np
 
 from fleetlog.ingest.contract.errors import FleetlogError
 
-SHAPES: Final = ("template", "wide")  # how faults look: docs/faults.md#symptom-shapes-template-and-wide
+# how faults look: docs/faults.md#symptom-shapes-template-and-wide
+SHAPES: Final = ("template", "wide")
 DEFAULT_START: Final = datetime(2026, 1, 5, tzinfo=UTC)
 SOURCE: Final = "fleetlog-sim"
 

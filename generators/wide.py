@@ -4,8 +4,9 @@ The template shapes (``symptoms``) give every fault of a category one look, the 
 were written from. Real faults vary: a precursor ramps in seconds or hours, arrives in bursts or
 as a trickle, or is missing; the kernel's XID line arrives after the samples already show the
 GPU gone; a rack's GPUs warm unevenly; a node takes minutes to be declared down. Here each fault
-draws its shape from ``RANGES`` and ``SHARES`` (docs/faults.md#symptom-shapes-template-and-wide quotes both), from
-the fault stream of the seed, so a seed stays deterministic.
+draws its shape from ``RANGES`` and ``SHARES`` (quoted by
+docs/faults.md#symptom-shapes-template-and-wide), from the fault stream of the seed, so a seed
+stays deterministic.
 
 The job-level categories (``software``, ``sdc``, ``nccl_hang``) have no hardware shape and keep
 the template; so does the leaf-switch variant of ``network`` (every port down at once is what a

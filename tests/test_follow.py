@@ -150,3 +150,20 @@ def test_live_analysis_waits_for_the_scrape_sources_still_talking() -> None:
     impatient.landed([_scrape_of("r1", t0 + 60_000_000), _scrape_of("r2", t0 + 20_000_000)],
                      new=2, dead_letters=0)
     assert impatient.watermark_us() == t0 + 60_000_000  # nobody still talking: the newest
+
+
+def test_live_analysis_waits_for_the_job_stream_too() -> None:
+    """Step reports landing behind the scrapes hold the watermark back (read alone up to the
+    scrapes, every job would look hung); other job events do not count."""
+    from fleetlog.analysis.follow import LiveAnalysis
+
+    t0 = 1_767_571_200_000_000
+    live = LiveAnalysis(lateness_s=3600.0)
+    step = c.make_event(c.JobStepReported(job="j1", step=10, step_time_s=1.0, tokens_per_s=1e5),
+                        time_us=t0 + 30_000_000, source="t")
+    live.landed([_scrape_of("r1", t0 + 60_000_000), step], new=2, dead_letters=0)
+    assert live.watermark_us() == t0 + 30_000_000
+    later = c.make_event(c.JobStepReported(job="j2", step=3, step_time_s=1.0, tokens_per_s=1e5),
+                         time_us=t0 + 90_000_000, source="t")
+    live.landed([later, _scrape_of("r1", t0 + 95_000_000)], new=2, dead_letters=0)
+    assert live.watermark_us() == t0 + 90_000_000
