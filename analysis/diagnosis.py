@@ -33,7 +33,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from fleetlog.analysis.context import US, AnalysisContext, Finding
@@ -48,8 +48,12 @@ HOLD_DOWN: Final = 6 * 60 * MIN
 GPU_KINDS: Final = frozenset({
     "xid", "sbe_rising", "sram_rising", "nvlink_rising", "dbe", "row_remap_pending",
     "row_remap_failure", "gpu_absent", "gpu_hot", "thermal_throttle",
+    "gpu_slow", "gpu_power_low", "pcie_replays", "hw_slowdown",
 })
-PORT_KINDS: Final = frozenset({"port_errors", "rcv_errors", "link_down"})
+# Fail-slow evidence (analysis/detectors/peers.py, port_rates.py): a part slower than its peers.
+GPU_SLOW_KINDS: Final = frozenset({"gpu_slow", "gpu_power_low", "hw_slowdown"})
+NODE_SLOW_KINDS: Final = frozenset({"node_slow", "node_throttled"})
+PORT_KINDS: Final = frozenset({"port_errors", "rcv_errors", "link_down", "port_slow"})
 NODE_KINDS: Final = frozenset({"node_silent", "node_down", "maintenance", "node_fail"})
 JOB_KINDS: Final = frozenset({"job_failed", "job_stalled", "loss_anomaly"})
 HARD_KINDS: Final = frozenset({
@@ -311,6 +315,26 @@ class _Diagnosis:
                 scores = {("telemetry_gap", entity): 0.85, ("host_hw", entity): 0.15}
                 self.incidents.append(_new("telemetry_gap", entity, cluster, scores))
 
+    def slow_nodes(self) -> None:
+        """A node held back as a whole (its busy clock or power below its job's other nodes,
+        or most of its GPUs reporting HW slowdown / power brake together): ``host_hw`` on the
+        node, not one incident per GPU. Its GPUs' own slow findings during it are its evidence."""
+        slow = self.take(lambda f: f.kind in NODE_SLOW_KINDS)
+        by_node: dict[str, list[Finding]] = defaultdict(list)
+        for f in slow:
+            by_node[f.node or ""].append(f)
+        for node, group in sorted(by_node.items()):
+            entity = c.node_entity(node)
+            for cluster in _clusters(group, HOLD_DOWN):
+                start = min(f.onset_us for f in cluster) - 2 * MIN
+                end = max(f.end_us for f in cluster)
+                cluster += self.take(_slow_gpu_of(node, start, end))
+                scores = {("host_hw", entity): 0.8, ("host_maintenance", entity): 0.05}
+                rack = self.topo.rack_of(node)
+                if rack:
+                    scores[("rack_power", c.rack_entity(rack))] = 0.15
+                self.incidents.append(_new("host_hw", entity, cluster, scores, nodes={node}))
+
     # ---- 5. GPU -------------------------------------------------------------------------------
 
     def gpus(self) -> None:
@@ -345,7 +369,8 @@ class _Diagnosis:
                 downs = [f for f in cluster if f.kind == "link_down"]
                 stays_down = any(f.attrs.get("ongoing") for f in downs) or any(
                     f.end_us - f.onset_us >= 10 * MIN for f in downs)
-                cable = 2.0 * ("port_errors" in kinds) + (2.0 if len(downs) >= 2 else 0.0)
+                cable = (2.0 * ("port_errors" in kinds) + (2.0 if len(downs) >= 2 else 0.0)
+                         + 1.5 * ("port_slow" in kinds))
                 nic = 2.0 * ("rcv_errors" in kinds) + (1.5 if stays_down and len(downs) == 1
                                                        else 0.0)
                 if not cable and not nic:
@@ -395,7 +420,9 @@ class _Diagnosis:
 
     def _explains(self, incident: Incident, f: Finding) -> bool:
         if f.kind == "straggler":
-            return incident.start_us - 2 * MIN <= f.onset_us <= incident.end_us
+            # Any overlap: a part found slow while the job was slow explains it, whichever
+            # was seen first (a slow part's peer evidence may take longer than the steps).
+            return incident.start_us - 2 * MIN <= f.end_us and f.onset_us <= incident.end_us
         hard = [g.onset_us for g in incident.findings if g.kind in HARD_KINDS]
         before = self.interval + 5 * US
         if any(h - before <= f.onset_us <= h + 20 * MIN for h in hard):
@@ -409,6 +436,13 @@ class _Diagnosis:
         # A job that ended on its own account (the scheduler says so: TIMEOUT, OUT_OF_MEMORY,
         # a FAILED run with no step telemetry...) is a job outcome: it opens no incident.
         signals = self.take(lambda f: f.kind in JOB_KINDS and not f.attrs.get("outcome_only"))
+        # A slowed job that no hardware incident on its nodes explains is still a finding, not
+        # silence: a job-level incident that says so (the job's own code or input pipeline, or
+        # a part no detector sees). Its advice stays on the job (remediation: fix_code), so it
+        # never takes capacity away.
+        signals += [replace(f, text=f"{f.text}; no hardware on its nodes explains it",
+                            attrs={**f.attrs, "unexplained": True})
+                    for f in self.take(lambda f: f.kind == "straggler")]
         by_job: dict[str, list[Finding]] = defaultdict(list)
         for f in signals:
             by_job[f.entity].append(f)
@@ -454,6 +488,7 @@ class _Diagnosis:
         self.nodes()
         self.absorb_kinds({"node_up", "maintenance_ended", "gpu_absent", "link_down",
                            "port_errors", "rcv_errors"})
+        self.slow_nodes()
         self.gpus()
         self.links()
         self.attribute_jobs()
@@ -471,6 +506,12 @@ class _Diagnosis:
         saved, self.free = self.free, findings
         self.absorb()
         self.free = saved + self.free
+
+
+def _slow_gpu_of(node: str, start_us: int, end_us: int) -> Callable[[Finding], bool]:
+    """A GPU fail-slow finding on ``node`` that starts within ``[start_us, end_us]``."""
+    return lambda f: (f.kind in GPU_SLOW_KINDS and f.node == node
+                      and start_us <= f.onset_us <= end_us)
 
 
 def _other_switch(f: Finding, incident: Incident) -> bool:
@@ -495,6 +536,12 @@ _GPU_WEIGHTS: Final[dict[str, dict[str, float]]] = {
     "gpu_absent": {"gpu_hw": 2.0},
     "gpu_hot": {"gpu_thermal": 2.0},
     "thermal_throttle": {"gpu_thermal": 1.5},
+    # Fail-slow: the GPU itself (clock, power, PCIe link, HW slowdown) with nothing more
+    # specific; weaker than the signals that name a cause, so heat or HBM evidence wins.
+    "gpu_slow": {"gpu_hw": 1.0},
+    "gpu_power_low": {"gpu_hw": 1.0},
+    "pcie_replays": {"gpu_hw": 1.0},
+    "hw_slowdown": {"gpu_hw": 1.0},
 }
 
 
@@ -526,6 +573,8 @@ def _job_scores(cluster: list[Finding]) -> dict[str, float]:
             scores["sdc"] += 3.0
         elif f.kind == "job_stalled":
             scores["nccl_hang"] += 3.0
+        elif f.kind == "straggler":
+            scores["software"] += 1.0
         elif f.kind == "job_failed":
             reason = str(f.attrs.get("reason", "")).lower()
             hinted = False
