@@ -57,7 +57,7 @@ BASELINE_SCRAPES: Final = 360
 BASELINE_MIN: Final = 60
 # First pass: a GPU whose bucket ratio is below these in two consecutive buckets is a candidate.
 CANDIDATE_CLOCK: Final = 0.94
-CANDIDATE_POWER: Final = 0.95
+CANDIDATE_POWER: Final = 0.93
 NODE_CLOCK_RATIO: Final = 0.93
 NODE_POWER_RATIO: Final = 0.85
 NODE_BUCKETS: Final = 2  # consecutive buckets a node must be low in
@@ -75,7 +75,8 @@ def _buckets(ctx: AnalysisContext) -> pl.DataFrame:
     busy = (f"util_pct >= {BUSY_UTIL} AND (CAST(coalesce(throttle_reasons, 0) AS UBIGINT) "
             f"& {THERMAL_BITS}) = 0")
     df = query_pl(ctx.con,
-        f"SELECT node, gpu, epoch_us(time_bucket(INTERVAL {BUCKET_S} SECOND, ts)) AS b, "
+        # Integer division, not time_bucket: several times faster over a day of scrapes.
+        f"SELECT node, gpu, epoch_us(ts) // {BUCKET_S * US} * {BUCKET_S * US} AS b, "
         f"avg(sm_clock_mhz) FILTER (WHERE {busy}) AS clk, "
         f"avg(power_w) FILTER (WHERE {busy}) AS pw, "
         "max(pcie_replays) - min(pcie_replays) AS rp, "
@@ -239,11 +240,15 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame,
                .with_columns((pl.col("low") & pl.col("low").shift(1).over("node", "gpu")
                               & ((pl.col("b") - pl.col("b").shift(1).over("node", "gpu"))
                                  == step)).fill_null(False).alias("twice")))
-    per_node = per_gpu.group_by("node").agg(pl.col("twice").any().alias("twice"),
-                                            pl.col("rp").fill_null(0).sum().alias("rp"),
-                                            pl.col("slow_bits").sum().alias("bits"))
-    nodes = per_node.filter(pl.col("twice") | (pl.col("rp") >= 2)
-                            | (pl.col("bits") >= SLOW_BIT_SCRAPES))["node"].to_list()
+    rp = pl.col("rp").fill_null(0)
+    per_gpu = per_gpu.group_by("node", "gpu").agg(
+        pl.col("twice").any().alias("twice"), (rp > 0).sum().alias("rp_buckets"),
+        rp.max().alias("rp_max"), pl.col("slow_bits").max().alias("bits"))
+    # Replays in two buckets or a burst in one (a lone blip is neither); slow bits held.
+    nodes = per_gpu.filter(
+        pl.col("twice") | (pl.col("rp_buckets") >= 2) | (pl.col("rp_max") >= min(
+            t for _w, t in REPLAY_RULES[:1])) | (pl.col("bits") >= SLOW_BIT_SCRAPES)
+    )["node"].unique().to_list()
     if not nodes:
         return []
     ctx.con.register("_fleetlog_peer_nodes", pl.DataFrame({"node": nodes}).to_arrow())
@@ -272,15 +277,16 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame,
         pl.when(pl.col("busy_n") >= MIN_PEERS).then(pl.col("clk_ratio")).alias("clk_ratio"),
         pl.when(pl.col("busy_n") >= MIN_PEERS).then(pl.col("pw_ratio")).alias("pw_ratio"),
     )
-    findings: list[Finding] = []
+    findings = _ratio_findings(data.filter(~pl.col("node").is_in(list(slow_nodes))))
+    rp_rise = (pl.col("rp").max() - pl.col("rp").min()).over("node", "gpu")
+    moving = data.filter(pl.col("bits").any().over("node", "gpu")
+                         | (rp_rise.fill_null(0) >= min(t for _w, t in REPLAY_RULES)))
     node_bits_done: set[str] = set()
-    for (node, gpu), part in data.group_by(["node", "gpu"], maintain_order=True):
+    for (node, gpu), part in moving.group_by(["node", "gpu"], maintain_order=True):
         node_s = str(node)
         entity = c.gpu_entity(node_s, int(gpu))
         ts = part["t"].to_numpy()
         ids = part["event_id"].to_list()
-        if node_s not in slow_nodes:
-            findings.extend(_ratio_findings(part, entity, node_s, ts, ids))
         findings.extend(_replay_findings(part, entity, node_s, ts, ids))
         bits = part["bits"].to_numpy()
         share = part["bit_share"].to_numpy()
@@ -314,33 +320,44 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame,
     return findings
 
 
-def _ratio_findings(part: pl.DataFrame, entity: str, node: str, ts: np.ndarray,
-                    ids: list[str]) -> list[Finding]:
-    out: list[Finding] = []
-    busy = part["clk_ratio"].is_not_null().to_numpy()
-    if busy.sum() < PERSIST_SCRAPES:
-        return out
-    idx = np.flatnonzero(busy)
+def _ratio_findings(data: pl.DataFrame) -> list[Finding]:
+    """``gpu_slow`` / ``gpu_power_low`` over the busy scrapes of every GPU in ``data`` at once
+    (smoothing, usual offset), then a look at the few GPUs that went below."""
     usual = (pl.col("pw_ratio").shift(1).rolling_median(BASELINE_SCRAPES,
                                                         min_samples=BASELINE_MIN)
-             .fill_null(1.0).clip(upper_bound=1.0))
-    smooth = part.filter(pl.col("clk_ratio").is_not_null()).select(
-        pl.col("clk_ratio").rolling_median(CLOCK_SMOOTH, min_samples=CLOCK_SMOOTH // 2 + 1),
-        (pl.col("pw_ratio").rolling_median(POWER_SMOOTH, min_samples=POWER_SMOOTH // 2 + 1)
-         / usual).alias("pw_ratio"),
-    )
-    clk = np.nan_to_num(smooth["clk_ratio"].to_numpy().astype(np.float64), nan=1.0)
-    pw = np.nan_to_num(smooth["pw_ratio"].to_numpy().astype(np.float64), nan=1.0)
-    busy_part = part.filter(pl.col("clk_ratio").is_not_null())
-    raw_clk = busy_part["clk_ratio"].to_numpy().astype(np.float64)
-    raw_pw = (busy_part["pw_ratio"] / busy_part.select(usual)["pw_ratio"]).to_numpy().astype(
-        np.float64)
+             .fill_null(1.0).clip(upper_bound=1.0)).over("node", "gpu")
+    busy = (data.filter(pl.col("clk_ratio").is_not_null())
+            .with_columns(usual.alias("usual"))
+            .with_columns(
+                pl.col("clk_ratio").rolling_median(CLOCK_SMOOTH, min_samples=CLOCK_SMOOTH // 2 + 1)
+                .over("node", "gpu").fill_null(1.0).alias("clk_s"),
+                (pl.col("pw_ratio").rolling_median(POWER_SMOOTH, min_samples=POWER_SMOOTH // 2 + 1)
+                 .over("node", "gpu") / pl.col("usual")).fill_null(1.0).alias("pw_s"),
+                (pl.col("pw_ratio") / pl.col("usual")).alias("pw_raw"),
+            ))
+    low = busy.filter(((pl.col("clk_s") <= GPU_CLOCK_RATIO) | (pl.col("pw_s") <= GPU_POWER_RATIO))
+                      .any().over("node", "gpu"))
+    out: list[Finding] = []
+    for (node, gpu), part in low.group_by(["node", "gpu"], maintain_order=True):
+        out.extend(_gpu_ratio_runs(part, c.gpu_entity(str(node), int(gpu)), str(node)))
+    return out
+
+
+def _gpu_ratio_runs(part: pl.DataFrame, entity: str, node: str) -> list[Finding]:
+    out: list[Finding] = []
+    ts = part["t"].to_numpy()
+    ids = part["event_id"].to_list()
+    clk = part["clk_s"].to_numpy().astype(np.float64)
+    pw = part["pw_s"].to_numpy().astype(np.float64)
+    raw_clk = np.nan_to_num(part["clk_ratio"].to_numpy().astype(np.float64), nan=1.0)
+    raw_pw = np.nan_to_num(part["pw_raw"].to_numpy().astype(np.float64), nan=1.0)
     slow = clk <= GPU_CLOCK_RATIO
     weak = (pw <= GPU_POWER_RATIO) & ~slow
     for mask, kind in ((slow, "gpu_slow"), (weak, "gpu_power_low")):
         for a, b in runs(mask):
             if b - a + 1 < PERSIST_SCRAPES:
                 continue
+            fire = a + PERSIST_SCRAPES - 1
             # The smoothed ratio lags: the onset is the change point within the window behind
             # the crossing, the start of the stretch with the most raw scrapes below the ratio
             # net of those above (scanning back, each below +1, each above -1).
@@ -349,16 +366,14 @@ def _ratio_findings(part: pl.DataFrame, entity: str, node: str, ts: np.ndarray,
             lo = max(0, a - window + 1)
             signs = np.where(raw[lo:a + 1] <= limit, 1, -1)[::-1].cumsum()
             onset = a - int(np.argmax(signs))
-            fire = a + PERSIST_SCRAPES - 1
             lo_c, lo_p = float(clk[a:b + 1].min()), float(pw[a:b + 1].min())
             text = (f"{entity} runs at {lo_c:.0%} of its node's busy SM clock ({lo_p:.0%} of "
                     "their power) with no thermal throttle" if kind == "gpu_slow" else
                     f"{entity} draws {lo_p:.0%} of its node's busy power at full clock: its "
                     "SMs stall (NVLink or memory path degraded?)")
             out.append(Finding(
-                kind=kind, entity=entity, onset_us=int(ts[idx[onset]]),
-                detect_us=int(ts[idx[fire]]), end_us=int(ts[idx[b]]), text=text,
-                evidence=(ids[idx[onset]], ids[idx[fire]]),
+                kind=kind, entity=entity, onset_us=int(ts[onset]), detect_us=int(ts[fire]),
+                end_us=int(ts[b]), text=text, evidence=(ids[onset], ids[fire]),
                 attrs={"node": node, "clock_ratio": round(lo_c, 3), "power_ratio": round(lo_p, 3)},
             ))
     return out

@@ -23,12 +23,14 @@ from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
 from fleetlog.analysis.detectors.series import runs
 from fleetlog.ingest import contract as c
 
-BUCKET_S: Final = 120
+# First pass over every port: ten-minute buckets (the cost is the grouped scan, fewer groups is
+# faster); a port at half rate for a third of a bucket already sits below the candidate ratio.
+BUCKET_S: Final = 600
 MIN_PEERS: Final = 3  # node-facing ports of the node carrying traffic at that moment
 # Healthy rails of one node agree within ~8 % per scrape (a few % once smoothed); a link at
 # 3/4 of its peers' rate is well outside that, and one at half is a lost lane or speed step.
 PORT_RATE_RATIO: Final = 0.75
-CANDIDATE_MARGIN: Final = 0.1
+CANDIDATE_MARGIN: Final = 0.1  # first pass: below 0.85 of the node's median in a bucket
 SMOOTH_SCRAPES: Final = 6
 PERSIST_SCRAPES: Final = 6
 # The node's ports must carry at least this share of the fleet's typical busy rate: an idle
@@ -49,8 +51,9 @@ def detect_port_rates(ctx: AnalysisContext) -> list[Finding]:
     if ports.is_empty():
         return []
     buckets = query_pl(ctx.con,
+        # Integer division, not time_bucket: several times faster over a day of scrapes.
         f"SELECT switch, CAST(port AS BIGINT) AS port, "
-        f"epoch_us(time_bucket(INTERVAL {BUCKET_S} SECOND, ts)) AS b, "
+        f"epoch_us(ts) // {BUCKET_S * US} * {BUCKET_S * US} AS b, "
         "(max(xmit_data) - min(xmit_data)) AS x, (max(rcv_data) - min(rcv_data)) AS r "
         f"FROM port_samples WHERE {ctx.ts_filter()} GROUP BY ALL"
     )
@@ -70,8 +73,7 @@ def detect_port_rates(ctx: AnalysisContext) -> list[Finding]:
         (pl.col("n") >= MIN_PEERS) & (pl.col("node_x") >= MIN_TRAFFIC_SHARE * typical)
         & ((pl.col("x") <= ratio * pl.col("node_x")) | (pl.col("r") <= ratio * pl.col("node_r")))
     )
-    nodes = (candidates.group_by("node").agg(pl.len().alias("k"))
-             .filter(pl.col("k") >= 2)["node"].to_list())
+    nodes = candidates["node"].unique().to_list()
     if not nodes:
         return []
     keys = ports.filter(pl.col("node").is_in(nodes))
