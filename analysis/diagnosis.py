@@ -162,6 +162,7 @@ class _Diagnosis:
         self.interval = ctx.interval_us
         self.free: list[Finding] = list(findings)
         self.incidents: list[Incident] = []
+        self.deferred: list[Finding] = []  # taken out of the way until the job incidents exist
 
     def take(self, keep: Callable[[Finding], bool]) -> list[Finding]:
         taken = [f for f in self.free if keep(f)]
@@ -319,6 +320,7 @@ class _Diagnosis:
         """A node held back as a whole (its busy clock or power below its job's other nodes,
         or most of its GPUs reporting HW slowdown / power brake together): ``host_hw`` on the
         node, not one incident per GPU. Its GPUs' own slow findings during it are its evidence."""
+        self.set_aside_hung()
         slow = self.take(lambda f: f.kind in NODE_SLOW_KINDS)
         by_node: dict[str, list[Finding]] = defaultdict(list)
         for f in slow:
@@ -334,6 +336,22 @@ class _Diagnosis:
                 if rack:
                     scores[("rack_power", c.rack_entity(rack))] = 0.15
                 self.incidents.append(_new("host_hw", entity, cluster, scores, nodes={node}))
+
+    def set_aside_hung(self) -> None:
+        """Ranks spinning in a hung collective sit at full utilization with their power down:
+        a GPU or node found slow while a job holding it made no step progress is the hang's
+        doing, not the part's. Those findings wait for the job's incident (``jobs``), which
+        takes them as evidence (``absorb``)."""
+        stalls = [f for f in self.free if f.kind == "job_stalled"]
+        if not stalls:
+            return
+
+        def hung(f: Finding) -> bool:
+            return (f.kind in NODE_SLOW_KINDS | GPU_SLOW_KINDS) and any(
+                f.node in (s.attrs.get("nodes") or ()) and s.onset_us - 2 * MIN <= f.onset_us
+                <= s.end_us for s in stalls)
+
+        self.deferred.extend(self.take(hung))
 
     # ---- 5. GPU -------------------------------------------------------------------------------
 
@@ -490,9 +508,12 @@ class _Diagnosis:
                            "port_errors", "rcv_errors"})
         self.slow_nodes()
         self.gpus()
+        # A link that carries less because the GPU or node behind it failed is that incident's.
+        self.absorb_kinds({"port_slow"})
         self.links()
         self.attribute_jobs()
         self.jobs()
+        self.release(self.deferred)
         self.absorb()
         return sorted(self.incidents, key=lambda i: (i.start_us, i.root, i.category))
 
