@@ -47,6 +47,8 @@ MIN_PEERS: Final = 3  # fewer busy peers than this: no median worth comparing wi
 # deviations out, and a part slowing a job by 10 % or more is past them.
 GPU_CLOCK_RATIO: Final = 0.9
 GPU_POWER_RATIO: Final = 0.93
+# A deep power drop shows sooner: over CLOCK_SMOOTH scrapes (whose median varies by ~2 %).
+GPU_POWER_FAST_RATIO: Final = 0.85
 CLOCK_SMOOTH: Final = 9  # rolling median of the per-scrape ratio over busy scrapes
 POWER_SMOOTH: Final = 30
 PERSIST_SCRAPES: Final = 3  # consecutive smoothed busy scrapes below the ratio before it fires
@@ -333,10 +335,12 @@ def _ratio_findings(data: pl.DataFrame) -> list[Finding]:
                 .over("node", "gpu").fill_null(1.0).alias("clk_s"),
                 (pl.col("pw_ratio").rolling_median(POWER_SMOOTH, min_samples=POWER_SMOOTH // 2 + 1)
                  .over("node", "gpu") / pl.col("usual")).fill_null(1.0).alias("pw_s"),
+                (pl.col("pw_ratio").rolling_median(CLOCK_SMOOTH, min_samples=CLOCK_SMOOTH // 2 + 1)
+                 .over("node", "gpu") / pl.col("usual")).fill_null(1.0).alias("pw_f"),
                 (pl.col("pw_ratio") / pl.col("usual")).alias("pw_raw"),
             ))
-    low = busy.filter(((pl.col("clk_s") <= GPU_CLOCK_RATIO) | (pl.col("pw_s") <= GPU_POWER_RATIO))
-                      .any().over("node", "gpu"))
+    low = busy.filter(((pl.col("clk_s") <= GPU_CLOCK_RATIO) | (pl.col("pw_s") <= GPU_POWER_RATIO)
+                       | (pl.col("pw_f") <= GPU_POWER_FAST_RATIO)).any().over("node", "gpu"))
     out: list[Finding] = []
     for (node, gpu), part in low.group_by(["node", "gpu"], maintain_order=True):
         out.extend(_gpu_ratio_runs(part, c.gpu_entity(str(node), int(gpu)), str(node)))
@@ -349,10 +353,11 @@ def _gpu_ratio_runs(part: pl.DataFrame, entity: str, node: str) -> list[Finding]
     ids = part["event_id"].to_list()
     clk = part["clk_s"].to_numpy().astype(np.float64)
     pw = part["pw_s"].to_numpy().astype(np.float64)
+    pw_fast = part["pw_f"].to_numpy().astype(np.float64)
     raw_clk = np.nan_to_num(part["clk_ratio"].to_numpy().astype(np.float64), nan=1.0)
     raw_pw = np.nan_to_num(part["pw_raw"].to_numpy().astype(np.float64), nan=1.0)
     slow = clk <= GPU_CLOCK_RATIO
-    weak = (pw <= GPU_POWER_RATIO) & ~slow
+    weak = ((pw <= GPU_POWER_RATIO) | (pw_fast <= GPU_POWER_FAST_RATIO)) & ~slow
     for mask, kind in ((slow, "gpu_slow"), (weak, "gpu_power_low")):
         for a, b in runs(mask):
             if b - a + 1 < PERSIST_SCRAPES:
@@ -366,7 +371,8 @@ def _gpu_ratio_runs(part: pl.DataFrame, entity: str, node: str) -> list[Finding]
             lo = max(0, a - window + 1)
             signs = np.where(raw[lo:a + 1] <= limit, 1, -1)[::-1].cumsum()
             onset = a - int(np.argmax(signs))
-            lo_c, lo_p = float(clk[a:b + 1].min()), float(pw[a:b + 1].min())
+            lo_c, lo_p = float(clk[a:b + 1].min()), float(min(pw[a:b + 1].min(),
+                                                               pw_fast[a:b + 1].min()))
             text = (f"{entity} runs at {lo_c:.0%} of its node's busy SM clock ({lo_p:.0%} of "
                     "their power) with no thermal throttle" if kind == "gpu_slow" else
                     f"{entity} draws {lo_p:.0%} of its node's busy power at full clock: its "
