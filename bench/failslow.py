@@ -8,8 +8,9 @@ reads the truth), scores it with ``fleetlog eval``'s code and pools the runs per
 
 - ``failslow``: the fail-slow family (each kind twice per run): per kind recall, precision,
   AC@1, time to detect, the share found within 5 minutes, the job's slowdown then;
-- ``wide``: the ``mixed`` scenario (every category) with symptom shapes drawn from the wide
+- ``wide``: the ``mixed`` scenario (overlapping faults) with symptom shapes drawn from the wide
   ranges: F1, AC@1, per category;
+- ``categories``: every category on its own scenario (with random faults on top), wide shapes;
 - ``confounders``: ``quiet_confounders`` (no fault, things that look like one): false alarms
   per 1,000 node-hours.
 """
@@ -26,14 +27,16 @@ from typing import Any
 from fleetlog.analysis.evaluate import Scored, report, score_store
 from fleetlog.generators.config import SimConfig
 from fleetlog.generators.run import simulate
+from fleetlog.ingest.contract import ALL_CATEGORIES
 from fleetlog.ingest.store import open_store
 
 SEEDS = (701, 702, 703, 704, 705)
-# part -> (scenario, nodes, hours, fault rate, shapes)
-PARTS: dict[str, tuple[str, int, float, float, str]] = {
-    "failslow": ("failslow", 64, 4.0, 1.0, "wide"),
-    "wide": ("mixed", 64, 4.0, 100.0, "wide"),
-    "confounders": ("quiet_confounders", 64, 24.0, 1.0, "template"),
+# part -> (scenarios, nodes, hours, fault rate, shapes)
+PARTS: dict[str, tuple[tuple[str, ...], int, float, float, str]] = {
+    "failslow": (("failslow",), 64, 4.0, 1.0, "wide"),
+    "wide": (("mixed",), 64, 4.0, 100.0, "wide"),
+    "categories": (tuple(ALL_CATEGORIES), 32, 6.0, 5.0, "wide"),
+    "confounders": (("quiet_confounders",), 64, 24.0, 1.0, "template"),
 }
 
 
@@ -76,11 +79,11 @@ def main() -> None:
     figures: dict[str, Any] = {"seeds": args.seeds}
     with tempfile.TemporaryDirectory(prefix="fleetlog-failslow-") as tmp:
         for part in args.parts:
-            scenario, nodes, hours, rate, shapes = PARTS[part]
+            scenarios, nodes, hours, rate, shapes = PARTS[part]
             started = time.perf_counter()
             runs = [run(scenario, seed, nodes, hours, rate, shapes, Path(tmp))
-                    for seed in args.seeds]
-            figures[part] = {"scenario": scenario, "nodes": nodes, "hours": hours,
+                    for seed in args.seeds for scenario in scenarios]
+            figures[part] = {"scenarios": list(scenarios), "nodes": nodes, "hours": hours,
                              "fault_rate": rate, "shapes": shapes,
                              **summary(part, report(runs)),
                              "wall_s": round(time.perf_counter() - started, 1)}
