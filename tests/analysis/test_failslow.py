@@ -127,3 +127,20 @@ def test_straggler_no_hardware_explains_is_a_job_incident(db_path: Path) -> None
     assert any("no hardware" in f.text for f in incident.findings)
     assert not any(cat in ("gpu_hw", "host_hw", "network", "nic")
                    for cat, _e, _s in incident.candidates[:1])
+
+
+def test_nvlink_crc_trickle_over_an_hour_is_found(db_path: Path) -> None:
+    cluster = Cluster(nodes=4, scrapes=420)  # 70 minutes
+    job(cluster, "j1", [0, 1, 2, 3])
+
+    def trickle(s: int, n: str, g: int, v: dict[str, float]) -> bool:
+        if n == "n00003" and g == 4:
+            v["nvlink_crc_flit_errors"] = float(s // 36)  # one every 6 minutes: 10 an hour
+        if n == "n00001" and g == 2 and s >= 100:
+            v["nvlink_crc_flit_errors"] = 12.0  # one jump, never again: a blip
+        return True
+
+    cluster.hooks.append(trickle)
+    incident = _only(_analyze(cluster, db_path))
+    assert (incident.category, incident.root) == ("gpu_hw", "gpu:n00003/4")
+    assert "nvlink_rising" in {f.kind for f in incident.findings}
