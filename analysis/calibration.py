@@ -26,10 +26,12 @@ CALIBRATION_SEEDS: Final = (501, 502, 503)  # the figures of docs/analysis.md us
 HELD_OUT_SEED: Final = 601  # the calibration test's: neither fitted on nor used elsewhere
 # The held-out check (bench/calibrate.py and tests/analysis/test_honest_runs.py): (scenario,
 # nodes, hours, fault rate), overlapping faults, flapping cables and the calibrated mix.
-# (scenario, nodes, hours, fault rate, shapes): the template and the wide shapes, and confounders
+# (scenario, nodes, hours, fault rate, shapes): the template and the wide shapes, confounders,
+# and the fail-slow family (issue #19)
 HELD_OUT_RUNS: Final = (
     ("mixed", 64, 6.0, 150.0, "template"), ("network", 64, 8.0, 60.0, "wide"),
-    ("llama3", 128, 6.0, 150.0, "wide"), ("quiet_confounders", 64, 12.0, 1.0, "template"))
+    ("llama3", 128, 6.0, 150.0, "wide"), ("quiet_confounders", 64, 12.0, 1.0, "template"),
+    ("failslow", 64, 4.0, 1.0, "wide"))
 MAX_ECE: Final = 0.05
 # Upper edges of the raw-score bands (the last band ends at 1.0).
 RAW_EDGES: Final = (0.6, 0.8, 0.9, 1.0)

@@ -35,7 +35,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from fleetlog.analysis.context import US, AnalysisContext, Finding
@@ -50,8 +50,12 @@ HOLD_DOWN: Final = 6 * 60 * MIN
 GPU_KINDS: Final = frozenset({
     "xid", "sbe_rising", "sram_rising", "nvlink_rising", "dbe", "row_remap_pending",
     "row_remap_failure", "gpu_absent", "gpu_hot", "thermal_throttle",
+    "gpu_slow", "gpu_power_low", "pcie_replays", "hw_slowdown",
 })
-PORT_KINDS: Final = frozenset({"port_errors", "rcv_errors", "link_down"})
+# Fail-slow evidence (analysis/detectors/peers.py, port_rates.py): a part slower than its peers.
+GPU_SLOW_KINDS: Final = frozenset({"gpu_slow", "gpu_power_low", "hw_slowdown"})
+NODE_SLOW_KINDS: Final = frozenset({"node_slow", "node_throttled"})
+PORT_KINDS: Final = frozenset({"port_errors", "rcv_errors", "link_down", "port_slow"})
 NODE_KINDS: Final = frozenset({"node_silent", "node_down", "maintenance", "node_fail"})
 JOB_KINDS: Final = frozenset({"job_failed", "job_stalled", "loss_anomaly"})
 HARD_KINDS: Final = frozenset({
@@ -162,6 +166,7 @@ class _Diagnosis:
         self.interval = ctx.interval_us
         self.free: list[Finding] = list(findings)
         self.incidents: list[Incident] = []
+        self.deferred: list[Finding] = []  # taken out of the way until the job incidents exist
 
     def take(self, keep: Callable[[Finding], bool]) -> list[Finding]:
         taken = [f for f in self.free if keep(f)]
@@ -315,6 +320,43 @@ class _Diagnosis:
                 scores = {("telemetry_gap", entity): 0.85, ("host_hw", entity): 0.15}
                 self.incidents.append(_new("telemetry_gap", entity, cluster, scores))
 
+    def slow_nodes(self) -> None:
+        """A node held back as a whole (its busy clock or power below its job's other nodes,
+        or most of its GPUs reporting HW slowdown / power brake together): ``host_hw`` on the
+        node, not one incident per GPU. Its GPUs' own slow findings during it are its evidence."""
+        self.set_aside_hung()
+        slow = self.take(lambda f: f.kind in NODE_SLOW_KINDS)
+        by_node: dict[str, list[Finding]] = defaultdict(list)
+        for f in slow:
+            by_node[f.node or ""].append(f)
+        for node, group in sorted(by_node.items()):
+            entity = c.node_entity(node)
+            for cluster in _clusters(group, HOLD_DOWN):
+                start = min(f.onset_us for f in cluster) - 2 * MIN
+                end = max(f.end_us for f in cluster)
+                cluster += self.take(_slow_gpu_of(node, start, end))
+                scores = {("host_hw", entity): 0.8, ("host_maintenance", entity): 0.05}
+                rack = self.topo.rack_of(node)
+                if rack:
+                    scores[("rack_power", c.rack_entity(rack))] = 0.15
+                self.incidents.append(_new("host_hw", entity, cluster, scores, nodes={node}))
+
+    def set_aside_hung(self) -> None:
+        """Ranks spinning in a hung collective sit at full utilization with their power down:
+        a GPU or node found slow while a job holding it made no step progress is the hang's
+        doing, not the part's. Those findings wait for the job's incident (``jobs``), which
+        takes them as evidence (``absorb``)."""
+        stalls = [f for f in self.free if f.kind == "job_stalled"]
+        if not stalls:
+            return
+
+        def hung(f: Finding) -> bool:
+            return (f.kind in NODE_SLOW_KINDS | GPU_SLOW_KINDS) and any(
+                f.node in (s.attrs.get("nodes") or ()) and s.onset_us - 2 * MIN <= f.onset_us
+                <= s.end_us for s in stalls)
+
+        self.deferred.extend(self.take(hung))
+
     # ---- 5. GPU -------------------------------------------------------------------------------
 
     def gpus(self) -> None:
@@ -349,7 +391,8 @@ class _Diagnosis:
                 downs = [f for f in cluster if f.kind == "link_down"]
                 stays_down = any(f.attrs.get("ongoing") for f in downs) or any(
                     f.end_us - f.onset_us >= 10 * MIN for f in downs)
-                cable = 2.0 * ("port_errors" in kinds) + (2.0 if len(downs) >= 2 else 0.0)
+                cable = (2.0 * ("port_errors" in kinds) + (2.0 if len(downs) >= 2 else 0.0)
+                         + 1.5 * ("port_slow" in kinds))
                 nic = 2.0 * ("rcv_errors" in kinds) + (1.5 if stays_down and len(downs) == 1
                                                        else 0.0)
                 if not cable and not nic:
@@ -444,7 +487,9 @@ class _Diagnosis:
 
     def _explains(self, incident: Incident, f: Finding) -> bool:
         if f.kind == "straggler":
-            return incident.start_us - 2 * MIN <= f.onset_us <= incident.end_us
+            # Any overlap: a part found slow while the job was slow explains it, whichever
+            # was seen first (a slow part's peer evidence may take longer than the steps).
+            return incident.start_us - 2 * MIN <= f.end_us and f.onset_us <= incident.end_us
         hard = [g.onset_us for g in incident.findings if g.kind in HARD_KINDS]
         before = self.interval + 5 * US
         if any(h - before <= f.onset_us <= h + 20 * MIN for h in hard):
@@ -458,6 +503,13 @@ class _Diagnosis:
         # A job that ended on its own account (the scheduler says so: TIMEOUT, OUT_OF_MEMORY,
         # a FAILED run with no step telemetry...) is a job outcome: it opens no incident.
         signals = self.take(lambda f: f.kind in JOB_KINDS and not f.attrs.get("outcome_only"))
+        # A slowed job that no hardware incident on its nodes explains is still a finding, not
+        # silence: a job-level incident that says so (the job's own code or input pipeline, or
+        # a part no detector sees). Its advice stays on the job (remediation: fix_code), so it
+        # never takes capacity away.
+        signals += [replace(f, text=f"{f.text}; no hardware on its nodes explains it",
+                            attrs={**f.attrs, "unexplained": True})
+                    for f in self.take(lambda f: f.kind == "straggler")]
         by_job: dict[str, list[Finding]] = defaultdict(list)
         for f in signals:
             by_job[f.entity].append(f)
@@ -503,11 +555,15 @@ class _Diagnosis:
         self.nodes()
         self.absorb_kinds({"node_up", "maintenance_ended", "gpu_absent", "link_down",
                            "port_errors", "rcv_errors"})
+        self.slow_nodes()
         self.gpus()
+        # A link that carries less because the GPU or node behind it failed is that incident's.
+        self.absorb_kinds({"port_slow"})
         self.links()
         self.outliers()
         self.attribute_jobs()
         self.jobs()
+        self.release(self.deferred)
         self.absorb()
         return sorted(self.incidents, key=lambda i: (i.start_us, i.root, i.category))
 
@@ -533,6 +589,12 @@ def _covers(incident: Incident, f: Finding) -> bool:
     return bool(switch) and c.switch_entity(str(switch)) == incident.root
 
 
+def _slow_gpu_of(node: str, start_us: int, end_us: int) -> Callable[[Finding], bool]:
+    """A GPU fail-slow finding on ``node`` that starts within ``[start_us, end_us]``."""
+    return lambda f: (f.kind in GPU_SLOW_KINDS and f.node == node
+                      and start_us <= f.onset_us <= end_us)
+
+
 def _other_switch(f: Finding, incident: Incident) -> bool:
     """A port's finding that is not a dead switch's: on another switch (the node is behind both,
     rail i to leaf i), or on the same one after it came back. A cable failing during or just
@@ -555,6 +617,12 @@ _GPU_WEIGHTS: Final[dict[str, dict[str, float]]] = {
     "gpu_absent": {"gpu_hw": 2.0},
     "gpu_hot": {"gpu_thermal": 2.0},
     "thermal_throttle": {"gpu_thermal": 1.5},
+    # Fail-slow: the GPU itself (clock, power, PCIe link, HW slowdown) with nothing more
+    # specific; weaker than the signals that name a cause, so heat or HBM evidence wins.
+    "gpu_slow": {"gpu_hw": 1.0},
+    "gpu_power_low": {"gpu_hw": 1.0},
+    "pcie_replays": {"gpu_hw": 1.0},
+    "hw_slowdown": {"gpu_hw": 1.0},
 }
 
 
@@ -586,6 +654,8 @@ def _job_scores(cluster: list[Finding]) -> dict[str, float]:
             scores["sdc"] += 3.0
         elif f.kind == "job_stalled":
             scores["nccl_hang"] += 3.0
+        elif f.kind == "straggler":
+            scores["software"] += 1.0
         elif f.kind == "job_failed":
             reason = str(f.attrs.get("reason", "")).lower()
             hinted = False

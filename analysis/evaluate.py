@@ -20,6 +20,10 @@ Metrics:
 - confusion matrix of categories: true category x predicted category, plus ``missed`` and the
   false alarms by predicted category.
 - false alarms per 1,000 node-hours: unmatched incidents / (nodes x hours / 1000).
+- per kind (a fail-slow fault's kind, the first word of its truth detail; else the category):
+  the same scores, a precision (matched over matched plus the duplicates repeating one of its
+  faults), the share detected within 5 minutes of the first symptom, and the slowed job's step
+  time at detection over its usual (``slowdowns_at_detect``), where the truth names the job.
 - calibration: per band of confidence, the incidents and the share of them that were right (matched
   to a fault whose category and root entity are the incident's), and the expected calibration
   error (ECE) over all incidents (``analysis.calibration``).
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import duckdb
@@ -70,15 +74,25 @@ class TruthFault:
     end_us: int | None
     affected: tuple[str, ...]
     scenario: str
+    detail: str = ""
+
+    @property
+    def kind(self) -> str:
+        """What is scored per kind: a fail-slow fault's kind (the first word of its detail,
+        ``clock_drop: ...``), else its category."""
+        if self.scenario.startswith("failslow") and ":" in self.detail:
+            return self.detail.split(":", 1)[0].strip()
+        return self.category
 
 
 def load_truth(con: duckdb.DuckDBPyConnection) -> list[TruthFault]:
     rows = con.execute(
         "SELECT fault_id, category, entity, epoch_us(start_ts), epoch_us(end_ts), affected, "
-        "coalesce(scenario, '') FROM truth_faults ORDER BY start_ts, fault_id"
+        "coalesce(scenario, ''), coalesce(detail, '') FROM truth_faults "
+        "ORDER BY start_ts, fault_id"
     ).fetchall()
     return [TruthFault(r[0], r[1], r[2], int(r[3]), None if r[4] is None else int(r[4]),
-                       tuple(r[5] or ()), r[6]) for r in rows]
+                       tuple(r[5] or ()), r[6], r[7]) for r in rows]
 
 
 def _containers(entity: str, topo: Topology) -> set[str]:
@@ -204,6 +218,29 @@ def _scores(matches: list[Match], interval_us: int) -> dict[str, Any]:
     }
 
 
+DETECT_WITHIN_S: Final = 300.0  # the goal: a slowed job's fault found within 5 minutes
+
+
+def _kind_scores(matches: list[Match], interval_us: int, duplicates: int,
+                 slowdowns: Mapping[str, float]) -> dict[str, Any]:
+    """``_scores`` of one kind, plus its precision (the incidents matched to faults of this kind
+    over those and the duplicates that repeat one of them: a false alarm relates to no fault,
+    so it has no kind and counts in the overall precision and the false alarm rate), the share
+    detected within ``DETECT_WITHIN_S`` of the first symptom, and the job's slowdown then."""
+    out = _scores(matches, interval_us)
+    tp = sum(1 for m in matches if m.incident is not None)
+    out["precision"] = round(tp / (tp + duplicates), 4) if tp + duplicates else None
+    out["duplicates"] = duplicates
+    ttd = [(m.incident.detect_us - m.fault.start_us) / US for m in matches
+           if m.incident is not None]
+    out["detected_within_5min"] = (round(sum(1 for t in ttd if t <= DETECT_WITHIN_S)
+                                         / len(matches), 4) if matches else None)
+    slow = [slowdowns[m.fault.fault_id] for m in matches if m.fault.fault_id in slowdowns]
+    out["slowdown_at_detect_median"] = _pct(slow, 50)
+    out["slowdown_at_detect_max"] = round(max(slow), 4) if slow else None
+    return out
+
+
 @dataclass
 class Scored:
     """One store's analysis matched against its truth (pooled across stores by ``report``)."""
@@ -215,6 +252,8 @@ class Scored:
     node_hours: float
     interval_us: int
     analysis_s: float | None = None
+    duplicate_kinds: list[str] = field(default_factory=list)  # the kind each duplicate repeats
+    slowdown_at_detect: dict[str, float] = field(default_factory=dict)  # fault id -> share
 
 
 def score_result(
@@ -225,8 +264,44 @@ def score_result(
     in_window = [f for f in faults if since <= f.start_us < until]
     matches, false_alarms, duplicates = match(result.incidents, in_window, topo,
                                               result.interval_us, until)
+    kinds = []
+    for incident in duplicates:
+        repeated = [f for f in in_window if _in_time(incident, f, result.interval_us, until)
+                    and related(incident, f, topo)]
+        kinds.append(min(repeated, key=lambda f: abs(f.start_us - incident.start_us)).kind
+                     if repeated else "")
     return Scored(matches, false_alarms, duplicates, len(result.incidents), node_hours,
-                  result.interval_us, result.timings.get("total"))
+                  result.interval_us, result.timings.get("total"), kinds)
+
+
+# The job's slowdown when its fault was detected: its step times from the fault's first symptom
+# to the detection against its median over this long before the fault.
+SLOWDOWN_BASELINE_US: Final = 30 * 60 * US
+SLOWDOWN_MIN_STEPS: Final = 3  # steps after the onset, when fewer came before the detection
+
+
+def slowdowns_at_detect(con: duckdb.DuckDBPyConnection, matches: Sequence[Match]
+                        ) -> dict[str, float]:
+    """Fault id -> the slowed job's step time at detection over its usual, less one (0.12 is
+    12 % slower), for detected faults whose truth names a job that reported step times."""
+    out: dict[str, float] = {}
+    for m in matches:
+        jobs = [e.removeprefix("job:") for e in m.fault.affected if e.startswith("job:")]
+        if m.incident is None or not jobs:
+            continue
+        start, detect = m.fault.start_us, max(m.incident.detect_us, m.fault.start_us)
+        rows = con.execute(
+            "SELECT epoch_us(ts), step_time_s FROM job_events WHERE type = 'job.step_reported' "
+            "AND job = ? AND step_time_s IS NOT NULL AND epoch_us(ts) >= ? "
+            "AND epoch_us(ts) <= ? ORDER BY ts",
+            [jobs[0], start - SLOWDOWN_BASELINE_US, detect + 3600 * US]).fetchall()
+        before = [float(v) for t, v in rows if t < start]
+        after = [float(v) for t, v in rows if start <= t <= detect]
+        if len(after) < SLOWDOWN_MIN_STEPS:
+            after = [float(v) for t, v in rows if t >= start][:SLOWDOWN_MIN_STEPS]
+        if before and after and float(np.median(before)) > 0:
+            out[m.fault.fault_id] = round(float(np.median(after) / np.median(before)) - 1, 4)
+    return out
 
 
 def report(runs: Sequence[Scored]) -> dict[str, Any]:
@@ -242,8 +317,12 @@ def report(runs: Sequence[Scored]) -> dict[str, Any]:
     recall = tp / len(matches) if matches else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     by_cat: dict[str, list[Match]] = defaultdict(list)
+    by_kind: dict[str, list[Match]] = defaultdict(list)
     for m in matches:
         by_cat[m.fault.category].append(m)
+        by_kind[m.fault.kind].append(m)
+    dup_kinds = Counter(k for r in runs for k in r.duplicate_kinds)
+    slowdowns = {k: v for r in runs for k, v in r.slowdown_at_detect.items()}
     confusion: dict[str, dict[str, int]] = {}
     for m in matches:
         row = confusion.setdefault(m.fault.category, {})
@@ -272,6 +351,8 @@ def report(runs: Sequence[Scored]) -> dict[str, Any]:
         "analysis_seconds": [r.analysis_s for r in runs],
         "overall": _scores(matches, interval_us),
         "by_category": {cat: _scores(ms, interval_us) for cat, ms in sorted(by_cat.items())},
+        "by_kind": {kind: _kind_scores(ms, interval_us, dup_kinds[kind], slowdowns)
+                    for kind, ms in sorted(by_kind.items())},
         "confusion": confusion,
         "calibration": reliability(right),
         "missed": [{"fault_id": m.fault.fault_id, "category": m.fault.category,
@@ -297,7 +378,9 @@ def score_store(
     result = analyze_store(con, since_us, until_us, optional=optional)
     topo = result.topology
     hours = ((result.until_us or 0) - (result.since_us or 0)) / US / 3600
-    return score_result(result, load_truth(con), topo, len(topo.nodes) * max(hours, 0.0))
+    scored = score_result(result, load_truth(con), topo, len(topo.nodes) * max(hours, 0.0))
+    scored.slowdown_at_detect = slowdowns_at_detect(con, scored.matches)
+    return scored
 
 
 def evaluate_stores(

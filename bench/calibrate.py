@@ -30,7 +30,8 @@ from fleetlog.ingest.store import open_store
 # faults on top) in the template shape and in shapes drawn from the documented wide ranges
 # (docs/faults.md#symptom-shapes: faults shaped unlike the template are found later or rooted
 # elsewhere, and the confidence must say so), the calibrated mix, overlapping faults, and the
-# healthy runs, with and without confounders (their false alarms count).
+# healthy runs, with and without confounders (their false alarms count), and the fail-slow
+# family (parts slower than their peers, no error counter naming them).
 RUNS = (
     *((category, 32, 6.0, 5.0, "template") for category in ALL_CATEGORIES),
     *((category, 32, 6.0, 5.0, "wide") for category in ALL_CATEGORIES),
@@ -38,6 +39,7 @@ RUNS = (
     ("llama3", 64, 12.0, 20.0, "wide"),
     ("mixed", 64, 4.0, 100.0, "template"),
     ("mixed", 64, 4.0, 100.0, "wide"),
+    ("failslow", 64, 4.0, 1.0, "wide"),  # every fail-slow kind twice (issue #19)
     ("quiet", 64, 12.0, 1.0, "template"),
     ("quiet_confounders", 64, 12.0, 1.0, "template"),
     ("migration", 64, 12.0, 1.0, "template"),

@@ -225,6 +225,11 @@ def eval_command(
 
 def _eval_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [{"category": cat, **scores} for cat, scores in report["by_category"].items()]
+    # Fail-slow kinds (by_kind keys that are no category) get a row each, in the same columns.
+    columns = list(report["overall"])
+    rows += [{"category": f"kind {kind}", **{k: scores.get(k) for k in columns}}
+             for kind, scores in report.get("by_kind", {}).items()
+             if kind not in report["by_category"]]
     rows.append({"category": "overall", **report["overall"]})
     return rows
 

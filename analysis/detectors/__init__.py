@@ -21,6 +21,8 @@ from fleetlog.analysis.detectors.jobs import (
 )
 from fleetlog.analysis.detectors.learned import detect_learned
 from fleetlog.analysis.detectors.network import detect_ports
+from fleetlog.analysis.detectors.peers import detect_peers
+from fleetlog.analysis.detectors.port_rates import detect_port_rates
 from fleetlog.analysis.detectors.thermal import detect_thermal
 from fleetlog.analysis.detectors.xid import detect_xids
 
@@ -33,6 +35,8 @@ DETECTORS: Final[dict[str, Detector]] = {
     "gpu_counters": detect_gpu_counters,
     "thermal": detect_thermal,
     "ports": detect_ports,
+    "peers": detect_peers,
+    "port_rates": detect_port_rates,
     "job_failures": detect_job_failures,
     "stalls": detect_stalls,
     "loss": detect_loss,

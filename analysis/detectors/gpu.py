@@ -11,7 +11,8 @@ Signals and why (docs/faults.md):
 - ``ecc_dbe_vol_total`` +1 -> an uncorrectable HBM error (``dbe``).
 - ``row_remap_pending`` / ``row_remap_failure`` set -> HBM rows being retired / out of spares.
 - ``sram_ecc_total`` rising -> on-chip SRAM errors (``sram_rising``).
-- ``nvlink_crc_flit_errors`` rising -> a failing NVLink, often before XID 74 (``nvlink_rising``).
+- ``nvlink_crc_flit_errors`` rising -> a failing NVLink, often before XID 74 (``nvlink_rising``);
+  also a trickle over an hour (``LONG_COUNTER_RULES``): an NVLink running degraded.
 - a GPU absent from its node's batches while its peers report -> fallen off the bus
   (``gpu_absent``); every GPU of a node absent -> the node stopped (``node_silent``). Absence is
   not zero: the scrape goes on for the rest of the rack. Absence counts only after a steady
@@ -40,6 +41,11 @@ COUNTER_RULES: Final = {
     "sram_ecc_total": ("sram_rising", 600, 3.0, "SRAM ECC errors rising"),
     "nvlink_crc_flit_errors": ("nvlink_rising", 300, 20.0, "NVLink CRC flit errors rising"),
 }
+# The same counters as a rate over a long window, rising in several separate scrapes: a trickle
+# (an NVLink losing a few flits an hour, running degraded) that the short window never sees,
+# while one isolated jump (a blip) never fires.
+LONG_COUNTER_RULES: Final = {"nvlink_crc_flit_errors": (3600, 5.0)}
+LONG_MIN_RISES: Final = 3
 FLAG_RULES: Final = {
     "ecc_dbe_vol_total": ("dbe", "double-bit (uncorrectable) ECC error"),
     "row_remap_pending": ("row_remap_pending", "row remapping pending"),
@@ -109,7 +115,8 @@ def detect_gpu_counters(ctx: AnalysisContext) -> list[Finding]:
     for column, (_kind, _w, threshold, _t) in COUNTER_RULES.items():
         short = {"ecc_sbe_vol_total": "sbe", "sram_ecc_total": "sram",
                  "nvlink_crc_flit_errors": "nvl"}[column]
-        cond = cond | (pl.col(short).fill_null(0) >= threshold)
+        long_rule = LONG_COUNTER_RULES.get(column)
+        cond = cond | (pl.col(short).fill_null(0) >= (long_rule[1] if long_rule else threshold))
     cond = cond | (pl.col("dbe").fill_null(0) > 0) | (pl.col("rrp").fill_null(0) >= 1)
     cond = cond | (pl.col("rrf").fill_null(0) >= 1)
     candidates = summary.filter(cond)
@@ -124,12 +131,23 @@ def detect_gpu_counters(ctx: AnalysisContext) -> list[Finding]:
         entity = c.gpu_entity(str(node), int(gpu))
         for column, (kind, window_s, threshold, what) in COUNTER_RULES.items():
             values = part[column].to_numpy()
-            for ep in rising_episodes(ts, values, int(window_s * US), threshold):
+            rules = [(window_s, threshold, 1)]
+            if column in LONG_COUNTER_RULES:
+                rules.append((*LONG_COUNTER_RULES[column], LONG_MIN_RISES))
+            episodes = sorted(((ep, w, th) for w, th, rises in rules
+                               for ep in rising_episodes(ts, values, int(w * US), th,
+                                                         min_rises=rises)),
+                              key=lambda e: (e[0].detect_us, e[0].onset_us))
+            seen_until = -1
+            for ep, w, th in episodes:
+                if ep.onset_us <= seen_until:
+                    continue  # the other window's view of the same rise
+                seen_until = ep.end_us
                 findings.append(Finding(
                     kind=kind, entity=entity, onset_us=ep.onset_us, detect_us=ep.detect_us,
                     end_us=ep.end_us,
                     text=f"{what} on {entity}: +{ep.total:.0f} "
-                    f"(fired at +{threshold:.0f} within {window_s // 60} min)",
+                    f"(fired at +{th:.0f} within {w // 60} min)",
                     evidence=(ids[ep.onset_index], ids[ep.detect_index]),
                     attrs={"increase": ep.total, "node": node},
                 ))

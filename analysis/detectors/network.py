@@ -3,9 +3,11 @@
 Signals and why (docs/faults.md):
 - ``symbol_error`` + ``link_error_recovery`` rising on one port -> a degrading cable or
   transceiver (``port_errors``). A handful of symbol errors is normal, so the rule needs a rise
-  well above that within a few minutes.
-- ``rcv_errors`` rising -> bad packets from the far end, typically the host's NIC
-  (``rcv_errors``).
+  well above that within a few minutes, or a trickle that keeps coming over an hour
+  (``ERROR_RULES``: rates over a short and a long window), and in either case rises in
+  ``MIN_RISES`` separate scrapes: one isolated jump (a blip) is not a degrading part.
+- ``rcv_errors`` rising, by the same rules -> bad packets from the far end, typically the
+  host's NIC (``rcv_errors``).
 - ``link_state`` 1 (Down) -> the port is down (``link_down``, one finding per down period, so a
   flapping cable gives several, and ``link_downed`` counts them too).
 Which of cable, NIC or whole leaf it is, is the diagnosis' call (how many ports of the leaf went
@@ -23,12 +25,33 @@ import numpy as np
 import polars as pl
 
 from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
-from fleetlog.analysis.detectors.series import rising_episodes, runs
+from fleetlog.analysis.detectors.series import Episode, rising_episodes, runs
 from fleetlog.ingest import contract as c
 
 ERROR_WINDOW_S: Final = 300
 SYMBOL_THRESHOLD: Final = 20.0  # symbol errors + link error recoveries within the window
 RCV_THRESHOLD: Final = 20.0
+# (window seconds, increase that fires) per counter: the burst a failing part shows within
+# minutes, and the trickle (a few an hour, 5-18 a NIC losing packets) a long window sees.
+LONG_WINDOW_S: Final = 3600
+LONG_THRESHOLD: Final = 5.0
+ERROR_RULES: Final = ((ERROR_WINDOW_S, SYMBOL_THRESHOLD), (LONG_WINDOW_S, LONG_THRESHOLD))
+MIN_RISES: Final = 3  # separate scrapes within the window: a one-off blip never fires
+
+
+def _episodes(ts: np.ndarray, values: np.ndarray) -> list[Episode]:
+    """The short- and long-window episodes of one counter, the later view of a trend that
+    another window already opened dropped."""
+    found = sorted((ep for window_s, threshold in ERROR_RULES
+                    for ep in rising_episodes(ts, values, window_s * US, threshold,
+                                              min_rises=MIN_RISES)),
+                   key=lambda e: (e.detect_us, e.onset_us))
+    out: list[Episode] = []
+    for ep in found:
+        if out and ep.onset_us <= out[-1].end_us:
+            continue
+        out.append(ep)
+    return out
 
 
 def port_summary(ctx: AnalysisContext) -> pl.DataFrame:
@@ -51,8 +74,8 @@ def port_summary(ctx: AnalysisContext) -> pl.DataFrame:
 def detect_ports(ctx: AnalysisContext) -> list[Finding]:
     summary = port_summary(ctx)
     candidates = summary.filter(
-        (pl.col("sym").fill_null(0) + pl.col("ler").fill_null(0) >= SYMBOL_THRESHOLD)
-        | (pl.col("rcv").fill_null(0) >= RCV_THRESHOLD)
+        (pl.col("sym").fill_null(0) + pl.col("ler").fill_null(0) >= LONG_THRESHOLD)
+        | (pl.col("rcv").fill_null(0) >= LONG_THRESHOLD)
         | (pl.col("downed").fill_null(0) >= 1)
         | (pl.col("min_state").fill_null(4) < c.PORT_STATE_ACTIVE)
     )
@@ -81,7 +104,7 @@ def detect_ports(ctx: AnalysisContext) -> list[Finding]:
         ids = part["event_id"].to_list()
         errors = (np.nan_to_num(part["symbol_error"].to_numpy().astype(np.float64))
                   + np.nan_to_num(part["link_error_recovery"].to_numpy().astype(np.float64)))
-        for ep in rising_episodes(ts, errors, ERROR_WINDOW_S * US, SYMBOL_THRESHOLD):
+        for ep in _episodes(ts, errors):
             findings.append(Finding(
                 kind="port_errors", entity=link, onset_us=ep.onset_us, detect_us=ep.detect_us,
                 end_us=ep.end_us,
@@ -90,7 +113,7 @@ def detect_ports(ctx: AnalysisContext) -> list[Finding]:
                 evidence=(ids[ep.onset_index], ids[ep.detect_index]), attrs=attrs,
             ))
         rcv = part["rcv_errors"].to_numpy().astype(np.float64)
-        for ep in rising_episodes(ts, rcv, ERROR_WINDOW_S * US, RCV_THRESHOLD):
+        for ep in _episodes(ts, rcv):
             findings.append(Finding(
                 kind="rcv_errors", entity=link, onset_us=ep.onset_us, detect_us=ep.detect_us,
                 end_us=ep.end_us,

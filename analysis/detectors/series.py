@@ -29,8 +29,11 @@ def increments(values: Array) -> Array:
     return d
 
 
-def rising_episodes(ts: Array, values: Array, window_us: int, threshold: float) -> list[Episode]:
-    """Runs where a counter rose by ``threshold`` or more within ``window_us``.
+def rising_episodes(ts: Array, values: Array, window_us: int, threshold: float,
+                    min_rises: int = 1) -> list[Episode]:
+    """Runs where a counter rose by ``threshold`` or more within ``window_us``, in at least
+    ``min_rises`` separate samples of that window (a single jump is a one-off blip, a trend
+    rises again and again).
 
     Causal: ``detect_us`` is the first sample at which the increase over the preceding window
     reached the threshold. A run starts at the first increment that is followed by the next
@@ -46,6 +49,8 @@ def rising_episodes(ts: Array, values: Array, window_us: int, threshold: float) 
     # For each increment j, the first increment inside (t_j - window, t_j].
     first = np.searchsorted(t, t - window_us, side="right")
     windowed = csum[1:] - csum[first]
+    rises = np.arange(idx.size) - first + 1
+    windowed[rises < min_rises] = 0.0
     episodes: list[Episode] = []
     j = 0
     n = idx.size
