@@ -11,10 +11,12 @@ incident's evidence events (docs/analysis.md#recommendations):
 - port or link counters (``port.sampled``: symbol errors, receive errors, a link down);
 - a host event (``node.went_down``, ``node.maintenance_started``).
 
-Temperatures, job events (a failure, a hang, a loss spike, a slow checkpoint) and the scheduler's
-own word (NODE_FAIL) are not hardware evidence: without any, the advice is ``investigate`` with
-what to check (``CHECKS``). A ``telemetry_gap`` never takes capacity: the node shows life.
-``explain``, ``recommend`` and the report all read this one gate, so they never disagree.
+Temperatures, a part slower than its peers (clock, power, data rate: the peer detectors and
+the learned one cite no samples for it), job events (a failure, a hang, a loss spike, a slow
+checkpoint) and the scheduler's own word (NODE_FAIL) are not hardware evidence: without any,
+the advice is ``investigate`` with what to check (``CHECKS``). A ``telemetry_gap`` never takes
+capacity: the node shows life. ``explain``, ``recommend`` and the report all read this one
+gate, so they never disagree.
 """
 
 from __future__ import annotations

@@ -215,9 +215,10 @@ def _node_finding(ctx: AnalysisContext, node: str, part: pl.DataFrame, first: in
         end_us=end,
         text=f"node {node} runs slow against {against}: busy SM clock {clk:.0%} and power "
         f"{pw:.0%} of their median",
-        evidence=evidence,
+        # Slower than its peers is no hardware evidence (analysis/evidence.py): the samples
+        # are kept for the reader, not cited, so the advice is to investigate, not to drain.
         attrs={"node": node, "clock_ratio": round(clk, 3), "power_ratio": round(pw, 3),
-               "job": job},
+               "job": job, "samples": evidence},
     )
 
 
@@ -379,8 +380,10 @@ def _gpu_ratio_runs(part: pl.DataFrame, entity: str, node: str) -> list[Finding]
                     "SMs stall (NVLink or memory path degraded?)")
             out.append(Finding(
                 kind=kind, entity=entity, onset_us=int(ts[onset]), detect_us=int(ts[fire]),
-                end_us=int(ts[b]), text=text, evidence=(ids[onset], ids[fire]),
-                attrs={"node": node, "clock_ratio": round(lo_c, 3), "power_ratio": round(lo_p, 3)},
+                end_us=int(ts[b]), text=text,
+                # no hardware evidence (analysis/evidence.py): kept, not cited
+                attrs={"node": node, "clock_ratio": round(lo_c, 3), "power_ratio": round(lo_p, 3),
+                       "samples": (ids[onset], ids[fire])},
             ))
     return out
 

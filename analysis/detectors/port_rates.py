@@ -128,8 +128,9 @@ def detect_port_rates(ctx: AnalysisContext) -> list[Finding]:
                 end_us=int(ts[b]),
                 text=f"{link} (facing {peer}) carries {float(values[a:b + 1].min()):.0%} of the "
                 "data rate of its node's other rails, with no error counter",
-                evidence=(ids[onset], ids[fire]),
+                # a lower data rate is no link error (analysis/evidence.py): kept, not cited
                 attrs={"switch": sw, "port": pt, "peer": peer, "node": node,
-                       "rate_ratio": round(float(values[a:b + 1].min()), 3)},
+                       "rate_ratio": round(float(values[a:b + 1].min()), 3),
+                       "samples": (ids[onset], ids[fire])},
             ))
     return findings
