@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleetlog.analysis.evaluate import Scored, report, score_store
-from fleetlog.generators.config import SimConfig
-from fleetlog.generators.run import simulate
+from calibrate import score  # simulate one run into a store, score it, drop the store
+
+from fleetlog.analysis.evaluate import report
 from fleetlog.ingest.contract import ALL_CATEGORIES
-from fleetlog.ingest.store import open_store
 
 SEEDS = (701, 702, 703, 704, 705)
 # part -> (scenarios, nodes, hours, fault rate, shapes)
@@ -38,19 +37,6 @@ PARTS: dict[str, tuple[tuple[str, ...], int, float, float, str]] = {
     "categories": (tuple(ALL_CATEGORIES), 32, 6.0, 5.0, "wide"),
     "confounders": (("quiet_confounders",), 64, 24.0, 1.0, "template"),
 }
-
-
-def run(scenario: str, seed: int, nodes: int, hours: float, rate: float, shapes: str,
-        folder: Path) -> Scored:
-    db = folder / f"{scenario}-{shapes}-{seed}.duckdb"
-    simulate(SimConfig(nodes=nodes, hours=hours, seed=seed, scenario=scenario,
-                       fault_rate=rate, shapes=shapes), f"duckdb:{db}")
-    con = open_store(db)
-    try:
-        return score_store(con)
-    finally:
-        con.close()
-        db.unlink()
 
 
 def summary(part: str, pooled: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +67,7 @@ def main() -> None:
         for part in args.parts:
             scenarios, nodes, hours, rate, shapes = PARTS[part]
             started = time.perf_counter()
-            runs = [run(scenario, seed, nodes, hours, rate, shapes, Path(tmp))
+            runs = [score(scenario, seed, nodes, hours, rate, shapes, Path(tmp))
                     for seed in args.seeds for scenario in scenarios]
             figures[part] = {"scenarios": list(scenarios), "nodes": nodes, "hours": hours,
                              "fault_rate": rate, "shapes": shapes,

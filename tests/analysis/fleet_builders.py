@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from fleetlog.analysis.diagnosis import Incident
+from fleetlog.analysis.pipeline import analyze_store
 from fleetlog.ingest import contract as c
+from fleetlog.ingest.store import open_store
+from fleetlog.ingest.store.writer import land
 
 T0 = 1_767_571_200_000_000  # 2026-01-05T00:00:00Z
 STEP = 10_000_000  # 10 s scrapes
@@ -128,3 +133,19 @@ def job(cluster: Cluster, name: str, nodes: list[int], *, steps_until: int | Non
     if fail_at is not None:
         cluster.add(c.JobFailed(job=name, step=last, exit_code=exit_code, reason=reason),
                     cluster.t(fail_at) + 6_000_000)
+
+
+def analyze_cluster(cluster: Cluster, db_path: Path) -> list[Incident]:
+    """Land ``cluster`` in a store at ``db_path`` and return the incidents analysis finds."""
+    land(db_path, cluster.build())
+    con = open_store(db_path)
+    try:
+        return analyze_store(con).incidents
+    finally:
+        con.close()
+
+
+def only(incidents: list[Incident]) -> Incident:
+    """The one incident (the assertion lists them all when there is not exactly one)."""
+    assert len(incidents) == 1, [(i.category, i.root) for i in incidents]
+    return incidents[0]

@@ -6,34 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fleet_builders import Cluster, job
+from fleet_builders import Cluster, analyze_cluster, job, only
 
-from fleetlog.analysis.diagnosis import Incident
-from fleetlog.analysis.pipeline import analyze_store
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.store import open_store
-from fleetlog.ingest.store.writer import land
-
-
-def _analyze(cluster: Cluster, db_path: Path) -> list[Incident]:
-    land(db_path, cluster.build())
-    con = open_store(db_path)
-    try:
-        return analyze_store(con).incidents
-    finally:
-        con.close()
-
-
-def _only(incidents: list[Incident]) -> Incident:
-    assert len(incidents) == 1, [(i.category, i.root) for i in incidents]
-    return incidents[0]
 
 
 def test_healthy_cluster_has_no_incident(db_path: Path) -> None:
     cluster = Cluster()
     job(cluster, "j1", [0, 1, 2, 3])
     cluster.add(c.XidReported(node="n00001", gpu=2, xid=13), cluster.t(30))  # benign, alone
-    assert _analyze(cluster, db_path) == []
+    assert analyze_cluster(cluster, db_path) == []
 
 
 def test_gpu_off_the_bus(db_path: Path) -> None:
@@ -41,7 +23,7 @@ def test_gpu_off_the_bus(db_path: Path) -> None:
     cluster.hooks.append(lambda s, n, g, v: not (n == "n00002" and g == 3 and s >= 50))
     cluster.add(c.XidReported(node="n00002", gpu=3, xid=79), cluster.t(49) + 3_000_000)
     job(cluster, "j1", [0, 1, 2, 3], fail_at=52, reason="CUDA error: unspecified launch failure")
-    incident = _only(_analyze(cluster, db_path))
+    incident = only(analyze_cluster(cluster, db_path))
     assert (incident.category, incident.root) == ("gpu_hw", "gpu:n00002/3")
     assert {"xid", "gpu_absent", "job_failed"} <= {f.kind for f in incident.findings}
     assert "job:j1" in incident.affected
@@ -59,7 +41,7 @@ def test_hbm_precursors_then_dbe(db_path: Path) -> None:
 
     cluster.hooks.append(hbm)
     cluster.add(c.XidReported(node="n00005", gpu=6, xid=48), cluster.t(90) + 1)
-    incident = _only(_analyze(cluster, db_path))
+    incident = only(analyze_cluster(cluster, db_path))
     assert (incident.category, incident.root) == ("gpu_hbm", "gpu:n00005/6")
     assert incident.start_us == cluster.t(41)  # the first SBE increase
     assert incident.detect_us < cluster.t(90)  # said before the DBE
@@ -69,7 +51,7 @@ def test_node_stops_reporting(db_path: Path) -> None:
     cluster = Cluster()
     cluster.hooks.append(lambda s, n, g, v: not (n == "n00003" and s >= 70))
     cluster.add(c.NodeWentDown(node="n00003", reason="unreachable"), cluster.t(77))
-    incident = _only(_analyze(cluster, db_path))
+    incident = only(analyze_cluster(cluster, db_path))
     assert (incident.category, incident.root) == ("host_hw", "node:n00003")
     assert incident.detect_us == cluster.t(71)  # second missed scrape
 
@@ -80,7 +62,7 @@ def test_rack_loses_power(db_path: Path) -> None:
                                                  and s >= 60))
     for n in ("n00005", "n00006", "n00007", "n00008"):
         cluster.add(c.NodeWentDown(node=n, reason="power loss"), cluster.t(62))
-    incident = _only(_analyze(cluster, db_path))
+    incident = only(analyze_cluster(cluster, db_path))
     assert (incident.category, incident.root) == ("rack_power", "rack:r0002")
 
 
@@ -94,7 +76,7 @@ def test_leaf_switch_down(db_path: Path) -> None:
 
     cluster.port_hooks.append(leaf)
     job(cluster, "j1", [0, 1, 2, 3], fail_at=81, reason="NCCL error: network error")
-    incident = _only(_analyze(cluster, db_path))
+    incident = only(analyze_cluster(cluster, db_path))
     assert (incident.category, incident.root) == ("network", "switch:leaf-su01-2")
     assert "job:j1" in incident.affected
 
@@ -111,7 +93,7 @@ def test_flapping_cable(db_path: Path) -> None:
             v["link_downed"] = float((s >= 60) + (s >= 70))
 
     cluster.port_hooks.append(cable)
-    incident = _only(_analyze(cluster, db_path))
+    incident = only(analyze_cluster(cluster, db_path))
     assert (incident.category, incident.root) == ("network", "link:leaf-su01-4/2")
 
 
@@ -126,7 +108,7 @@ def test_nic_errors_then_down_for_good(db_path: Path) -> None:
                 v["link_downed"] = 1.0
 
     cluster.port_hooks.append(nic)
-    incident = _only(_analyze(cluster, db_path))
+    incident = only(analyze_cluster(cluster, db_path))
     assert (incident.category, incident.root) == ("nic", "nic:n00007/1")
 
 
@@ -140,7 +122,7 @@ def test_nic_errors_then_down_for_good(db_path: Path) -> None:
 def test_job_faults_without_hardware(db_path: Path, kwargs: dict, category: str) -> None:
     cluster = Cluster()
     job(cluster, "j7", [4, 5, 6, 7], **kwargs)
-    incident = _only(_analyze(cluster, db_path))
+    incident = only(analyze_cluster(cluster, db_path))
     assert (incident.category, incident.root) == (category, "job:j7")
 
 
@@ -148,7 +130,7 @@ def test_nccl_hang_is_detected_before_the_watchdog(db_path: Path) -> None:
     cluster = Cluster()
     job(cluster, "j7", [4, 5, 6, 7], steps_until=50, fail_at=110, exit_code=-6,
         reason="NCCL watchdog timeout")
-    incident = _only(_analyze(cluster, db_path))
+    incident = only(analyze_cluster(cluster, db_path))
     assert incident.detect_us <= cluster.t(50) + 60_000_000
 
 
@@ -162,5 +144,5 @@ def test_two_failures_of_one_job_are_two_incidents(db_path: Path) -> None:
                                       loss=1.9), cluster.t(s) + 5_000_000)
     cluster.add(c.JobFailed(job="j7", step=99, exit_code=139, reason="Segmentation fault"),
                 cluster.t(100))
-    incidents = _analyze(cluster, db_path)
+    incidents = analyze_cluster(cluster, db_path)
     assert [(i.category, i.root) for i in incidents] == [("software", "job:j7")] * 2

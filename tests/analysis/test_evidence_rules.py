@@ -12,25 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from fleet_builders import Cluster, job
+from fleet_builders import Cluster, analyze_cluster, job
 
 from fleetlog.analysis.detectors.gpu import steady_cadence_us
-from fleetlog.analysis.diagnosis import Incident
 from fleetlog.analysis.evidence import CAPACITY_ACTIONS
-from fleetlog.analysis.pipeline import analyze_store
 from fleetlog.cli.main import cli
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.store import open_store
 from fleetlog.ingest.store.writer import land
-
-
-def _analyze(cluster: Cluster, db_path: Path) -> list[Incident]:
-    land(db_path, cluster.build())
-    con = open_store(db_path)
-    try:
-        return analyze_store(con).incidents
-    finally:
-        con.close()
 
 
 def _cli(*args: str) -> Any:
@@ -53,26 +41,26 @@ def test_cadence_needs_enough_regular_samples() -> None:
 def test_a_node_that_reported_only_a_few_times_never_falls_off(db_path: Path) -> None:
     cluster = Cluster()
     cluster.hooks.append(lambda s, n, g, v: not (n == "n00003" and s >= 3))
-    assert _analyze(cluster, db_path) == []
+    assert analyze_cluster(cluster, db_path) == []
 
 
 def test_scattered_samples_then_none_are_not_a_silence(db_path: Path) -> None:
     cluster = Cluster()
     seen = {0, 1, 7, 30, 31}
     cluster.hooks.append(lambda s, n, g, v: not (n == "n00003" and s not in seen))
-    assert _analyze(cluster, db_path) == []
+    assert analyze_cluster(cluster, db_path) == []
 
 
 def test_a_gpu_missing_from_few_scattered_samples_is_not_absent(db_path: Path) -> None:
     cluster = Cluster()
     cluster.hooks.append(lambda s, n, g, v: not (n == "n00002" and g == 5 and s not in {0, 9}))
-    assert _analyze(cluster, db_path) == []
+    assert analyze_cluster(cluster, db_path) == []
 
 
 def test_a_steady_node_that_stops_is_still_found(db_path: Path) -> None:
     cluster = Cluster()
     cluster.hooks.append(lambda s, n, g, v: not (n == "n00003" and s >= 70))
-    [incident] = _analyze(cluster, db_path)
+    [incident] = analyze_cluster(cluster, db_path)
     assert (incident.category, incident.root) == ("host_hw", "node:n00003")
 
 
@@ -83,7 +71,7 @@ def test_silent_node_whose_job_keeps_stepping_is_a_telemetry_gap(db_path: Path) 
     cluster = Cluster()
     cluster.hooks.append(lambda s, n, g, v: not (n == "n00003" and s >= 40))
     job(cluster, "j1", [2, 3])  # holds n00003 and keeps reporting steps to the end
-    [incident] = _analyze(cluster, db_path)
+    [incident] = analyze_cluster(cluster, db_path)
     assert (incident.category, incident.root) == ("telemetry_gap", "node:n00003")
     assert "step reports" in incident.findings[0].text
     _cli("analyze", "--db", str(db_path))
@@ -96,7 +84,7 @@ def test_silent_node_with_kernel_lines_is_a_telemetry_gap(db_path: Path) -> None
     cluster.hooks.append(lambda s, n, g, v: not (n == "n00004" and s >= 40))
     for s in (70, 90):
         cluster.add(c.XidReported(node="n00004", gpu=1, xid=13), cluster.t(s))
-    [incident] = _analyze(cluster, db_path)
+    [incident] = analyze_cluster(cluster, db_path)
     assert (incident.category, incident.root) == ("telemetry_gap", "node:n00004")
     _cli("analyze", "--db", str(db_path))
     explained = _cli("explain", "--db", str(db_path), incident.incident_id)
@@ -142,13 +130,13 @@ def test_missing_exit_code_is_null_in_sql(db_path: Path) -> None:
 def test_a_job_ending_on_its_own_account_opens_no_incident(db_path: Path, reason: str) -> None:
     cluster = Cluster()
     job(cluster, "j1", [0, 1], fail_at=60, reason=reason, exit_code=0)
-    assert _analyze(cluster, db_path) == []
+    assert analyze_cluster(cluster, db_path) == []
 
 
 def test_a_failed_run_seen_in_its_step_telemetry_stays_software(db_path: Path) -> None:
     cluster = Cluster()
     job(cluster, "j1", [0, 1], fail_at=60, reason="FAILED")
-    [incident] = _analyze(cluster, db_path)
+    [incident] = analyze_cluster(cluster, db_path)
     assert (incident.category, incident.root) == ("software", "job:j1")
     _cli("analyze", "--db", str(db_path))
     actions = _cli("recommend", "--db", str(db_path))
@@ -165,7 +153,7 @@ def test_node_fail_alone_is_evidence_but_takes_no_capacity(db_path: Path) -> Non
     cluster.add(c.JobSubmitted(job="s1", gpus=8, vcluster="vc0"), cluster.t(0))
     cluster.add(c.JobPlaced(job="s1", nodes=names, vcluster="vc0"), cluster.t(1))
     cluster.add(c.JobFailed(job="s1", step=0, reason="NODE_FAIL"), cluster.t(10))
-    [incident] = _analyze(cluster, db_path)
+    [incident] = analyze_cluster(cluster, db_path)
     assert incident.root == "node:n00002"
     assert "node_fail" in {f.kind for f in incident.findings}
     _cli("analyze", "--db", str(db_path))
@@ -200,7 +188,7 @@ def test_kernel_xid_joins_its_gpus_incident(db_path: Path) -> None:
     cluster.hooks.append(lambda s, n, g, v: not (n == "n00002" and g == 3 and s >= 50))
     cluster.add(c.XidReported(node="n00002", pci_bus_id="0000:1b:00", xid=79),
                 cluster.t(49) + 3_000_000)
-    [incident] = _analyze(cluster, db_path)
+    [incident] = analyze_cluster(cluster, db_path)
     assert (incident.category, incident.root) == ("gpu_hw", "gpu:n00002/3")
     assert {"xid", "gpu_absent"} <= {f.kind for f in incident.findings}
 
@@ -212,7 +200,7 @@ def test_a_timeout_next_to_a_hardware_fault_gets_no_restart_advice(db_path: Path
     cluster.hooks.append(lambda s, n, g, v: not (n == "n00002" and g == 3 and s >= 50))
     cluster.add(c.XidReported(node="n00002", gpu=3, xid=79), cluster.t(49) + 3_000_000)
     job(cluster, "j1", [1], fail_at=52, reason="TIMEOUT", exit_code=0)
-    [incident] = _analyze(cluster, db_path)
+    [incident] = analyze_cluster(cluster, db_path)
     assert (incident.category, incident.root) == ("gpu_hw", "gpu:n00002/3")
     assert "job_failed" not in {f.kind for f in incident.findings}
     _cli("analyze", "--db", str(db_path))

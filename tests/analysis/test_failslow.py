@@ -8,16 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fleet_builders import Cluster, job
+from fleet_builders import Cluster, analyze_cluster, job, only
 
-from fleetlog.analysis.diagnosis import Incident
 from fleetlog.analysis.evaluate import evaluate_stores
-from fleetlog.analysis.pipeline import analyze_store
 from fleetlog.generators.config import SimConfig
 from fleetlog.generators.run import simulate
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.store import open_store
-from fleetlog.ingest.store.writer import land
 
 SEED = 11  # the figures (bench/failslow.py, docs/analysis.md) use seeds 701-705
 KINDS = ("clock_drop", "power_cap", "pcie_degraded", "port_bandwidth", "nvlink_bandwidth")
@@ -38,20 +34,6 @@ def test_each_failslow_kind_found_and_localized(tmp_path: Path, kind: str) -> No
         report["false_alarm_examples"])
 
 
-def _analyze(cluster: Cluster, db_path: Path) -> list[Incident]:
-    land(db_path, cluster.build())
-    con = open_store(db_path)
-    try:
-        return analyze_store(con).incidents
-    finally:
-        con.close()
-
-
-def _only(incidents: list[Incident]) -> Incident:
-    assert len(incidents) == 1, [(i.category, i.root) for i in incidents]
-    return incidents[0]
-
-
 def test_gpu_slower_than_its_node_peers(db_path: Path) -> None:
     cluster = Cluster(scrapes=90)
     job(cluster, "j1", list(range(8)))
@@ -63,7 +45,7 @@ def test_gpu_slower_than_its_node_peers(db_path: Path) -> None:
         return True
 
     cluster.hooks.append(slow)
-    incident = _only(_analyze(cluster, db_path))
+    incident = only(analyze_cluster(cluster, db_path))
     assert (incident.category, incident.root) == ("gpu_hw", "gpu:n00003/5")
     assert "gpu_slow" in {f.kind for f in incident.findings}
 
@@ -79,7 +61,7 @@ def test_node_under_a_power_cap_against_its_job(db_path: Path) -> None:
         return True
 
     cluster.hooks.append(capped)
-    incident = _only(_analyze(cluster, db_path))
+    incident = only(analyze_cluster(cluster, db_path))
     assert (incident.category, incident.root) == ("host_hw", "node:n00006")
     assert "node_slow" in {f.kind for f in incident.findings}
 
@@ -95,7 +77,7 @@ def test_isolated_counter_blip_raises_nothing(db_path: Path) -> None:
             v["rcv_errors"] = 9.0
 
     cluster.port_hooks.append(blip)
-    assert _analyze(cluster, db_path) == []
+    assert analyze_cluster(cluster, db_path) == []
 
 
 def test_error_trickle_over_an_hour_is_found(db_path: Path) -> None:
@@ -107,7 +89,7 @@ def test_error_trickle_over_an_hour_is_found(db_path: Path) -> None:
             v["rcv_errors"] = float(s // 40)  # one every ~7 minutes: ~9 an hour
 
     cluster.port_hooks.append(trickle)
-    incident = _only(_analyze(cluster, db_path))
+    incident = only(analyze_cluster(cluster, db_path))
     assert incident.root in ("nic:n00002/6", "link:leaf-su01-6/2")
     assert "rcv_errors" in {f.kind for f in incident.findings}
 
@@ -122,7 +104,7 @@ def test_straggler_no_hardware_explains_is_a_job_incident(db_path: Path) -> None
     for s in range(90):  # steps 40 % slower from step 50, every GPU as healthy as before
         cluster.add(c.JobStepReported(job="j1", step=s + 1, step_time_s=14.0 if s >= 50 else 10.0,
                                       tokens_per_s=1e6, loss=2.0), t(s) + 5_000_000)
-    incident = _only(_analyze(cluster, db_path))
+    incident = only(analyze_cluster(cluster, db_path))
     assert (incident.category, incident.root) == ("software", "job:j1")
     assert any("no hardware" in f.text for f in incident.findings)
     assert not any(cat in ("gpu_hw", "host_hw", "network", "nic")
@@ -141,6 +123,6 @@ def test_nvlink_crc_trickle_over_an_hour_is_found(db_path: Path) -> None:
         return True
 
     cluster.hooks.append(trickle)
-    incident = _only(_analyze(cluster, db_path))
+    incident = only(analyze_cluster(cluster, db_path))
     assert (incident.category, incident.root) == ("gpu_hw", "gpu:n00003/4")
     assert "nvlink_rising" in {f.kind for f in incident.findings}

@@ -6,22 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleet_builders import Cluster, job
+from fleet_builders import Cluster, analyze_cluster, job
 
-from fleetlog.analysis.diagnosis import HOLD_DOWN, Incident
-from fleetlog.analysis.pipeline import analyze_store
+from fleetlog.analysis.diagnosis import HOLD_DOWN
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.store import open_store
-from fleetlog.ingest.store.writer import land
-
-
-def _analyze(cluster: Cluster, db_path: Path) -> list[Incident]:
-    land(db_path, cluster.build())
-    con = open_store(db_path)
-    try:
-        return analyze_store(con).incidents
-    finally:
-        con.close()
 
 
 def test_a_flapping_cables_bursts_are_one_incident(db_path: Path) -> None:
@@ -41,7 +29,7 @@ def test_a_flapping_cables_bursts_are_one_incident(db_path: Path) -> None:
         v["link_downed"] = float(sum(s >= d for d in downs))
 
     cluster.port_hooks.append(cable)
-    incidents = _analyze(cluster, db_path)
+    incidents = analyze_cluster(cluster, db_path)
     assert [(i.category, i.root) for i in incidents] == [("network", "link:leaf-su01-4/2")]
     assert incidents[0].end_us >= cluster.t(bursts[1][0])
     assert HOLD_DOWN > 360 * 10_000_000
@@ -57,7 +45,7 @@ def test_a_cooler_gpu_catching_up_with_its_peers_is_not_hot(db_path: Path) -> No
         return True
 
     cluster.hooks.append(cooler)
-    assert _analyze(cluster, db_path) == []
+    assert analyze_cluster(cluster, db_path) == []
 
 
 def test_the_siblings_of_a_hot_gpu_are_not_hot(db_path: Path) -> None:
@@ -71,7 +59,7 @@ def test_the_siblings_of_a_hot_gpu_are_not_hot(db_path: Path) -> None:
         return True
 
     cluster.hooks.append(hot)
-    incidents = _analyze(cluster, db_path)
+    incidents = analyze_cluster(cluster, db_path)
     assert [(i.category, i.root) for i in incidents] == [("gpu_thermal", "gpu:n00002/0")]
     assert not any("n00002/1" in f.entity for f in incidents[0].findings)
 
@@ -90,4 +78,4 @@ def test_a_small_jobs_normal_checkpoint_is_not_slow_storage(db_path: Path) -> No
     for k in range(2, 5):
         cluster.add(c.JobCheckpointCompleted(job="small", step=40 * k, duration_s=260.0,
                                              size_gb=40.0), cluster.t(40 * k) + 8_000_000)
-    assert _analyze(cluster, db_path) == []
+    assert analyze_cluster(cluster, db_path) == []

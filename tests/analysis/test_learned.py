@@ -11,7 +11,8 @@ import numpy as np
 import polars as pl
 from click.testing import CliRunner
 from fleet_builders import Cluster, job
-from test_real_captures import HEALTHY, capture
+from readers_support import capture
+from test_real_captures import HEALTHY
 
 from fleetlog.analysis.context import build_context
 from fleetlog.analysis.detectors import DETECTORS, OPTIONAL_DETECTORS

@@ -17,23 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pytest
 from click.testing import CliRunner
+from readers_support import capture  # the readers' tests' one way to find a real capture
 
 from fleetlog.analysis.evidence import CAPACITY_ACTIONS
 from fleetlog.cli.main import cli
-
-DATA = (Path(__file__).parents[2] / ".." / "shared" / "data").resolve()
-
-
-def capture(relative: str) -> Path:
-    """A real capture under shared/data, or skip the test saying where it was looked for."""
-    path = DATA / relative
-    if not path.exists():
-        pytest.skip(f"real capture {relative} not found under {DATA} (shared/data is not part "
-                    "of a user's clone)")
-    return path
-
 
 # (capture, the options it needs as a user would pass them)
 HEALTHY: list[tuple[str, list[str]]] = [
