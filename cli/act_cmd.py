@@ -13,6 +13,8 @@ from fleetlog.cli.output import output_options, render
 from fleetlog.cli.params import (
     Duration,
     bootstrap_option,
+    deprecated_alias,
+    duration_text,
     metrics_port_option,
     topic_prefix_option,
 )
@@ -21,6 +23,9 @@ _COLUMNS = ("outcome", "action", "target", "command", "verified", "why", "action
 
 
 @click.command("act")
+@deprecated_alias("--max-seconds", "--max-time", "max_time", type=Duration(), spell=duration_text)
+@deprecated_alias("--idle-exit", "--until-idle", "until_idle", type=Duration(),
+                  spell=duration_text)
 @click.option("--db", type=click.Path(path_type=Path), required=True,
               help="The store whose recommendations to carry out (attempts land there too); "
               "with --follow, act's own store, filled from <prefix>.analysis.")
@@ -45,13 +50,13 @@ _COLUMNS = ("outcome", "action", "target", "command", "verified", "why", "action
               "repaired; only a node fleetlog drained, never one drained by someone else.")
 @click.option("--checkpoint-signal", default="USR1", show_default=True,
               help="The signal checkpoint_now sends to the job's batch step.")
-@click.option("--verify-timeout", type=Duration(), default=10.0, show_default=True,
+@click.option("--verify-timeout", type=Duration(), default="10s", show_default=True,
               help="How long to wait for the scheduler's state to show an action took.")
 @metrics_port_option
-@click.option("--max-seconds", type=Duration(), default=None,
-              help="--follow: stop after this long (default: run until Ctrl-C).")
-@click.option("--idle-exit", type=Duration(), default=None,
-              help="--follow: stop once nothing new arrived for this long.")
+@click.option("--max-time", type=Duration(), default=None,
+              help="--follow: stop after this long (e.g. 10m; default: run until Ctrl-C).")
+@click.option("--until-idle", type=Duration(), default=None,
+              help="--follow: stop once nothing new arrived for this long (e.g. 30s).")
 @bootstrap_option
 @topic_prefix_option
 @output_options
@@ -59,7 +64,7 @@ def act_command(db: Path, follow: bool, execute: bool, backend: str, slurm_conf:
                 remediation_config: Path | None, name_map: Path | None,
                 resume: tuple[str, ...], checkpoint_signal: str, verify_timeout: float,
                 metrics_port: str | None,
-                max_seconds: float | None, idle_exit: float | None, bootstrap: str | None,
+                max_time: float | None, until_idle: float | None, bootstrap: str | None,
                 topic_prefix: str | None, fmt: str | None) -> None:
     """Carry out recommendations through the scheduler (Slurm): drain a node, requeue a job
     without its suspect nodes, signal it to checkpoint now, move it to another partition.
@@ -89,9 +94,9 @@ def act_command(db: Path, follow: bool, execute: bool, backend: str, slurm_conf:
             click.echo(f"{outcome.outcome}: {outcome.action} {outcome.target}: "
                        f"{outcome.command or outcome.why}", err=True)
 
-    if not follow and (metrics_port is not None or max_seconds is not None
-                       or idle_exit is not None):
-        raise click.UsageError("--metrics-port, --max-seconds and --idle-exit go with --follow")
+    if not follow and (metrics_port is not None or max_time is not None
+                       or until_idle is not None):
+        raise click.UsageError("--metrics-port, --max-time and --until-idle go with --follow")
     if follow:
         if resume:
             raise click.UsageError("--resume acts once: use it without --follow")
@@ -100,7 +105,7 @@ def act_command(db: Path, follow: bool, execute: bool, backend: str, slurm_conf:
 
         settings = settings_for(bootstrap, topic_prefix=topic_prefix)
         stats = follow_act(db, settings, scheduler, policy, names, topic_prefix=topic_prefix,
-                           max_seconds=max_seconds, idle_exit_s=idle_exit,
+                           max_seconds=max_time, idle_exit_s=until_idle,
                            metrics_port=metrics_port, on_outcome=say)
         render(stats.summary(), fmt)
         return

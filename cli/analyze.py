@@ -13,6 +13,8 @@ from fleetlog.cli.params import (
     Duration,
     bootstrap_option,
     db_option,
+    deprecated_alias,
+    duration_text,
     metrics_port_option,
     since_option,
     topic_prefix_option,
@@ -36,6 +38,9 @@ def _say(text: str) -> None:
 
 
 @click.command("analyze")
+@deprecated_alias("--max-seconds", "--max-time", "max_time", type=Duration(), spell=duration_text)
+@deprecated_alias("--idle-exit", "--until-idle", "until_idle", type=Duration(),
+                  spell=duration_text)
 @db_option
 @since_option
 @until_option
@@ -46,21 +51,22 @@ def _say(text: str) -> None:
 @click.option("--follow", is_flag=True,
               help="Stream: consume the pipeline's topics into --db (its own store, not an "
               "ingester's) and analyze as events land.")
-@click.option("--every", type=Duration(), default=5.0, show_default=True,
+@click.option("--every", type=Duration(), default="5s", show_default=True,
               help="--follow: how often to re-analyze (e.g. 5s).")
-@click.option("--lookback", type=Duration(), default=7200.0, show_default=True,
+@click.option("--lookback", type=Duration(), default="2h", show_default=True,
               help="--follow: how much recent data each analysis reads (e.g. 2h).")
-@click.option("--max-seconds", type=Duration(), default=None,
-              help="--follow: stop after this long (default: run until Ctrl-C).")
-@click.option("--idle-exit", type=Duration(), default=None,
-              help="--follow: stop once nothing new arrived for this long.")
+@click.option("--max-time", type=Duration(), default=None,
+              help="--follow: stop after this long (e.g. 10m; default: run until Ctrl-C).")
+@click.option("--until-idle", type=Duration(), default=None,
+              help="--follow: stop once nothing new arrived for this long (e.g. 30s).")
 @click.option("--alertmanager", metavar="URL", default=None,
               help="Send each incident to this Alertmanager (v2 API, e.g. "
               "http://127.0.0.1:9093): one alert per incident, re-sent while open (--follow), "
               "resolved when it ends. See docs/alerts-and-metrics.md.")
 @click.option("--remediation-config", type=click.Path(path_type=Path, exists=True),
               default=None, help="--follow: the remediation thresholds (TOML, as `fleetlog "
-              "recommend --config`) of the component actions issued as incidents are found.")
+              "recommend --remediation-config`) of the component actions issued as incidents "
+              "are found.")
 @click.option("--learned", is_flag=True,
               help="Also run the learned detector (GPUs, nodes and ports that depart from their "
               "peers, scored by an isolation forest); off by default: docs/analysis.md"
@@ -71,8 +77,8 @@ def _say(text: str) -> None:
 @output_options
 def analyze_command(
     db: tuple[Path, ...], since: datetime | None, until: datetime | None, write: bool,
-    publish: bool, follow: bool, every: float, lookback: float, max_seconds: float | None,
-    idle_exit: float | None, alertmanager: str | None, remediation_config: Path | None,
+    publish: bool, follow: bool, every: float, lookback: float, max_time: float | None,
+    until_idle: float | None, alertmanager: str | None, remediation_config: Path | None,
     learned: bool, metrics_port: str | None, bootstrap: str | None, topic_prefix: str | None,
     fmt: str | None,
 ) -> None:
@@ -89,7 +95,7 @@ def analyze_command(
 
     if remediation_config is not None and not follow:
         raise click.UsageError("--remediation-config goes with --follow (batch: `fleetlog "
-                               "recommend --config`)")
+                               "recommend --remediation-config`)")
     if metrics_port is not None and not follow:
         raise click.UsageError("--metrics-port serves /metrics while --follow runs: add --follow")
     if alertmanager is not None and not write:
@@ -106,7 +112,7 @@ def analyze_command(
         settings = settings_for(bootstrap, topic_prefix=topic_prefix)
         stats = run_follow(
             db[0], settings, topic_prefix=topic_prefix, every_s=every, lookback_s=lookback,
-            max_seconds=max_seconds, idle_exit_s=idle_exit, publish=True,
+            max_seconds=max_time, idle_exit_s=until_idle, publish=True,
             on_incident=lambda row: _say(
                 f"incident {row['incident_id']}: {row['severity']} {row['category']} on "
                 f"{row['root_entity']} (event lag {row['event_lag_s']} s)"),

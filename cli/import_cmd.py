@@ -5,42 +5,31 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import click
 
 from fleetlog.cli.output import output_options, render
-from fleetlog.cli.params import SinkUri, UtcTime, topic_prefix_option
+from fleetlog.cli.params import (
+    Duration,
+    SinkUri,
+    UtcTime,
+    deprecated_alias,
+    topic_prefix_option,
+)
 from fleetlog.ingest.readers import FORMAT_NAMES
-from fleetlog.ingest.readers.errors import ReaderError
-
-
-class Interval(click.ParamType[float]):
-    """``10s``, ``500ms``, ``1m`` or a number of seconds."""
-
-    name = "DURATION"
-
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> float:
-        if isinstance(value, float):
-            return value
-        from fleetlog.ingest.readers.scrape import parse_interval
-
-        try:
-            return parse_interval(str(value))
-        except ReaderError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 @click.command("import")
+@deprecated_alias("--db", "--to", "target", type=click.Path(path_type=Path),
+                  convert=lambda path: ("duckdb", str(path)),
+                  spell=lambda target: f"{target[0]}:{target[1]}")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--format", "input_format", type=click.Choice(("auto", *FORMAT_NAMES)),
               default="auto", show_default=True,
               help="Input format; auto tells it from the content.")
-@click.option("--db", type=click.Path(path_type=Path), default=None,
-              help="Land the events in this DuckDB store (created if missing).")
-@click.option("--to", "target", type=SinkUri(("kafka",)), default=None,
-              help="Publish to Kafka instead: kafka://HOST:PORT.")
+@click.option("--to", "target", type=SinkUri(("duckdb", "kafka")), default=None,
+              help="Where the events go: duckdb:PATH (a store, created if missing) or "
+              "kafka://HOST:PORT.")
 @click.option("--node", default=None,
               help="Node name when the input does not carry one (dmesg, nvidia-smi, sysfs); for "
               "perfquery the device: a switch name or <node>/<hca>.")
@@ -48,8 +37,8 @@ class Interval(click.ParamType[float]):
               help="Zone of times written without one (sacct, nvidia-smi, dmesg -T, syslog): "
               "UTC, America/New_York, +02:00.")
 @click.option("--time", "at", type=UtcTime(), default=None,
-              help="Event time for inputs without one (/metrics, perfquery, sysfs); default: "
-              "the file's modification time.")
+              help="Event time for inputs without one (/metrics, perfquery, sysfs): ISO 8601 "
+              "with zone or relative (now-5m); default: the file's modification time.")
 @click.option("--boot-time", type=UtcTime(), default=None,
               help="Boot time, for dmesg and /dev/kmsg stamps in seconds since boot.")
 @click.option("--year", type=click.IntRange(1970, 9999), default=None,
@@ -59,8 +48,8 @@ class Interval(click.ParamType[float]):
 @topic_prefix_option
 @output_options
 def import_command(
-    paths: tuple[Path, ...], input_format: str, db: Path | None,
-    target: tuple[str, str] | None, node: str | None, tz: str | None, at: datetime | None,
+    paths: tuple[Path, ...], input_format: str, target: tuple[str, str] | None,
+    node: str | None, tz: str | None, at: datetime | None,
     boot_time: datetime | None, year: int | None, fields: str | None,
     topic_prefix: str | None, fmt: str | None,
 ) -> None:
@@ -74,7 +63,8 @@ def import_command(
     /dev/stdin) or <(cmd). Device files and named pipes are refused (redirect a FIFO: /dev/stdin
     < FIFO). Limits: 1 GiB per input, 1 MiB per line (longer: a dead letter).
 
-    Example: fleetlog import --db fleet.duckdb --tz UTC --node gpu-node-1 dmesg.log sacct.txt
+    Example: fleetlog import --to duckdb:fleet.duckdb --tz UTC --node gpu-node-1 dmesg.log
+    sacct.txt
     """
     from fleetlog.ingest.readers.base import ReadOptions, parse_tz
     from fleetlog.ingest.readers.importer import import_paths
@@ -83,8 +73,13 @@ def import_command(
         node=node, time=at, tz=parse_tz(tz) if tz else None, boot_time=boot_time, year=year,
         fields=tuple(f.strip() for f in fields.split(",")) if fields else None,
     )
-    summary = import_paths(paths, fmt=input_format, opts=opts, db=db, to=target,
-                           topic_prefix=topic_prefix)
+    if target is None:  # not click's required=True: the old --db may stand in for it
+        raise click.UsageError("say where the events go: --to duckdb:PATH or --to "
+                               "kafka://HOST:PORT")
+    scheme, where = target
+    summary = import_paths(paths, fmt=input_format, opts=opts,
+                           db=Path(where) if scheme == "duckdb" else None,
+                           to=target if scheme == "kafka" else None, topic_prefix=topic_prefix)
     render(summary, fmt)
 
 
@@ -93,12 +88,12 @@ def import_command(
               help="dcgm-exporter endpoint, e.g. http://gpu-node-1:9400/metrics.")
 @click.option("--nvidia-smi", "nvidia_smi", is_flag=True,
               help="Also run the local nvidia-smi binary each poll.")
-@click.option("--interval", type=Interval(), default="10s", show_default=True,
-              help="Time between polls (10s, 500ms, 1m).")
+@click.option("--interval", type=Duration(), default="10s", show_default=True,
+              help="Time between polls (e.g. 500ms, 10s, 1m).")
 @click.option("--count", type=click.IntRange(min=1), default=None,
               help="Stop after this many polls (default: run until Ctrl-C).")
 @click.option("--to", "target", type=SinkUri(("kafka", "duckdb")), required=True,
-              help="kafka://HOST:PORT or duckdb:PATH.")
+              help="Where the events go: kafka://HOST:PORT or duckdb:PATH.")
 @click.option("--node", default=None,
               help="Node name (default: the Hostname label; for --nvidia-smi, this host).")
 @topic_prefix_option

@@ -9,9 +9,7 @@ import click
 from fleetlog.cli.live import LiveIngest
 from fleetlog.cli.output import output_options, render
 from fleetlog.cli.params import (
-    MAX_DURATION_S,
     Duration,
-    FiniteFloat,
     bootstrap_option,
     metrics_port_option,
     topic_prefix_option,
@@ -68,20 +66,19 @@ def _check_size(ctx: click.Context, param: click.Parameter, value: str) -> str:
               "[default: <prefix>-ingest].")
 @click.option("--follow", "mode", flag_value="follow", default=True,
               help="Run until stopped (SIGINT/SIGTERM) [default].")
-@click.option("--until-idle", type=FiniteFloat(min=0, max=MAX_DURATION_S), default=None,
-              metavar="SECONDS",
-              help="Stop once caught up and the topics have been quiet this long.")
+@click.option("--until-idle", type=Duration(zero="stop as soon as caught up"), default=None,
+              help="Stop once caught up and the topics have been quiet this long (e.g. 30s, "
+              "5m; 0: as soon as caught up).")
 @click.option("--from", "source", default=None, metavar="jsonl:DIR",
               help="Land the files of `fleetlog simulate --to jsonl:DIR` instead of Kafka.")
 @click.option("--batch-events", type=click.IntRange(min=1), default=DEFAULT_BATCH_EVENTS,
               show_default=True, help="Events per DuckDB transaction (at most; bigger ones "
               "land faster and smaller on disk, see docs/ingest.md#batch-size).")
-@click.option("--broker-timeout", type=FiniteFloat(min=1, max=MAX_DURATION_S), default=60.0,
-              show_default=True, metavar="SECONDS",
+@click.option("--broker-timeout", type=Duration(min_s=1), default="1m", show_default=True,
               help="Stop with an error when Kafka is gone this long.")
-@click.option("--session-timeout", type=FiniteFloat(min=6, max=1800), default=10.0,
-              show_default=True, metavar="SECONDS",
-              help="How soon a dead ingester's partitions move to the others (6 to 1800: the "
+@click.option("--session-timeout", type=Duration(min_s=6, max_s=1800), default="10s",
+              show_default=True,
+              help="How soon a dead ingester's partitions move to the others (6s to 30m: the "
               "broker's default bounds).")
 @click.option("--in-process/--writer-process", default=True, show_default=True,
               help="Decode and write on a thread of this process, or in a second process with "
@@ -111,7 +108,7 @@ def ingest_command(
     become dead letters and ingestion goes on. On a terminal it shows rate, lag and dead
     letters live; it ends with a summary (--json for scripts).
 
-    Example: fleetlog ingest --bootstrap 127.0.0.1:9092 --db fleet.duckdb --until-idle 5
+    Example: fleetlog ingest --bootstrap 127.0.0.1:9092 --db fleet.duckdb --until-idle 5s
 
     Example: fleetlog ingest --from jsonl:out/ --db fleet.duckdb --json
     """

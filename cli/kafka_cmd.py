@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from fleetlog.cli.output import output_options, render
-from fleetlog.cli.params import FiniteFloat, kafka_dir_option
+from fleetlog.cli.params import Duration, kafka_dir_option
 from fleetlog.ingest.kafka import broker
 
 
@@ -28,8 +28,8 @@ def kafka_group() -> None:
               help="Broker port on 127.0.0.1.")
 @click.option("--controller-port", type=click.IntRange(1, 65535), default=None,
               help="KRaft controller port (default: --port + 1).")
-@click.option("--timeout", type=FiniteFloat(min=0.0), default=90.0, show_default=True,
-              help="Seconds to wait for the broker to answer.")
+@click.option("--timeout", type=Duration(), default="90s", show_default=True,
+              help="How long to wait for the broker to answer (e.g. 90s, 5m).")
 @click.option("--heap", default="1g", show_default=True, help="JVM heap (-Xmx).")
 @output_options
 def up_command(

@@ -9,12 +9,20 @@ import click
 from fleetlog.analysis.recommend import recommend
 from fleetlog.analysis.remediation import RemediationConfig
 from fleetlog.cli.output import output_options, render
-from fleetlog.cli.params import bootstrap_option, db_option, topic_prefix_option
+from fleetlog.cli.params import (
+    bootstrap_option,
+    db_option,
+    deprecated_alias,
+    topic_prefix_option,
+)
+
+_CONFIG_FILE = click.Path(path_type=Path, exists=True)
 
 
 @click.command("recommend")
+@deprecated_alias("--config", "--remediation-config", "config_path", type=_CONFIG_FILE)
 @db_option
-@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True),
+@click.option("--remediation-config", "config_path", type=_CONFIG_FILE,
               default=None, help="Remediation thresholds (TOML; see analysis/remediation.py).")
 @click.option("--write/--no-write", default=True, show_default=True,
               help="Store the recommendations (the `recommendations` view).")

@@ -27,7 +27,7 @@ from fleetlog.ingest.replay import replay_to
 @click.option("--speed", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="1 = real time, 60 = a simulated minute per second, 0 = as fast as possible.")
 @click.option("--to", "target", type=SinkUri(("kafka", "duckdb")), required=True,
-              help="kafka://HOST:PORT or duckdb:PATH.")
+              help="Where the events go: kafka://HOST:PORT or duckdb:PATH.")
 @topic_prefix_option
 @output_options
 def replay_command(

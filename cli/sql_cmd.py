@@ -16,7 +16,7 @@ from fleetlog.analysis.sql import (
 )
 from fleetlog.cli.errors import EXIT_INTERRUPTED
 from fleetlog.cli.output import output_options, render
-from fleetlog.cli.params import db_option
+from fleetlog.cli.params import Duration, db_option, duration_text
 from fleetlog.ingest.store.database import valid_memory_limit
 
 TABLE_MAX_ROWS: Final = 1000  # rows a table shows unless --max-rows says otherwise
@@ -31,9 +31,9 @@ def _memory_limit(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.command("sql")
 @db_option
 @click.argument("query", required=False)
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S,
-              show_default=True, metavar="SECONDS",
-              help="Stop a query that runs longer (0: no limit).")
+@click.option("--timeout", "timeout_s", type=Duration(zero="no limit"),
+              default=duration_text(DEFAULT_TIMEOUT_S), show_default=True,
+              help="Stop a query that runs longer (e.g. 30s, 10m; 0: no limit).")
 @click.option("--memory-limit", default=DEFAULT_MEMORY_LIMIT, show_default=True, metavar="SIZE",
               callback=_memory_limit,
               help="DuckDB's memory for the query; one that needs more fails (sql never spills "

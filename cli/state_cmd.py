@@ -15,7 +15,8 @@ from fleetlog.cli.params import UtcTime, db_option
 @click.command("state")
 @db_option
 @click.option("--at", "at", type=UtcTime(), required=True,
-              help="The moment (ISO 8601 with zone), e.g. 2026-01-05T06:00:00Z.")
+              help="The moment: ISO 8601 with zone (2026-01-05T06:00:00Z) or relative to now "
+              "(now, -15m, now-2h).")
 @output_options
 def state_command(db: tuple[Path, ...], at: datetime, fmt: str | None) -> None:
     """The fleet as it was at a moment: node health, jobs and open incidents, from the events.

@@ -21,7 +21,7 @@ _COLUMNS = ["policy", "ettr", "ettr_vs_oracle", "lost_gpu_hours", "checkpoint_gp
 @click.option("--policy", "policies", multiple=True, type=click.Choice(POLICIES),
               help="Policy to replay (repeatable; default: all four). The oracle is always "
               "computed for the ratio.")
-@click.option("--watchdog", type=Duration(), default=1800.0, show_default=True,
+@click.option("--watchdog", type=Duration(), default="30m", show_default=True,
               help="How long a hang goes unnoticed without fleetlog (e.g. 30m).")
 @click.option("--gap", "gap_points", type=FiniteFloat(0.01, 100.0), default=2.0,
               show_default=True,
