@@ -57,7 +57,7 @@ def main() -> None:
     try:
         db, config = root / "fleet.duckdb", root / "drain-first.toml"
         config.write_text(DRAIN_FIRST)
-        _invoke(["simulate", "--nodes", "8", "--hours", "1", "--scenario", "gpu_hw", "--seed",
+        _invoke(["simulate", "--nodes", "8", "--duration", "1h", "--scenario", "gpu_hw", "--seed",
                  "0", "--to", f"duckdb:{db}"])
         _invoke(["analyze", "--db", str(db)])
         latencies: list[float] = []
@@ -68,12 +68,13 @@ def main() -> None:
             proc = subprocess.Popen(
                 [fleetlog, "act", "--follow", "--db", str(act_db), "--execute", "--slurm-conf",
                  str(slurm.conf), "--remediation-config", str(config), "--bootstrap",
-                 args.bootstrap, "--topic-prefix", prefix, "--idle-exit", "4s",
-                 "--max-seconds", "60s"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 args.bootstrap, "--topic-prefix", prefix, "--until-idle", "4s",
+                 "--max-time", "60s"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(3)  # let it join its consumer group before anything is published
             store = root / f"publish-{trial}.duckdb"
             shutil.copy(db, store)
-            _invoke(["recommend", "--db", str(store), "--config", str(config), "--publish",
+            _invoke(["recommend", "--db", str(store), "--remediation-config", str(config),
+                     "--publish",
                      "--bootstrap", args.bootstrap, "--topic-prefix", prefix])
             published = time.time()
             proc.wait(timeout=90)

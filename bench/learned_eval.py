@@ -36,13 +36,13 @@ from fleetlog.ingest.store import open_union
 ROOT = Path(__file__).resolve().parents[1]
 FLEETLOG = str(ROOT / ".venv" / "bin" / "fleetlog")
 SCENARIOS: dict[str, list[str]] = {
-    "failslow": ["--scenario", "failslow", "--nodes", "64", "--hours", "3"],
-    "quiet_confounders": ["--scenario", "quiet_confounders", "--nodes", "64", "--hours", "12"],
+    "failslow": ["--scenario", "failslow", "--nodes", "64", "--duration", "3h"],
+    "quiet_confounders": ["--scenario", "quiet_confounders", "--nodes", "64", "--duration", "12h"],
     "mixed_wide": ["--scenario", "mixed", "--shapes", "wide", "--fault-rate", "40",
-                   "--nodes", "64", "--hours", "12"],
+                   "--nodes", "64", "--duration", "12h"],
 }
 COST: list[str] = ["--scenario", "mixed", "--shapes", "wide", "--fault-rate", "10",
-                   "--nodes", "512", "--hours", "6"]
+                   "--nodes", "512", "--duration", "6h"]
 MODES: dict[str, tuple[str, ...]] = {"rules": (), "rules+learned": ("learned",)}
 
 

@@ -172,7 +172,7 @@ def main() -> None:
                 [str(Path(sys.executable).with_name("fleetlog")), "act", "--follow", "--db",
                  str(folder / "act.duckdb"), "--execute", "--slurm-conf", str(slurm.conf),
                  "--remediation-config", str(folder / "drain-first.toml"), "--bootstrap",
-                 args.bootstrap, "--topic-prefix", prefix, "--idle-exit", "90s", "--json"],
+                 args.bootstrap, "--topic-prefix", prefix, "--until-idle", "90s", "--json"],
                 stdout=(folder / "act.out").open("w"), stderr=subprocess.STDOUT)
             time.sleep(3)  # let it join its consumer group before anything is published
         sim = subprocess.Popen(

@@ -655,7 +655,7 @@ def day(data: dict[str, Any]) -> list[str]:
     stages = med(fl, "stages") or {}
     top = sorted(((k, v) for k, v in stages.items() if k != "total"), key=lambda kv: -kv[1])[:5]
     out = [f"## Analysis of a {num(d.get('nodes'))}-node, {d.get('hours')} h store", "",
-           f"Built with `fleetlog simulate --nodes {d.get('nodes')} --hours {d.get('hours')} "
+           f"Built with `fleetlog simulate --nodes {d.get('nodes')} --duration {d.get('hours')}h "
            f"--fault-rate {d.get('fault_rate')} --to duckdb:` (not timed: the goal is the "
            "analysis), then `fleetlog analyze --no-write` on it.", ""]
     out += table(["GPU rows", "port rows", "store GB", "runs", "analysis s (median)",

@@ -142,7 +142,7 @@ def simulate(nodes: int, hours: float, target: str, *, prefix: str | None = None
              seed: int = 1, fault_rate: float = 1.0, scenario: str = "llama3",
              speed: float = 0.0) -> dict[str, Any]:
     """``fleetlog simulate`` to ``target``: the generator's own summary plus process figures."""
-    command = [*FLEETLOG, "simulate", "--nodes", str(nodes), "--hours", str(hours), "--seed",
+    command = [*FLEETLOG, "simulate", "--nodes", str(nodes), "--duration", f"{hours}h", "--seed",
                str(seed), "--scenario", scenario, "--fault-rate", str(fault_rate),
                "--speed", str(speed), "--to", target, "--json"]
     if prefix:
@@ -481,7 +481,7 @@ def soak(bootstrap: str, folder: Path, seconds: float, nodes: int, speed: float,
     hours = round(seconds * speed / 3600 * 1.05 + 0.01, 3)
     load = machine.load()
     generator = subprocess.Popen(
-        [*FLEETLOG, "simulate", "--nodes", str(nodes), "--hours", str(hours), "--speed",
+        [*FLEETLOG, "simulate", "--nodes", str(nodes), "--duration", f"{hours}h", "--speed",
          str(speed), "--to", f"kafka://{bootstrap}", "--topic-prefix", prefix, "--json"],
         cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ingester = subprocess.Popen(

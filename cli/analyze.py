@@ -98,6 +98,8 @@ def analyze_command(
                                "recommend --remediation-config`)")
     if metrics_port is not None and not follow:
         raise click.UsageError("--metrics-port serves /metrics while --follow runs: add --follow")
+    if not follow and (max_time is not None or until_idle is not None):
+        raise click.UsageError("--max-time and --until-idle end a --follow: add --follow")
     if alertmanager is not None and not write:
         raise click.UsageError("--alertmanager needs the incidents stored (their severity is "
                                "the stored incident's): drop --no-write")

@@ -84,6 +84,9 @@ def render_commands() -> str:
     out += ["Every command's `--help`, as `fleetlog <command> --help` prints it. Output is JSON by "
             "default (for scripts); `--table` is for people, `--csv` and `--nl` (one JSON object "
             "per line) for pipes. `python -m fleetlog` is the same command.", ""]
+    out += ["The grammar every command shares (how a broker, a store, a target, a duration and a "
+            "time are written, and the old spellings that still work for one release): "
+            "[cli.md](cli.md).", ""]
     for ctx, command in commands[1:]:
         title = ctx.command_path
         summary = command.get_short_help_str(limit=90)

@@ -41,7 +41,7 @@ DESIGN_ANCHORS = ("fault-taxonomy", "topics-and-keys", "entities", "the-store", 
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("docs") / "fleet.duckdb"
     runner = CliRunner()
-    for args in (["simulate", "--nodes", "32", "--hours", "6", "--seed", "11", "--scenario",
+    for args in (["simulate", "--nodes", "32", "--duration", "6h", "--seed", "11", "--scenario",
                   "mixed", "--fault-rate", "60", "--to", f"duckdb:{db}"],
                  ["analyze", "--db", str(db)]):
         result = runner.invoke(cli, args)

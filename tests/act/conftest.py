@@ -45,10 +45,10 @@ def gpu_hw_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config.write_text("[escalation]\nreboot_after = 1\ndrain_after = 1\n"
                       "[circuit_breaker]\nmax_drain_share = 1.0\n")
     runner = CliRunner()
-    for argv in (["simulate", "--nodes", "8", "--hours", "1", "--scenario", "gpu_hw", "--seed",
+    for argv in (["simulate", "--nodes", "8", "--duration", "1h", "--scenario", "gpu_hw", "--seed",
                   "0", "--to", f"duckdb:{db}"],
                  ["analyze", "--db", str(db)],
-                 ["recommend", "--db", str(db), "--config", str(config)]):
+                 ["recommend", "--db", str(db), "--remediation-config", str(config)]):
         result = runner.invoke(cli, argv)
         assert result.exit_code == 0, result.output
     return db

@@ -64,7 +64,8 @@ def test_act_follow_drains_as_recommendations_land_and_serves_metrics(
     kafka = ["--bootstrap", kafka_settings.bootstrap, "--topic-prefix", prefix]
     runner = CliRunner()
     for argv in (["analyze", "--db", str(store), "--publish", *kafka],
-                 ["recommend", "--db", str(store), "--config", str(drain_first), "--publish",
+                 ["recommend", "--db", str(store), "--remediation-config", str(drain_first),
+                  "--publish",
                   *kafka]):
         result = runner.invoke(cli, argv)
         assert result.exit_code == 0, result.output
@@ -82,7 +83,7 @@ def test_act_follow_drains_as_recommendations_land_and_serves_metrics(
         [fleetlog, "act", "--follow", "--db", str(db), "--execute", "--slurm-conf",
          str(slurm.conf), "--remediation-config", str(config), "--metrics-port", str(port),
          "--bootstrap", kafka_settings.bootstrap, "--topic-prefix", prefix,
-         "--idle-exit", "5s", "--max-seconds", "120s"],
+         "--until-idle", "5s", "--max-time", "120s"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wanted = f'fleetlog_actions_total{{action="drain_node",outcome="executed"}} {len(drains)}.0'

@@ -36,7 +36,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     in maintenance, precursors; analysed, so incidents are stored."""
     db = tmp_path_factory.mktemp("fold") / "f.duckdb"
     runner = CliRunner()
-    for args in (["simulate", "--nodes", "32", "--hours", "12", "--seed", "4", "--scenario",
+    for args in (["simulate", "--nodes", "32", "--duration", "12h", "--seed", "4", "--scenario",
                   "llama3", "--fault-rate", "200", "--to", f"duckdb:{db}"],
                  ["analyze", "--db", str(db)]):
         result = runner.invoke(cli, args)

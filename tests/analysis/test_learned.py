@@ -156,7 +156,7 @@ def test_healthy_real_captures_stay_silent_with_learned(tmp_path: Path) -> None:
     db = tmp_path / "healthy.duckdb"
     runner = CliRunner()
     for relative, options in HEALTHY:
-        imported = runner.invoke(cli, ["import", "--db", str(db), *options,
+        imported = runner.invoke(cli, ["import", "--to", f"duckdb:{db}", *options,
                                        str(capture(relative)), "--json"])
         assert imported.exit_code == 0, imported.output
     result = runner.invoke(cli, ["analyze", "--db", str(db), "--learned", "--json"])

@@ -56,7 +56,7 @@ def _run(*args: str) -> Any:
 
 
 def _import(db: Path, path: Path, options: list[str]) -> dict[str, Any]:
-    report: dict[str, Any] = _run("import", "--db", str(db), *options, str(path))
+    report: dict[str, Any] = _run("import", "--to", f"duckdb:{db}", *options, str(path))
     assert report["dead_letters"] == 0, report
     return report
 

@@ -14,7 +14,7 @@ from fleetlog.cli.main import cli
 def test_gsp_fault_gets_a_gpu_reset_and_rerun_adds_nothing(tmp_path: Path) -> None:
     db = tmp_path / "f.duckdb"
     runner = CliRunner()
-    for args in (["simulate", "--nodes", "32", "--hours", "3", "--seed", "3", "--scenario",
+    for args in (["simulate", "--nodes", "32", "--duration", "3h", "--seed", "3", "--scenario",
                   "gpu_gsp", "--to", f"duckdb:{db}"], ["analyze", "--db", str(db)]):
         result = runner.invoke(cli, args)
         assert result.exit_code == 0, result.output

@@ -55,14 +55,14 @@ def _check_interrupted(code: int, err: str) -> None:
 
 def test_sigint_in_simulate_exits_130(tmp_path: Path) -> None:
     out = tmp_path / "jsonl"
-    process = _fleetlog("simulate", "--nodes", "4", "--hours", "10", "--speed", "1", "--to",
+    process = _fleetlog("simulate", "--nodes", "4", "--duration", "10h", "--speed", "1", "--to",
                         f"jsonl:{out}")
     _check_interrupted(*_interrupt(process, lambda: out.is_dir() and any(out.iterdir())))
 
 
 def test_sigint_in_replay_exits_130(tmp_path: Path) -> None:
     source, target = tmp_path / "fleet.duckdb", tmp_path / "copy.duckdb"
-    made = CliRunner().invoke(cli, ["simulate", "--nodes", "4", "--hours", "1", "--to",
+    made = CliRunner().invoke(cli, ["simulate", "--nodes", "4", "--duration", "1h", "--to",
                                     f"duckdb:{source}"])
     assert made.exit_code == 0, made.output
     process = _fleetlog("replay", "--db", str(source), "--speed", "1", "--to",
@@ -72,7 +72,7 @@ def test_sigint_in_replay_exits_130(tmp_path: Path) -> None:
 
 def test_sigint_in_import_exits_130(tmp_path: Path) -> None:
     """import waits on a pipe nobody writes to; Ctrl-C ends it."""
-    process = _fleetlog("import", "--format", "jsonl", "--db", str(tmp_path / "i.duckdb"),
+    process = _fleetlog("import", "--format", "jsonl", "--to", f"duckdb:{tmp_path / 'i.duckdb'}",
                         "/dev/stdin", stdin=subprocess.PIPE)
 
     def reading() -> bool:  # blocked reading the pipe: the command itself is running
@@ -96,8 +96,9 @@ def test_sigint_in_analyze_follow_exits_130(tmp_path: Path, kafka_bootstrap: str
 
 BAD_VALUES = [
     ("simulate", "--speed", "-1"), ("simulate", "--speed", "nan"), ("simulate", "--speed", "inf"),
-    ("simulate", "--nodes", "0"), ("simulate", "--hours", "nan"), ("simulate", "--hours", "inf"),
-    ("simulate", "--hours", "3000000"), ("simulate", "--fault-rate", "-1"),
+    ("simulate", "--nodes", "0"), ("simulate", "--duration", "nan"), ("simulate", "--duration",
+                                                                      "inf"),
+    ("simulate", "--duration", "3000000h"), ("simulate", "--fault-rate", "-1"),
     ("simulate", "--fault-rate", "nan"), ("simulate", "--base-hazard", "-1"),
     ("simulate", "--gpus-per-node", "0"), ("simulate", "--nodes-per-rack", "0"),
     ("simulate", "--racks-per-su", "0"), ("simulate", "--spines", "0"),
@@ -111,7 +112,7 @@ BAD_VALUES = [
     ("ingest", "--session-timeout", "inf"), ("ingest", "--session-timeout", "100000"),
     ("ingest", "--snapshot-every", "nan"), ("ingest", "--topics", "nosuchfamily"),
     ("analyze", "--every", "nan"), ("analyze", "--lookback", "inf"),
-    ("analyze", "--max-seconds", "1e400"), ("report", "--window", "100000000h"),
+    ("analyze", "--max-time", "1e400"), ("report", "--window", "100000000h"),
 ]
 _REQUIRED = {
     "simulate": ["--to", "null:"], "replay": ["--db", "x.duckdb", "--to", "duckdb:y.duckdb"],
@@ -155,7 +156,7 @@ def test_simulate_never_appends_through_a_planted_symlink(tmp_path: Path) -> Non
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     (out / "inventory.jsonl").symlink_to(victim)
-    result = CliRunner().invoke(cli, ["simulate", "--nodes", "4", "--hours", "0.01", "--to",
+    result = CliRunner().invoke(cli, ["simulate", "--nodes", "4", "--duration", "0.01h", "--to",
                                       f"jsonl:{out}"])
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines()[-1] == (
@@ -164,6 +165,6 @@ def test_simulate_never_appends_through_a_planted_symlink(tmp_path: Path) -> Non
     assert victim.read_text() == "precious\n"
     (out / "inventory.jsonl").unlink()
     os.mkfifo(out / "inventory.jsonl")
-    result = CliRunner().invoke(cli, ["simulate", "--nodes", "4", "--hours", "0.01", "--to",
+    result = CliRunner().invoke(cli, ["simulate", "--nodes", "4", "--duration", "0.01h", "--to",
                                       f"jsonl:{out}"])
     assert result.exit_code == 1 and "is not a regular file" in result.output

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # the module's store takes seconds to build
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("whatif") / "f.duckdb"
     runner = CliRunner()
-    for args in (["simulate", "--nodes", "32", "--hours", "12", "--seed", "4", "--scenario",
+    for args in (["simulate", "--nodes", "32", "--duration", "12h", "--seed", "4", "--scenario",
                   "llama3", "--fault-rate", "200", "--to", f"duckdb:{db}"],
                  ["analyze", "--db", str(db)]):
         result = runner.invoke(cli, args)

@@ -25,7 +25,7 @@ def _folder_digest(folder: Path) -> str:
 
 def test_simulate_to_jsonl_prints_a_json_summary(tmp_path: Path) -> None:
     out = tmp_path / "a"
-    result = _run("simulate", "--nodes", "8", "--hours", "0.25", "--seed", "4", "--scenario",
+    result = _run("simulate", "--nodes", "8", "--duration", "0.25h", "--seed", "4", "--scenario",
                   "host_hw", "--to", f"jsonl:{out}", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
@@ -34,7 +34,7 @@ def test_simulate_to_jsonl_prints_a_json_summary(tmp_path: Path) -> None:
     assert summary["faults"] == 1 and summary["gpu_samples"] > 0
     # the same command again into another folder: byte-identical files
     again = tmp_path / "b"
-    result = _run("simulate", "--nodes", "8", "--hours", "0.25", "--seed", "4", "--scenario",
+    result = _run("simulate", "--nodes", "8", "--duration", "0.25h", "--seed", "4", "--scenario",
                   "host_hw", "--to", f"jsonl:{again}", "--json")
     assert result.exit_code == 0
     assert _folder_digest(out) == _folder_digest(again)
@@ -71,7 +71,7 @@ def test_unreachable_broker_is_a_one_line_error(monkeypatch) -> None:
                            "with `fleetlog kafka up` or set FLEETLOG_KAFKA_BOOTSTRAP")
 
     monkeypatch.setattr(sinks.KafkaSink, "__init__", refuse)
-    result = _run("simulate", "--nodes", "4", "--hours", "0.01", "--to", "kafka://127.0.0.1:1")
+    result = _run("simulate", "--nodes", "4", "--duration", "0.01h", "--to", "kafka://127.0.0.1:1")
     assert result.exit_code == 1, result.output
     assert result.output.startswith("Error: cannot reach Kafka at 127.0.0.1:1")
     assert result.output.count("\n") == 1

@@ -126,7 +126,7 @@ def test_faults_doc_names_each_failslow_kind_with_its_category() -> None:
 
 def test_the_command_takes_shapes_and_lists_the_new_scenarios() -> None:
     runner = CliRunner()
-    result = runner.invoke(cli, ["simulate", "--nodes", "32", "--hours", "0.5", "--seed", "2",
+    result = runner.invoke(cli, ["simulate", "--nodes", "32", "--duration", "0.5h", "--seed", "2",
                                  "--scenario", "failslow", "--shapes", "wide", "--to", "null:",
                                  "--json"])
     assert result.exit_code == 0, result.output

@@ -158,7 +158,7 @@ def test_replayed_store_analyzes_to_the_same_projections_and_incidents(tmp_path:
     source, copy = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
     runner = CliRunner()
     for args in (
-        ["simulate", "--nodes", "32", "--hours", "4", "--seed", "5", "--scenario", "mixed",
+        ["simulate", "--nodes", "32", "--duration", "4h", "--seed", "5", "--scenario", "mixed",
          "--fault-rate", "80", "--to", f"duckdb:{source}"],
         ["replay", "--db", str(source), "--to", f"duckdb:{copy}"],
         ["analyze", "--db", str(source)],
@@ -189,7 +189,7 @@ def test_a_replayed_slice_carries_its_inventory(tmp_path: Path) -> None:
     since = "2026-01-05T00:20:00Z"
     runner = CliRunner()
     for args in (
-        ["simulate", "--nodes", "16", "--hours", "3", "--seed", "5", "--scenario",
+        ["simulate", "--nodes", "16", "--duration", "3h", "--seed", "5", "--scenario",
          "rack_power", "--to", f"duckdb:{source}"],
         ["replay", "--db", str(source), "--since", since, "--to", f"duckdb:{piece}"],
     ):

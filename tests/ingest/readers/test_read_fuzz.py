@@ -357,7 +357,8 @@ def test_importing_hostile_inputs_writes_only_the_target(
     before = _tree(given_dir)
     db = target / "f.duckdb"
     for name, paths in files.items():
-        args = ["import", "--db", str(db), "--format", CLI_FORMAT[name], "--node", "fuzz-node",
+        args = ["import", "--to", f"duckdb:{db}", "--format", CLI_FORMAT[name], "--node",
+                "fuzz-node",
                 "--tz", "UTC", "--boot-time", "2025-01-01T00:00:00Z", "--year", "2025",
                 "--time", "2025-01-01T00:00:00Z", *map(str, paths)]
         result = CliRunner().invoke(cli, args)

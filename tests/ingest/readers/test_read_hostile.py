@@ -95,7 +95,7 @@ def test_a_piped_log_on_stdin_lands_what_the_file_lands(tmp_path: Path) -> None:
     assert len(from_file.events) == 750
     db = tmp_path / "q.duckdb"
     done = subprocess.run(
-        [sys.executable, "-m", "fleetlog", "import", "--node", "n1", "--db", str(db),
+        [sys.executable, "-m", "fleetlog", "import", "--node", "n1", "--to", f"duckdb:{db}",
          "/dev/stdin"], input=data, capture_output=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr.decode()
     assert query(db, "SELECT count(*) FROM xid_events")[0][0] == 750
@@ -127,7 +127,8 @@ def test_a_piped_tarball_is_recognised_by_its_content() -> None:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("fmt", ["auto", "kmsg", "sysfs-ib", "nvidia-smi-xml"])
 def test_device_files_are_refused_in_one_line(tmp_path: Path, fmt: str) -> None:
-    code, _, err = run("import", "--db", tmp_path / "f.duckdb", "--node", "n", "--format", fmt,
+    code, _, err = run("import", "--to", f"duckdb:{tmp_path / 'f.duckdb'}", "--node", "n",
+                       "--format", fmt,
                        "/dev/zero")
     assert code == 1
     assert err.strip().splitlines() == [
@@ -140,7 +141,7 @@ def test_device_files_are_refused_in_one_line(tmp_path: Path, fmt: str) -> None:
 def test_a_named_pipe_is_refused_not_waited_for(tmp_path: Path) -> None:
     fifo = tmp_path / "kmsg.fifo"
     os.mkfifo(fifo)
-    code, _, err = run("import", "--db", tmp_path / "f.duckdb", "--node", "n", fifo)
+    code, _, err = run("import", "--to", f"duckdb:{tmp_path / 'f.duckdb'}", "--node", "n", fifo)
     assert code == 1
     assert err.strip() == (
         f"Error: {fifo} is a named pipe (FIFO): fleetlog does not open one (it waits for a "
@@ -161,8 +162,8 @@ def test_a_named_pipe_redirected_to_stdin_is_read(tmp_path: Path) -> None:
     writer.start()
     with fifo.open("rb") as stdin:
         done = subprocess.run(
-            [sys.executable, "-m", "fleetlog", "import", "--node", "n1", "--db",
-             str(tmp_path / "f.duckdb"), "/dev/stdin"],
+            [sys.executable, "-m", "fleetlog", "import", "--node", "n1", "--to",
+             f"duckdb:{tmp_path / 'f.duckdb'}", "/dev/stdin"],
             stdin=stdin, capture_output=True, timeout=60, check=False)
     writer.join(timeout=10)
     assert done.returncode == 0, done.stderr.decode()
@@ -219,8 +220,8 @@ def test_a_counter_linked_out_of_the_folder_is_refused_and_never_read(tmp_path: 
     (tmp_path / "ib" / "mlx5_0" / "ports" / "2").mkdir()
     (tmp_path / "ib" / "mlx5_0" / "ports" / "2" / "counters").symlink_to(elsewhere)
     db = tmp_path / "f.duckdb"
-    code, _, err = run("import", "--db", db, "--node", "n", "--time", "2025-03-01T12:00:00Z",
-                       tmp_path / "ib")
+    code, _, err = run("import", "--to", f"duckdb:{db}", "--node", "n", "--time",
+                       "2025-03-01T12:00:00Z", tmp_path / "ib")
     assert code == 0, err
     rows = query(db, 'SELECT origin, error, raw FROM dead_letters ORDER BY origin')
     assert rows == [
@@ -320,7 +321,7 @@ def test_a_corrupt_or_truncated_tarball_is_a_dead_letter(tmp_path: Path) -> None
     data = capture(GPUD_TAR).read_bytes()
     corrupt = tmp_path / "corrupt.tar.gz"
     corrupt.write_bytes(_flipped_until_zlib_fails(data))
-    code, _, err = run("import", "--db", tmp_path / "f.duckdb", "--node", "n", corrupt)
+    code, _, err = run("import", "--to", f"duckdb:{tmp_path / 'f.duckdb'}", "--node", "n", corrupt)
     assert code == 0, err
     [letter] = query(tmp_path / "f.duckdb", "SELECT error FROM dead_letters")
     assert letter[0].startswith("tarball: gzip data is damaged after ")

@@ -88,20 +88,20 @@ def test_import_lands_the_rows_the_capture_implies_and_reimport_adds_none(
 ) -> None:
     path = capture(relative)
     db = tmp_path / "f.duckdb"
-    code, out, err = run("import", "--db", db, "--time", AT, *options, path)
+    code, out, err = run("import", "--to", f"duckdb:{db}", "--time", AT, *options, path)
     assert code == 0, err
     assert out["files"][0]["format"] == fmt
     assert out["dead_letters"] == 0
     counts = {view: query(db, f"SELECT count(*) FROM {view}")[0][0] for view in VIEWS}
     assert counts == {view: rows.get(view, 0) for view in VIEWS}
-    code, again, err = run("import", "--db", db, "--time", AT, *options, path)
+    code, again, err = run("import", "--to", f"duckdb:{db}", "--time", AT, *options, path)
     assert code == 0, err
     assert again["landed"] == 0 and again["duplicates"] == out["landed"]
 
 
 @pytest.mark.parametrize("relative", NOT_READABLE, ids=[r.rsplit("/", 1)[-1] for r in NOT_READABLE])
 def test_auto_detection_refuses_what_it_cannot_map(tmp_path: Path, relative: str) -> None:
-    code, _, err = run("import", "--db", tmp_path / "f.duckdb", capture(relative))
+    code, _, err = run("import", "--to", f"duckdb:{tmp_path / 'f.duckdb'}", capture(relative))
     assert code == 1
     assert err.strip().splitlines() == [
         f"Error: cannot tell the format of {capture(relative)}: pass --format (one of dcgm, "
@@ -114,7 +114,7 @@ def test_dead_letters_keep_file_line_and_reason(tmp_path: Path) -> None:
     log = tmp_path / "mutated.log"
     log.write_text("\n".join(text) + "\n")
     db = tmp_path / "f.duckdb"
-    code, out, err = run("import", "--db", db, "--tz", "UTC", "--node", "n1", log)
+    code, out, err = run("import", "--to", f"duckdb:{db}", "--tz", "UTC", "--node", "n1", log)
     assert code == 0, err
     assert (out["landed"], out["dead_letters"]) == (5, 1)
     rows = query(db, 'SELECT origin, "offset", stage, error, raw FROM dead_letters')
@@ -130,10 +130,11 @@ def test_several_files_in_one_import_and_nothing_lands_when_one_needs_an_option(
     db = tmp_path / "f.duckdb"
     sacct_file = capture("slurm/sample-sacct-output-midnight-edge-case.txt")
     xml = capture("nvidia_smi/telegraf__nvidia-smi-q-x__tesla-t4.xml")
-    code, _, err = run("import", "--db", db, "--node", "t4", sacct_file, xml)
+    code, _, err = run("import", "--to", f"duckdb:{db}", "--node", "t4", sacct_file, xml)
     assert code == 1 and "--tz" in err
     assert not db.exists()  # read everything first: nothing half-landed
-    code, out, err = run("import", "--db", db, "--node", "t4", "--tz", "UTC", sacct_file, xml)
+    code, out, err = run("import", "--to", f"duckdb:{db}", "--node", "t4", "--tz", "UTC",
+                         sacct_file, xml)
     assert code == 0, err
     assert [f["format"] for f in out["files"]] == ["sacct", "nvidia-smi-xml"]
     assert out["rows"]["gpu_samples_raw"] == 1 and out["rows"]["job_events_raw"] == 612
@@ -149,7 +150,7 @@ def test_jsonl_round_trip_keeps_ids(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"\n".join(c.encode_json(e) for e in events) + b"\n{broken\n")
     db = tmp_path / "f.duckdb"
-    code, out, err = run("import", "--db", db, path)
+    code, out, err = run("import", "--to", f"duckdb:{db}", path)
     assert code == 0, err
     assert out["files"][0]["format"] == "jsonl"
     assert (out["landed"], out["dead_letters"]) == (2, 1)
@@ -161,14 +162,15 @@ def test_jsonl_round_trip_keeps_ids(tmp_path: Path) -> None:
 def test_one_line_errors_for_the_user(tmp_path: Path) -> None:
     t4 = FIXTURES / "dcgm" / "datadog__dcgm-exporter-tesla-t4.metrics"
     code, _, err = run("import", t4)
-    assert (code, err.strip()) == (
-        1, "Error: say where the events go: --db PATH or --to kafka://HOST:PORT")
+    assert (code, err.strip().splitlines()[-1]) == (
+        2, "Error: say where the events go: --to duckdb:PATH or --to kafka://HOST:PORT")
+    db = f"duckdb:{tmp_path / 'f.duckdb'}"
     code, _, err = run("import", "--db", tmp_path / "f.duckdb", "--to", "kafka://h:1", t4)
-    assert code == 1 and err.strip().startswith("Error: give --db (land directly) or --to")
-    code, _, err = run("import", "--db", tmp_path / "f.duckdb", "--tz", "Mars/Olympus", t4)
+    assert (code, err.strip().splitlines()[-1]) == (
+        2, "Error: --db is the old spelling of --to: give one")
+    code, _, err = run("import", "--to", db, "--tz", "Mars/Olympus", t4)
     assert code == 1 and "is not a time zone" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run("import", "--db", tmp_path / "f.duckdb", "--time", "2025-01-01T00:00",
-                       t4)
+    code, _, err = run("import", "--to", db, "--time", "2025-01-01T00:00", t4)
     assert code == 2 and "no time zone" in err
 
 
@@ -180,10 +182,10 @@ def _has_command(name: str) -> bool:
 def test_analyze_runs_on_imported_real_captures(tmp_path: Path) -> None:
     db = tmp_path / "f.duckdb"
     steps: list[Callable[[], tuple[int, object, str]]] = [
-        lambda: run("import", "--db", db, "--tz", "UTC", "--node", "gpu-node-1",
+        lambda: run("import", "--to", f"duckdb:{db}", "--tz", "UTC", "--node", "gpu-node-1",
                     capture("xid/gpud__dmesg-with-xid-119.log"),
                     capture("nvidia_smi/extracted/h100__query-gpu.load.csv")),
-        lambda: run("import", "--db", db, "--node", "gpu-node-1", "--time",
+        lambda: run("import", "--to", f"duckdb:{db}", "--node", "gpu-node-1", "--time",
                     "2025-02-23T16:30:00Z",
                     capture("network/gpud__sys-class-infiniband-h100.0.tar.gz")),
     ]

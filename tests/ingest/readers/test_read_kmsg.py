@@ -41,7 +41,7 @@ def _one(result: kmsg.ReadResult) -> tuple[c.Envelope, c.XidReported]:
 
 def test_dmesg_T_capture_lands_five_gsp_timeouts_with_catalog_action(tmp_path: Path) -> None:
     db = tmp_path / "f.duckdb"
-    code, out, err = run("import", "--db", db, "--tz", "UTC", "--node", "gpu-node-1",
+    code, out, err = run("import", "--to", f"duckdb:{db}", "--tz", "UTC", "--node", "gpu-node-1",
                          capture(DMESG_T))
     assert code == 0, err
     assert out["files"][0]["format"] == "kmsg" and out["dead_letters"] == 0
@@ -58,7 +58,7 @@ def test_dmesg_T_capture_lands_five_gsp_timeouts_with_catalog_action(tmp_path: P
 
 def test_dmesg_iso_decode_capture_lands_every_xid_with_its_action(tmp_path: Path) -> None:
     db = tmp_path / "f.duckdb"
-    code, _, err = run("import", "--db", db, "--node", "gpu-node-2", capture(DMESG_ISO))
+    code, _, err = run("import", "--to", f"duckdb:{db}", "--node", "gpu-node-2", capture(DMESG_ISO))
     assert code == 0, err  # ISO stamps carry their zone: no --tz needed
     rows = query(db, "SELECT xid, action, fatal, count(*), min(ts), max(ts) FROM xid_events "
                      "GROUP BY ALL ORDER BY xid")
@@ -188,10 +188,10 @@ def test_repeated_identical_lines_are_two_facts_and_reimport_is_idempotent(
     log = tmp_path / "dmesg.log"
     log.write_text(f"[Sun Feb 23 16:24:18 2025] {XID119}\n" * 2)
     db = tmp_path / "f.duckdb"
-    code, first, err = run("import", "--db", db, "--tz", "UTC", "--node", "n", log)
+    code, first, err = run("import", "--to", f"duckdb:{db}", "--tz", "UTC", "--node", "n", log)
     assert code == 0, err
     assert first["landed"] == 2
-    code, second, _ = run("import", "--db", db, "--tz", "UTC", "--node", "n", log)
+    code, second, _ = run("import", "--to", f"duckdb:{db}", "--tz", "UTC", "--node", "n", log)
     assert (second["landed"], second["duplicates"]) == (0, 2)
     assert query(db, "SELECT count(*) FROM xid_events") == [(2,)]
 

@@ -67,7 +67,8 @@ def _sysfs_truth(path: Path) -> dict[tuple[str, int], dict[str, str]]:
 def test_gpud_sysfs_tarball_lands_every_hca_port(tmp_path: Path) -> None:
     path = capture(GPUD_TAR)
     db = tmp_path / "f.duckdb"
-    code, out, err = run("import", "--db", db, "--node", "gpu-node-1", "--time", AT, path)
+    code, out, err = run("import", "--to", f"duckdb:{db}", "--node", "gpu-node-1", "--time", AT,
+                         path)
     assert code == 0, err
     assert out["files"][0]["format"] == "sysfs-ib" and out["dead_letters"] == 0
     truth = _sysfs_truth(path)
@@ -141,7 +142,7 @@ def test_sysfs_needs_a_node() -> None:
 def test_perfquery_switch_ports(tmp_path: Path) -> None:
     db = tmp_path / "f.duckdb"
     # ibnetdiscover__test.out names GUID 0x7cfe9003009ce5b0 'ib-i1l1s01'.
-    code, out, err = run("import", "--db", db, "--node", "ib-i1l1s01", "--time", AT,
+    code, out, err = run("import", "--to", f"duckdb:{db}", "--node", "ib-i1l1s01", "--time", AT,
                          capture(PQ_SWITCH))
     assert code == 0, err
     assert out["files"][0]["format"] == "perfquery"

@@ -56,7 +56,7 @@ def _nounits(text: str) -> str:
 
 def test_query_gpu_load_capture_lands_the_values_it_shows(tmp_path: Path) -> None:
     db = tmp_path / "f.duckdb"
-    code, out, err = run("import", "--db", db, "--tz", "UTC", "--node", "h100-box",
+    code, out, err = run("import", "--to", f"duckdb:{db}", "--tz", "UTC", "--node", "h100-box",
                          capture(LOAD))
     assert code == 0, err
     assert out["files"][0]["format"] == "nvidia-smi-csv" and out["dead_letters"] == 0
@@ -154,7 +154,8 @@ def test_bad_rows_are_dead_letters() -> None:
 
 def test_xml_a100_v12_driver_535(tmp_path: Path) -> None:
     db = tmp_path / "f.duckdb"
-    code, out, err = run("import", "--db", db, "--tz", "UTC", "--node", "a100-box", capture(A100))
+    code, out, err = run("import", "--to", f"duckdb:{db}", "--tz", "UTC", "--node", "a100-box",
+                         capture(A100))
     assert code == 0, err
     assert out["files"][0]["format"] == "nvidia-smi-xml"
     # The file says attached_gpus=4 but telegraf trimmed it to one <gpu>; that is reported.

@@ -37,7 +37,7 @@ def _row(result: prometheus.ReadResult, index: int = 0) -> dict[str, float]:
 
 def test_real_t4_scrape_lands_one_gpu_with_its_values(tmp_path: Path) -> None:
     db = tmp_path / "f.duckdb"
-    code, out, err = run("import", "--db", db, "--time", AT, T4)
+    code, out, err = run("import", "--to", f"duckdb:{db}", "--time", AT, T4)
     assert code == 0, err
     assert out["files"][0]["format"] == "dcgm"
     assert out["dead_letters"] == 0
@@ -53,7 +53,8 @@ def test_real_t4_scrape_lands_one_gpu_with_its_values(tmp_path: Path) -> None:
 
 def test_no_value_sentinel_is_null_not_a_huge_number(tmp_path: Path) -> None:
     db = tmp_path / "f.duckdb"
-    code, out, err = run("import", "--db", db, "--node", "k8s-node-1", "--time", AT, README_K8S)
+    code, out, err = run("import", "--to", f"duckdb:{db}", "--node", "k8s-node-1", "--time", AT,
+                         README_K8S)
     assert code == 0, err
     assert out["files"][0]["skipped"] == {
         "DCGM no-value sentinels (kept as not reported)": 1,
@@ -64,7 +65,7 @@ def test_no_value_sentinel_is_null_not_a_huge_number(tmp_path: Path) -> None:
 
 
 def test_readme_capture_without_hostname_needs_node(tmp_path: Path) -> None:
-    code, _, err = run("import", "--db", tmp_path / "f.duckdb", README_K8S)
+    code, _, err = run("import", "--to", f"duckdb:{tmp_path / 'f.duckdb'}", README_K8S)
     assert code == 1
     assert err.strip().splitlines() == [
         "Error: DCGM_FI_DEV_SM_CLOCK (line 7) has no Hostname label: pass --node NAME"]

@@ -34,7 +34,7 @@ def test_midnight_capture_rows_by_state(tmp_path: Path) -> None:
     assert states == {"FAILED": 259, "CANCELLED": 24, "COMPLETED": 18, "OUT_OF_MEMORY": 2,
                       "REQUEUED": 2, "TIMEOUT": 1}
     db = tmp_path / "f.duckdb"
-    code, out, err = run("import", "--db", db, "--tz", "UTC", path)
+    code, out, err = run("import", "--to", f"duckdb:{db}", "--tz", "UTC", path)
     assert code == 0, err
     assert out["dead_letters"] == 0
     assert out["files"][0]["skipped"] == {
@@ -66,7 +66,7 @@ def test_first_record_times_and_the_cluster_zone(tmp_path: Path) -> None:
 def test_naive_times_are_never_guessed(tmp_path: Path) -> None:
     with pytest.raises(MissingOption, match="--tz"):
         sacct.read(capture(MIDNIGHT), ReadOptions())
-    code, _, err = run("import", "--db", tmp_path / "f.duckdb", capture(MIDNIGHT))
+    code, _, err = run("import", "--to", f"duckdb:{tmp_path / 'f.duckdb'}", capture(MIDNIGHT))
     assert code == 1 and err.startswith("Error: sacct times have no time zone: pass --tz")
     assert not (tmp_path / "f.duckdb").exists() or query(
         tmp_path / "f.duckdb", "SELECT count(*) FROM job_events") == [(0,)]
