@@ -132,7 +132,8 @@ until_option = click.option("--until", type=UtcTime(), default=None,
 
 
 class SinkUri(click.ParamType[tuple[str, str]]):
-    """``kafka://HOST:PORT``, ``duckdb:PATH``, ``jsonl:DIR`` or ``null:``."""
+    """``kafka://HOST:PORT``, ``duckdb:PATH``, ``jsonl:DIR`` or ``null:``. ``kafka:`` alone is
+    the default broker, found as ``--bootstrap`` finds it when not given (an empty address)."""
 
     name = "URI"
 
@@ -149,9 +150,8 @@ class SinkUri(click.ParamType[tuple[str, str]]):
             self.fail(f"{text!r}: expected one of "
                       + ", ".join(_SINK_EXAMPLES[s] for s in self.schemes), param, ctx)
         rest = rest.removeprefix("//")
-        if scheme != "null" and not rest:
-            self.fail(f"{text!r} names no {'broker' if scheme == 'kafka' else 'path'}", param,
-                      ctx)
+        if scheme not in ("null", "kafka") and not rest:
+            self.fail(f"{text!r} names no path", param, ctx)
         return scheme, rest
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -325,3 +326,22 @@ def test_every_old_spelling_is_documented_and_hidden_from_help() -> None:
 
 def test_the_grammar_page_is_linked_from_the_command_reference() -> None:
     assert "[cli.md](cli.md)" in (DOCS / "commands.md").read_text()
+
+
+def test_a_target_names_its_place_except_the_default_broker() -> None:
+    assert SinkUri().convert("kafka:", None, None) == ("kafka", "")
+    assert SinkUri().convert("kafka://h:9092", None, None) == ("kafka", "h:9092")
+    assert SinkUri().convert("null:", None, None) == ("null", "")
+    for text in ("duckdb:", "jsonl:"):
+        with pytest.raises(click.BadParameter, match="names no path"):
+            SinkUri().convert(text, None, None)
+
+
+@pytest.mark.kafka
+def test_to_kafka_alone_is_the_broker_bootstrap_would_use(
+        kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEETLOG_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("FLEETLOG_TOPIC_PREFIX", f"grammar-{uuid.uuid4().hex[:8]}")
+    code, out, err = _invoke("simulate", "--nodes", "4", "--duration", "1m", "--to", "kafka:")
+    assert code == 0, err
+    assert json.loads(out)["to"] == f"kafka://{kafka_bootstrap}"
