@@ -77,33 +77,29 @@ class ActError(FleetlogError):
     """A bad act setting (a name map or config that cannot be read)."""
 
 
+_DEFAULTS: Final = RemediationConfig()  # the budget's and the breaker's defaults are its
+
+
 @dataclass(frozen=True)
 class ActPolicy:
     execute: bool = False
-    max_per_target: int = 1
-    budget_window_s: float = 3_600.0
-    max_drain_share: float = 0.05
-    breaker_window_s: float = 3_600.0
+    max_per_target: int = _DEFAULTS.actions.max_per_node
+    budget_window_s: float = _DEFAULTS.actions.window_s
+    max_drain_share: float = _DEFAULTS.circuit_breaker.max_drain_share
+    breaker_window_s: float = _DEFAULTS.circuit_breaker.window_s
     checkpoint_signal: str = "USR1"
     verify_timeout_s: float = 10.0
 
     @classmethod
     def load(cls, path: str | Path | None, **overrides: Any) -> ActPolicy:
         """The breaker from the remediation config's ``[circuit_breaker]``, the budget from its
-        ``[actions]`` (``max_per_node``, ``window_s``); defaults without a file."""
-        policy = cls()
-        if path is not None:
-            try:
-                raw = tomllib.loads(Path(path).read_text("utf-8"))
-                remediation = RemediationConfig.from_mapping(raw)
-                actions = raw.get("actions", {})
-                policy = cls(
-                    max_per_target=int(actions.get("max_per_node", policy.max_per_target)),
-                    budget_window_s=float(actions.get("window_s", policy.budget_window_s)),
-                    max_drain_share=remediation.max_drain_share,
-                    breaker_window_s=remediation.breaker_window_s)
-            except (OSError, tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
-                raise ActError(f"cannot read remediation config {path}: {exc}") from exc
+        ``[actions]`` (``max_per_node``, ``window_s``); defaults without a file. A file that
+        does not fit the schema is a ``ConfigError`` naming its line and key."""
+        config = RemediationConfig.load(path) if path is not None else _DEFAULTS
+        policy = cls(max_per_target=config.actions.max_per_node,
+                     budget_window_s=config.actions.window_s,
+                     max_drain_share=config.circuit_breaker.max_drain_share,
+                     breaker_window_s=config.circuit_breaker.window_s)
         return replace(policy, **overrides)
 
 
