@@ -15,7 +15,8 @@ from fleetlog.cli.params import bootstrap_option, db_option, topic_prefix_option
 @click.command("recommend")
 @db_option
 @click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True),
-              default=None, help="Remediation thresholds (TOML; see analysis/remediation.py).")
+              default=None, help="Remediation thresholds (TOML; every key and its default: "
+              "docs/examples/remediation.toml).")
 @click.option("--write/--no-write", default=True, show_default=True,
               help="Store the recommendations (the `recommendations` view).")
 @click.option("--publish", is_flag=True,

@@ -77,7 +77,8 @@ def test_several_nodes_of_one_rack_trigger_a_rack_action() -> None:
 
 def test_circuit_breaker_caps_drains() -> None:
     failures = [Failure(float(i), "host_hw", f"node:n{i}", node=f"n{i}") for i in range(5)]
-    actions = plan(failures, fleet_nodes=40, config=RemediationConfig(circuit_breaker=CircuitBreaker(max_drain_share=0.05)))
+    config = RemediationConfig(circuit_breaker=CircuitBreaker(max_drain_share=0.05))
+    actions = plan(failures, fleet_nodes=40, config=config)
     assert [a.action for a in actions] == ["drain_node", "drain_node", "hold_for_human",
                                            "hold_for_human", "hold_for_human"]
     assert "circuit breaker" in actions[2].reason
