@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from fleetlog.act.actor import ActPolicy
 from fleetlog.analysis.config_file import ConfigError, KeyPath, key_lines
 from fleetlog.analysis.remediation import (
     CircuitBreaker,
@@ -128,14 +127,6 @@ def test_the_cli_prints_the_error_in_one_line(tmp_path: Path) -> None:
                                  "[circuit_breaker] (did you mean max_drain_share?)\n")
 
 
-def test_act_reads_its_budget_from_the_same_schema(tmp_path: Path) -> None:
-    config = tmp_path / "remediation.toml"
-    config.write_text("[actions]\nmax_per_nod = 2\n")
-    with pytest.raises(ConfigError, match=r":2: unknown key 'max_per_nod' in \[actions\]"):
-        ActPolicy.load(config)
-    assert ActPolicy.load(EXAMPLE) == ActPolicy()
-
-
 # ---- the shipped example ----
 
 def _schema_paths(schema: Any, at: KeyPath = ()) -> list[KeyPath]:
@@ -170,3 +161,4 @@ def test_the_example_config_has_every_key_with_a_comment() -> None:
         number = lines[path]
         around = source[max(0, number - 4):number]
         assert any("#" in line for line in around), path
+
