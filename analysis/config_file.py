@@ -49,17 +49,13 @@ def load_config(path: str | Path, schema: type[T]) -> T:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(_syntax_error(str(path), exc)) from exc
     lines = key_lines(text)
-    return from_mapping(raw, schema, name=str(path), line_of=lambda at: _nearest(lines, at))
-
-
-def from_mapping(raw: Mapping[str, Any], schema: type[T], *, name: str = "config",
-                 line_of: Callable[[KeyPath], int | None] = lambda _at: None) -> T:
-    """``raw`` (as ``tomllib`` gives it) read into ``schema``; errors are prefixed with
-    ``name`` and the line ``line_of`` gives for the key path."""
-    return _Reader(name, line_of).table(raw, schema, ())
+    return _Reader(str(path), lambda at: _nearest(lines, at)).table(raw, schema, ())
 
 
 class _Reader:
+    """Reads tomllib's dicts into a schema; each error is prefixed with ``name`` (the file) and
+    the line ``line_of`` gives for the key path."""
+
     def __init__(self, name: str, line_of: Callable[[KeyPath], int | None]) -> None:
         self.name = name
         self.line_of = line_of
