@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,9 +37,9 @@ from typing import Any, Final
 
 from fleetlog.act.backend import Backend, Command, CommandFailed, JobState, NodeState, show
 from fleetlog.act.source import Attempt, Recommendation
+from fleetlog.analysis.config_file import load_config
 from fleetlog.analysis.remediation import RemediationConfig
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.contract.errors import FleetlogError
 
 REASON_PREFIX: Final = "fleetlog "  # every drain reason fleetlog writes starts with it
 SOURCE: Final = "fleetlog-act"
@@ -73,37 +72,29 @@ _RESTARTABLE_JOB: Final = (*_LIVE_JOB, "FAILED", "NODE_FAIL", "BOOT_FAIL", "TIME
                            "PREEMPTED", "OUT_OF_MEMORY")
 
 
-class ActError(FleetlogError):
-    """A bad act setting (a name map or config that cannot be read)."""
+_DEFAULTS: Final = RemediationConfig()  # the budget's and the breaker's defaults are its
 
 
 @dataclass(frozen=True)
 class ActPolicy:
     execute: bool = False
-    max_per_target: int = 1
-    budget_window_s: float = 3_600.0
-    max_drain_share: float = 0.05
-    breaker_window_s: float = 3_600.0
+    max_per_target: int = _DEFAULTS.actions.max_per_node
+    budget_window_s: float = _DEFAULTS.actions.window_s
+    max_drain_share: float = _DEFAULTS.circuit_breaker.max_drain_share
+    breaker_window_s: float = _DEFAULTS.circuit_breaker.window_s
     checkpoint_signal: str = "USR1"
     verify_timeout_s: float = 10.0
 
     @classmethod
     def load(cls, path: str | Path | None, **overrides: Any) -> ActPolicy:
         """The breaker from the remediation config's ``[circuit_breaker]``, the budget from its
-        ``[actions]`` (``max_per_node``, ``window_s``); defaults without a file."""
-        policy = cls()
-        if path is not None:
-            try:
-                raw = tomllib.loads(Path(path).read_text("utf-8"))
-                remediation = RemediationConfig.from_mapping(raw)
-                actions = raw.get("actions", {})
-                policy = cls(
-                    max_per_target=int(actions.get("max_per_node", policy.max_per_target)),
-                    budget_window_s=float(actions.get("window_s", policy.budget_window_s)),
-                    max_drain_share=remediation.max_drain_share,
-                    breaker_window_s=remediation.breaker_window_s)
-            except (OSError, tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
-                raise ActError(f"cannot read remediation config {path}: {exc}") from exc
+        ``[actions]`` (``max_per_node``, ``window_s``); defaults without a file. A file that
+        does not fit the schema is a ``ConfigError`` naming its line and key."""
+        config = RemediationConfig.load(path) if path is not None else _DEFAULTS
+        policy = cls(max_per_target=config.actions.max_per_node,
+                     budget_window_s=config.actions.window_s,
+                     max_drain_share=config.circuit_breaker.max_drain_share,
+                     breaker_window_s=config.circuit_breaker.window_s)
         return replace(policy, **overrides)
 
 
@@ -113,30 +104,26 @@ class NameMap:
     A name not in the map is the same in both (the identity default: right for telemetry read
     from the cluster itself; a simulated run needs a map)."""
 
-    nodes: dict[str, str] = field(default_factory=dict)
-    jobs: dict[str, str] = field(default_factory=dict)
-    partitions: dict[str, str] = field(default_factory=dict)
+    # The file's schema too (``analysis.config_file``): a misspelled table is an error, not an
+    # empty map. A value may be a number (a Slurm job id written as 4242).
+    nodes: dict[str, str | int] = field(default_factory=dict)
+    jobs: dict[str, str | int] = field(default_factory=dict)
+    partitions: dict[str, str | int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path | None) -> NameMap:
-        """A TOML file with the tables ``[nodes]``, ``[jobs]``, ``[partitions]``."""
-        if path is None:
-            return cls()
-        try:
-            raw = tomllib.loads(Path(path).read_text("utf-8"))
-            return cls(**{table: {str(k): str(v) for k, v in raw.get(table, {}).items()}
-                          for table in ("nodes", "jobs", "partitions")})
-        except (OSError, tomllib.TOMLDecodeError, AttributeError) as exc:
-            raise ActError(f"cannot read name map {path}: {exc}") from exc
+        """A TOML file with the tables ``[nodes]``, ``[jobs]``, ``[partitions]``, each optional;
+        anything else is a ``ConfigError`` naming its line."""
+        return cls() if path is None else load_config(path, cls)
 
     def node(self, name: str) -> str:
-        return self.nodes.get(name, name)
+        return str(self.nodes.get(name, name))
 
     def job(self, name: str) -> str:
-        return self.jobs.get(name, name)
+        return str(self.jobs.get(name, name))
 
     def partition(self, name: str) -> str:
-        return self.partitions.get(name, name)
+        return str(self.partitions.get(name, name))
 
 
 def action_id(recommendation_id: str, action: str) -> str:

@@ -1,36 +1,20 @@
 """Component remediation: NVIDIA's catalog action first, then escalation, behind a circuit breaker.
 
 The policy is a pure fold over failures in time order (``Failure``), so a replay of the same
-failures gives the same actions. Thresholds live in a TOML file (``RemediationConfig.load``):
-
-    [escalation]
-    window_s = 86400        # recurrences counted within this window
-    reboot_after = 2        # 2nd GPU-level failure of the same GPU -> reboot its node
-    drain_after = 3         # 3rd failure on the same node -> cordon and drain it
-    rma_after = 4           # 4th -> send the GPU/node for RMA
-    rack_nodes = 3          # this many nodes of one rack failing within rack_window_s ...
-    rack_window_s = 600     # ... -> a rack-level action (check PDU / cooling)
-
-    [circuit_breaker]
-    max_drain_share = 0.05  # never drain more than this share of the fleet ...
-    window_s = 3600         # ... within this window; beyond it, hold and page a human
-
-    [[xid_threshold]]       # e.g. XID 43 at least 3 times in 10 minutes
-    xid = 43
-    count = 3
-    window_s = 600
-    action = "reset_gpu"
+failures gives the same actions. Its thresholds (``RemediationConfig``: escalation, circuit
+breaker, per-XID rules, and act's budget) are read from a TOML file checked against these
+dataclasses (``RemediationConfig.load``); docs/examples/remediation.toml has every key, its
+default and what it does.
 """
 
 from __future__ import annotations
 
-import tomllib
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from fleetlog.analysis.config_file import load_config
 from fleetlog.analysis.evidence import CAPACITY_ACTIONS, NO_EVIDENCE
 from fleetlog.ingest.store import load_xid_catalog
 
@@ -60,56 +44,98 @@ CATEGORY_ACTIONS: dict[str, str] = {
     "telemetry_gap": "check_collector",
 }
 ESCALATION = ("reset_gpu", "reboot_node", "drain_node", "rma")
+# The component actions a rule may name (an ``[[xid_threshold]]``'s ``action``).
+KNOWN_ACTIONS = frozenset({a for a, _level in CATALOG_ACTIONS.values()} - {"none"}
+                          | set(CATEGORY_ACTIONS.values()) - {"none"}
+                          | set(ESCALATION) | {"replace_switch", "investigate"})
+
+
+def _positive(config: object, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise ValueError(f"{name} must be more than 0, not {value:g}")
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """``[escalation]``: how recurrences on one node escalate a GPU-level action."""
+
+    window_s: float = 86_400.0  # recurrences counted within this window (seconds)
+    reboot_after: int = 2  # the 2nd failure on a node within window_s reboots it
+    drain_after: int = 3  # the 3rd cordons and drains it
+    rma_after: int = 4  # the 4th sends the GPU/node for RMA
+    rack_nodes: int = 3  # this many nodes of one rack failing within rack_window_s ...
+    rack_window_s: float = 600.0  # ... is a rack-level action (check its PDU and cooling)
+
+    def __post_init__(self) -> None:
+        _positive(self, "window_s", "reboot_after", "drain_after", "rma_after", "rack_nodes",
+                  "rack_window_s")
+
+
+@dataclass(frozen=True)
+class CircuitBreaker:
+    """``[circuit_breaker]``: never drain more than ``max_drain_share`` of the fleet within
+    ``window_s`` (at least one node is always allowed); beyond it, hold and page a human."""
+
+    max_drain_share: float = 0.05
+    window_s: float = 3_600.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "window_s")
+        if not 0 <= self.max_drain_share <= 1:
+            raise ValueError(f"max_drain_share is a share of the fleet from 0 to 1, not "
+                             f"{self.max_drain_share:g}")
+
+
+@dataclass(frozen=True)
+class ActionBudget:
+    """``[actions]``: ``fleetlog act``'s budget, at most ``max_per_node`` actions on one node
+    (or job) within ``window_s``. Read by ``fleetlog.act`` only; part of this file's schema
+    because it is the same file."""
+
+    max_per_node: int = 1
+    window_s: float = 3_600.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_per_node", "window_s")
 
 
 @dataclass(frozen=True)
 class XidThreshold:
+    """``[[xid_threshold]]``: ``action`` once XID ``xid`` was seen ``count`` times on one GPU
+    within ``window_s`` (before that, nothing)."""
+
     xid: int
     count: int
     window_s: float
     action: str
 
+    def __post_init__(self) -> None:
+        _positive(self, "count", "window_s")
+        if self.action not in KNOWN_ACTIONS:
+            raise ValueError(f"action {self.action!r} is none of fleetlog's: "
+                             f"{', '.join(sorted(KNOWN_ACTIONS))}")
+
 
 @dataclass(frozen=True)
 class RemediationConfig:
-    window_s: float = 86_400.0
-    reboot_after: int = 2
-    drain_after: int = 3
-    rma_after: int = 4
-    rack_nodes: int = 3
-    rack_window_s: float = 600.0
-    max_drain_share: float = 0.05
-    breaker_window_s: float = 3_600.0
-    xid_thresholds: tuple[XidThreshold, ...] = (XidThreshold(43, 3, 600.0, "reset_gpu"),)
+    """The remediation config file (TOML), read by ``recommend --config``, ``analyze --follow
+    --remediation-config`` and ``act --remediation-config``. Each field is a table of the file;
+    this class and the ones it holds are the file's schema (``analysis.config_file``), and
+    docs/examples/remediation.toml lists every key with its default."""
+
+    escalation: Escalation = field(default_factory=Escalation)
+    circuit_breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    actions: ActionBudget = field(default_factory=ActionBudget)
+    # Replaces the default rules when given; `xid_threshold = []` means none.
+    xid_threshold: tuple[XidThreshold, ...] = (XidThreshold(43, 3, 600.0, "reset_gpu"),)
 
     @classmethod
     def load(cls, path: str | Path) -> RemediationConfig:
-        try:
-            raw = tomllib.loads(Path(path).read_text("utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ValueError(f"cannot read remediation config {path}: {exc}") from exc
-        return cls.from_mapping(raw)
-
-    @classmethod
-    def from_mapping(cls, raw: dict[str, Any]) -> RemediationConfig:
-        esc = raw.get("escalation", {})
-        brk = raw.get("circuit_breaker", {})
-        defaults = cls()
-        thresholds = tuple(
-            XidThreshold(int(t["xid"]), int(t["count"]), float(t["window_s"]), str(t["action"]))
-            for t in raw.get("xid_threshold", [])
-        ) or defaults.xid_thresholds
-        return cls(
-            window_s=float(esc.get("window_s", defaults.window_s)),
-            reboot_after=int(esc.get("reboot_after", defaults.reboot_after)),
-            drain_after=int(esc.get("drain_after", defaults.drain_after)),
-            rma_after=int(esc.get("rma_after", defaults.rma_after)),
-            rack_nodes=int(esc.get("rack_nodes", defaults.rack_nodes)),
-            rack_window_s=float(esc.get("rack_window_s", defaults.rack_window_s)),
-            max_drain_share=float(brk.get("max_drain_share", defaults.max_drain_share)),
-            breaker_window_s=float(brk.get("window_s", defaults.breaker_window_s)),
-            xid_thresholds=thresholds,
-        )
+        """The file at ``path``; a misspelled key or a wrong type is a ``ConfigError`` naming
+        the file, the line and the key."""
+        return load_config(path, cls)
 
 
 @dataclass(frozen=True)
@@ -165,8 +191,9 @@ def plan(
 ) -> list[ComponentAction]:
     """Fold failures (any order; sorted by time here) into component actions."""
     cfg = config or RemediationConfig()
+    esc, breaker = cfg.escalation, cfg.circuit_breaker
     catalog = {x: a for x, _n, a, _f in load_xid_catalog()}
-    thresholds = {t.xid: t for t in cfg.xid_thresholds}
+    thresholds = {t.xid: t for t in cfg.xid_threshold}
     state = _State()
     actions: list[ComponentAction] = []
     for f in sorted(failures, key=lambda f: (f.ts, f.entity)):
@@ -202,21 +229,21 @@ def plan(
             rack_list = state.rack_failures[f.rack]
             if f.node and all(n != f.node for _t, n in rack_list):
                 rack_list.append((f.ts, f.node))
-            while rack_list and rack_list[0][0] < f.ts - cfg.rack_window_s:
+            while rack_list and rack_list[0][0] < f.ts - esc.rack_window_s:
                 rack_list.popleft()
-            if len(rack_list) >= cfg.rack_nodes:
+            if len(rack_list) >= esc.rack_nodes:
                 actions.append(ComponentAction(
                     f.ts, f"rack:{f.rack}", "check_rack_power",
                     f"{len(rack_list)} nodes of rack {f.rack} failed within "
-                    f"{cfg.rack_window_s:.0f}s: check its PDU and cooling before rebooting them",
+                    f"{esc.rack_window_s:.0f}s: check its PDU and cooling before rebooting them",
                 ))
                 rack_list.clear()
         if action in ("drain_node", "rma"):
-            allowed = max(1, int(cfg.max_drain_share * fleet_nodes))
-            if _recent(state.drains, f.ts, cfg.breaker_window_s) >= allowed:
+            allowed = max(1, int(breaker.max_drain_share * fleet_nodes))
+            if _recent(state.drains, f.ts, breaker.window_s) >= allowed:
                 action = "hold_for_human"
                 reason += (f"; circuit breaker: {allowed} nodes already drained within "
-                           f"{cfg.breaker_window_s:.0f}s, page a human instead")
+                           f"{breaker.window_s:.0f}s, page a human instead")
             else:
                 state.drains.append(f.ts)
         actions.append(ComponentAction(f.ts, target, action, reason, nvidia))
@@ -237,19 +264,20 @@ def _escalate(
         return action, target, reason
     key = f"node:{f.node}"
     state.history[key].append(f.ts)
-    count = _recent(state.history[key], f.ts, cfg.window_s)
+    esc = cfg.escalation
+    count = _recent(state.history[key], f.ts, esc.window_s)
     level = ESCALATION.index(action)
-    if count >= cfg.rma_after:
+    if count >= esc.rma_after:
         level = max(level, 3)
-    elif count >= cfg.drain_after:
+    elif count >= esc.drain_after:
         level = max(level, 2)
-    elif count >= cfg.reboot_after:
+    elif count >= esc.reboot_after:
         level = max(level, 1)
     escalated = ESCALATION[level]
     if escalated == action:
         return action, target, reason
     new_target = target if escalated == "reset_gpu" else key
     return escalated, new_target, (
-        f"{reason}; failure {count} on {key} within {cfg.window_s / 3600:.0f}h: "
+        f"{reason}; failure {count} on {key} within {esc.window_s / 3600:.0f}h: "
         f"escalated from {action} to {escalated}"
     )

@@ -96,6 +96,38 @@ class ReadOnlyStore:
         except duckdb.Error as exc:
             raise QueryError(f"SQL error: {_first_line(exc)}") from exc
 
+    def relations(self) -> QueryResult:
+        """What a query can name: ``name`` and ``kind``, ``table`` for the store's raw tables
+        (read as the union of the shards) and ``view`` for the public views over them."""
+        return self._catalog(
+            "SELECT v.view_name AS name, CASE WHEN t.table_name IS NULL THEN 'view' "
+            "ELSE 'table' END AS kind FROM duckdb_views() v LEFT JOIN (SELECT table_name "
+            "FROM duckdb_tables() WHERE database_name = 'shard0') t "
+            "ON t.table_name = v.view_name WHERE v.database_name = 'temp' AND NOT v.internal "
+            "ORDER BY name", [])
+
+    def columns(self, name: str | None = None) -> QueryResult:
+        """The columns (``column``, ``type``) of the table or view ``name``, in order; with no
+        name, every one's (``name``, ``column``, ``type``)."""
+        select = ("SELECT table_name AS name, column_name AS column, data_type AS type "
+                  "FROM duckdb_columns() WHERE database_name = 'temp'")
+        if name is None:
+            return self._catalog(f"{select} ORDER BY name, column_index", [])
+        # Names are case-insensitive in DuckDB; quotes as SQL writes them are allowed.
+        wanted = name.strip().rstrip(";").strip().strip('"')
+        result = self._catalog(f"{select} AND lower(table_name) = lower(?) "
+                               "ORDER BY column_index", [wanted])
+        if not result.rows:
+            raise QueryError(f"no table or view named {wanted!r} (.tables lists them)")
+        return QueryResult(result.columns[1:], [row[1:] for row in result.rows])
+
+    def _catalog(self, sql: str, params: list[Any]) -> QueryResult:
+        try:
+            cursor = self.con.execute(sql, params)
+            return QueryResult([str(d[0]) for d in cursor.description or []], cursor.fetchall())
+        except duckdb.Error as exc:
+            raise QueryError(f"SQL error: {_first_line(exc)}") from exc
+
     def _run(self, sql: str, max_rows: int | None) -> QueryResult:
         cursor = self.con.execute(sql)
         if not cursor.description:

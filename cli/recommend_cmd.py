@@ -23,7 +23,8 @@ _CONFIG_FILE = click.Path(path_type=Path, exists=True)
 @deprecated_alias("--config", "--remediation-config", "config_path", type=_CONFIG_FILE)
 @db_option
 @click.option("--remediation-config", "config_path", type=_CONFIG_FILE,
-              default=None, help="Remediation thresholds (TOML; see analysis/remediation.py).")
+              default=None, help="Remediation thresholds (TOML; every key and its default: "
+              "docs/examples/remediation.toml).")
 @click.option("--write/--no-write", default=True, show_default=True,
               help="Store the recommendations (the `recommendations` view).")
 @click.option("--publish", is_flag=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -46,6 +48,10 @@ def sql_command(db: tuple[Path, ...], query: str | None, timeout_s: float, memor
                 max_rows: int | None, fmt: str | None) -> None:
     """Run a read-only SQL query over the public views; no QUERY opens a prompt.
 
+    At the prompt (and as QUERY), .tables lists the tables and views, .schema NAME shows one's
+    columns, .help the rest. A query runs when its line ends with ';', and the last one at the
+    end of the input without it (piped: `fleetlog sql --db fleet.duckdb < queries.sql`).
+
     Columns that share a name are all kept: the second `a` is `a_2`. JSON has no NaN or
     Infinity: they print as null (--csv and --table print nan and inf). Ctrl-C stops the query
     and exits with code 130.
@@ -56,6 +62,9 @@ def sql_command(db: tuple[Path, ...], query: str | None, timeout_s: float, memor
     try:
         store = ReadOnlyStore(db, memory_limit=memory_limit)
         try:
+            if query is not None and query.lstrip().startswith("."):
+                _dot(store, query, fmt)
+                return
             if query is not None:
                 _show(store.query(query, max_rows=_limit(max_rows, fmt), timeout_s=timeout_s),
                       fmt)
@@ -83,23 +92,67 @@ def _show(result: QueryResult, fmt: str | None) -> None:
                    "--max-rows 0 shows all)", err=True)
 
 
+# The prompt's dot commands (sqlite3's and duckdb's names), for .help.
+DOT_COMMANDS: Final = {
+    ".tables": "list the tables and views a query can name",
+    ".schema NAME": "the columns of table or view NAME and their types (no NAME: all of them)",
+    ".help": "this list",
+    ".quit": "leave (as Ctrl-D does)",
+}
+
+
 def _prompt(store: ReadOnlyStore, fmt: str, timeout_s: float, max_rows: int | None) -> None:
-    click.echo("fleetlog sql (read-only). End a query with ';'. Ctrl-D quits.", err=True)
+    """Queries end with ';'; a line starting with '.' is a dot command. Prompts are shown only
+    to a terminal: piped input gives only the results."""
+    interactive = sys.stdin.isatty()
+    if interactive:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401  # line editing and history for input()
+    click.echo("fleetlog sql (read-only). End a query with ';'. .help lists the dot commands; "
+               "Ctrl-D quits.", err=True)
     buffer: list[str] = []
     while True:
         try:
-            line = input("fleetlog> " if not buffer else "     ...> ")
+            line = input(("fleetlog> " if not buffer else "     ...> ") if interactive else "")
         except EOFError:
-            click.echo(err=True)
+            if interactive:
+                click.echo(err=True)  # the shell's prompt on a line of its own
             # The last query may lack its ';': run it rather than drop it without a word.
             if "\n".join(buffer).strip():
                 _run_one(store, "\n".join(buffer), fmt, timeout_s, max_rows)
             return
+        if not buffer and line.lstrip().startswith("."):
+            try:
+                if not _dot(store, line, fmt):
+                    return
+            except QueryError as exc:
+                click.echo(f"Error: {exc}", err=True)
+            continue
         buffer.append(line)
         if not line.rstrip().endswith(";"):
             continue
         text, buffer = "\n".join(buffer), []
         _run_one(store, text, fmt, timeout_s, max_rows)
+
+
+def _dot(store: ReadOnlyStore, line: str, fmt: str | None) -> bool:
+    """Run one dot command and show its answer; False when it says to leave."""
+    command, _, argument = line.strip().partition(" ")
+    if command in (".quit", ".exit"):
+        return False
+    if command == ".help":
+        width = max(len(name) for name in DOT_COMMANDS)
+        click.echo("\n".join(f"{name.ljust(width)}  {what}"
+                              for name, what in DOT_COMMANDS.items()))
+        click.echo("Anything else is SQL, run when a line ends with ';' (or at the end of "
+                   "input).")
+    elif command == ".tables":
+        _show(store.relations(), fmt)
+    elif command == ".schema":
+        _show(store.columns(argument.strip() or None), fmt)
+    else:
+        raise QueryError(f"unknown command {command} (.help lists them)")
+    return True
 
 
 def _run_one(store: ReadOnlyStore, text: str, fmt: str, timeout_s: float,

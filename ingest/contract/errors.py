@@ -9,7 +9,8 @@ The families, each defined beside the code that raises it:
 - ``BrokerError``, ``KafkaConfigError``, ``PublishError``, ``BrokerUnavailable`` (``kafka``): the
   broker runner, the connection settings, the producer, the consumer;
 - ``IngestError`` (``ingest.errors``) and ``ReaderError`` (``readers.errors``), ``ReplayError``;
-- ``SimulationError`` (generators), ``AnalysisError``, ``QueryError``, ``ReportError`` (analysis).
+- ``SimulationError`` (generators), ``AnalysisError``, ``QueryError``, ``ReportError``,
+  ``ConfigError`` (a config file that does not fit its schema) (analysis).
 """
 
 from __future__ import annotations

@@ -15,10 +15,13 @@ from click.testing import CliRunner
 from fleetlog.act.actor import ActPolicy, NameMap, action_id, suspect_nodes
 from fleetlog.act.slurm import SlurmBackend
 from fleetlog.act.source import Recommendation, load_attempts
+from fleetlog.analysis.config_file import ConfigError
 from fleetlog.cli.main import cli
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.store import open_store
 from fleetlog.ingest.store.sink import StoreSink
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "docs" / "examples" / "remediation.toml"
 
 
 def _rec(reason: str, root: str = "") -> Recommendation:
@@ -125,3 +128,27 @@ def test_an_unreachable_slurmctld_is_one_line(tmp_path: Path) -> None:
                     "NodeName=n1 CPUs=1\nPartitionName=p Nodes=ALL\n")
     with pytest.raises(c.FleetlogError, match=r"^slurmctld unreachable"):
         SlurmBackend(str(conf)).node_state("n1")
+
+
+# Issue #22: act's config files are checked against their schema.
+
+def test_act_reads_its_budget_from_the_same_schema(tmp_path: Path) -> None:
+    config = tmp_path / "remediation.toml"
+    config.write_text("[actions]\nmax_per_nod = 2\n")
+    with pytest.raises(ConfigError, match=r":2: unknown key 'max_per_nod' in \[actions\]"):
+        ActPolicy.load(config)
+    assert ActPolicy.load(EXAMPLE_CONFIG) == ActPolicy()
+
+
+def test_the_name_map_is_checked_too(tmp_path: Path) -> None:
+    path = tmp_path / "names.toml"
+    path.write_text('[nodes]\nn00001 = "gpu-a-001"\n[job]\nj0001 = "4242"\n')
+    with pytest.raises(ConfigError, match=r"names.toml:3: unknown table \[job\] "
+                                          r"\(did you mean \[jobs\]\?\)"):
+        NameMap.load(path)
+    path.write_text('[nodes]\nn00001 = ["gpu-a-001"]\n')
+    with pytest.raises(ConfigError, match=r":2: 'n00001' in \[nodes\] must be a string or an "
+                                          r"integer, not an array"):
+        NameMap.load(path)
+    path.write_text("[jobs]\nj0001 = 4242\n")  # a Slurm job id may be written as a number
+    assert NameMap.load(path).job("j0001") == "4242"

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from fleetlog.analysis.config_file import ConfigError
 from fleetlog.analysis.remediation import (
     CATALOG_ACTIONS,
+    CircuitBreaker,
     Failure,
     RemediationConfig,
     catalog_action,
@@ -75,7 +77,8 @@ def test_several_nodes_of_one_rack_trigger_a_rack_action() -> None:
 
 def test_circuit_breaker_caps_drains() -> None:
     failures = [Failure(float(i), "host_hw", f"node:n{i}", node=f"n{i}") for i in range(5)]
-    actions = plan(failures, fleet_nodes=40, config=RemediationConfig(max_drain_share=0.05))
+    config = RemediationConfig(circuit_breaker=CircuitBreaker(max_drain_share=0.05))
+    actions = plan(failures, fleet_nodes=40, config=config)
     assert [a.action for a in actions] == ["drain_node", "drain_node", "hold_for_human",
                                            "hold_for_human", "hold_for_human"]
     assert "circuit breaker" in actions[2].reason
@@ -87,7 +90,7 @@ def test_config_file(tmp_path: Path) -> None:
                     "[[xid_threshold]]\nxid = 13\ncount = 2\nwindow_s = 60\n"
                     "action = \"restart_app\"\n")
     config = RemediationConfig.load(path)
-    assert (config.reboot_after, config.max_drain_share) == (5, 0.5)
-    assert config.xid_thresholds[0].xid == 13
-    with pytest.raises(ValueError, match="cannot read remediation config"):
+    assert (config.escalation.reboot_after, config.circuit_breaker.max_drain_share) == (5, 0.5)
+    assert config.xid_threshold[0].xid == 13
+    with pytest.raises(ConfigError, match="cannot read config file"):
         RemediationConfig.load(tmp_path / "missing.toml")

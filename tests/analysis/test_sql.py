@@ -251,3 +251,114 @@ def test_the_prompt_goes_on_after_a_huge_cut(store: Path) -> None:
                                 input="SELECT range FROM range(5000000);\nSELECT 7 AS seven;\n")
     assert result.exit_code == 0, result.output
     assert "at least " in result.stderr and "│ 7 " in result.stdout
+
+
+# Issue #22: the prompt's dot commands, and the last query without its ';'.
+
+def test_dot_tables_lists_the_views_and_the_raw_tables(store: Path) -> None:
+    result = CliRunner().invoke(cli, ["sql", "--db", str(store), "--csv"], input=".tables\n")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "name,kind"
+    assert {"xid_events,view", "incidents,view", "xid_raw,table", "event_log,table",
+            "xid_catalog,table"} <= set(lines)
+    names = [line.split(",")[0] for line in lines[1:]]
+    assert names == sorted(names)
+
+
+def test_dot_schema_shows_the_columns_of_a_view_or_a_table(store: Path) -> None:
+    result = CliRunner().invoke(cli, ["sql", "--db", str(store), "--csv"],
+                                input=".schema XID_EVENTS\n.schema xid_raw;\n.schema nope\n"
+                                "SELECT 1 AS still_here;\n")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    view = out[:out.index("column,type", 1)]
+    assert view.splitlines()[:4] == ["column,type", "ts,TIMESTAMP WITH TIME ZONE",
+                                     "node,VARCHAR", "gpu,INTEGER"]
+    assert "action,VARCHAR" in view  # the view's, from the catalog join
+    table = out[out.index("column,type", 1):]
+    assert table.splitlines()[:2] == ["column,type", "event_id,VARCHAR"]
+    assert "action,VARCHAR" not in table
+    assert "Error: no table or view named 'nope' (.tables lists them)\n" in result.stderr
+    assert out.endswith("still_here\n1\n")  # the prompt went on after the mistake
+    result = CliRunner().invoke(cli, ["sql", "--db", str(store), "--csv"], input=".schema\n")
+    assert result.stdout.splitlines()[0] == "name,column,type"
+    assert "xid_events,xid,INTEGER" in result.stdout and "nodes,node,VARCHAR" in result.stdout
+
+
+def test_dot_help_and_an_unknown_dot_command(store: Path) -> None:
+    result = CliRunner().invoke(cli, ["sql", "--db", str(store)],
+                                input=".help\n.tabels\n.quit\nSELECT 'not run';\n")
+    assert result.exit_code == 0, result.output
+    for command in (".tables", ".schema NAME", ".help", ".quit"):
+        assert any(line.startswith(command) for line in result.stdout.splitlines()), command
+    assert "Error: unknown command .tabels (.help lists them)\n" in result.stderr
+    assert "not run" not in result.stdout  # .quit left before it
+
+
+def test_a_dot_command_as_the_query(store: Path) -> None:
+    result = CliRunner().invoke(cli, ["sql", "--db", str(store), ".schema xid_catalog"])
+    assert result.exit_code == 0, result.output
+    assert {"column": "xid", "type": "INTEGER"} in json.loads(result.stdout)
+    result = CliRunner().invoke(cli, ["sql", "--db", str(store), ".nope"])
+    assert result.exit_code == 1
+    assert result.stderr == "Error: unknown command .nope (.help lists them)\n"
+
+
+@pytest.mark.slow  # a fresh interpreter: ~5 s on a loaded 2-core machine
+def test_piped_input_gets_results_only_and_its_last_query_runs(store: Path) -> None:
+    """A real pipe, as `fleetlog sql --db x < queries.sql`: no prompts on stdout."""
+    process = subprocess.run(
+        [sys.executable, "-m", "fleetlog", "sql", "--db", str(store), "--csv"],
+        input="SELECT 1 AS first;\n.schema racks\nSELECT 42\n  AS answer", capture_output=True,
+        text=True, timeout=120, check=False)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.splitlines() == [
+        "first", "1", "column,type", "rack,VARCHAR", "region,VARCHAR", "pdu,VARCHAR",
+        "cooling_zone,VARCHAR", "answer", "42"]
+
+
+@pytest.mark.slow  # a fresh interpreter: ~6 s on a loaded 2-core machine
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal")
+def test_at_a_terminal_ctrl_d_runs_the_last_query(store: Path) -> None:
+    """Interactive: at a terminal (a pseudo-terminal) the prompts show; typed as a person would,
+    each line after its prompt, and Ctrl-D ends the input and runs the query without its ';'."""
+    import os
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fleetlog", "sql", "--db", str(store), "--csv"],
+        stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    seen = b""
+
+    def read_until(marker: bytes) -> bytes:
+        """What the terminal showed up to ``marker``; the wait is bounded only so that a broken
+        prompt fails the test instead of hanging it."""
+        nonlocal seen
+        while marker not in seen:
+            ready, _, _ = select.select([leader], [], [], 120)
+            assert ready, f"no {marker!r} on the terminal; it shows {seen!r}"
+            seen += os.read(leader, 4096)
+        before, _, seen = seen.partition(marker)
+        return before
+
+    try:
+        read_until(b"fleetlog> ")
+        os.write(leader, b".tables\n")
+        tables = read_until(b"fleetlog> ")
+        os.write(leader, b"SELECT 6 * 7\n")
+        read_until(b"...> ")
+        os.write(leader, b"  AS answer\n")
+        read_until(b"...> ")
+        os.write(leader, b"\x04")  # Ctrl-D
+        read_until(b"answer")
+        answer = read_until(b"42")
+        assert process.wait(timeout=120) == 0
+    finally:
+        process.kill()
+        os.close(leader)
+    assert b"xid_events,view" in tables
+    assert answer.strip() == b""  # the query's result: its column, then its value
