@@ -119,7 +119,7 @@ def test_the_cli_prints_the_error_in_one_line(tmp_path: Path) -> None:
     config = tmp_path / "remediation.toml"
     config.write_text("[circuit_breaker]\nmax_drain_shar = 0.5\n")
     db = str(tmp_path / "fleet.duckdb")
-    for args in (["recommend", "--db", db, "--config", str(config)],
+    for args in (["recommend", "--db", db, "--remediation-config", str(config)],
                  ["act", "--db", db, "--remediation-config", str(config)]):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 1, result.output
