@@ -168,7 +168,9 @@ def incidents_command(db: tuple[Path, ...], fmt: str | None) -> None:
 @click.command("explain")
 @db_option
 @click.argument("incident_id")
-@output_options
+# Words: an explanation is read by a person; --json gives its parts to scripts.
+@output_options(default="table",
+                help_texts={"table": "Output the explanation in words, for people."})
 def explain_command(db: tuple[Path, ...], incident_id: str, fmt: str | None) -> None:
     """Explain one incident: its evidence timeline in words, the other candidates, what to do.
 
@@ -182,7 +184,7 @@ def explain_command(db: tuple[Path, ...], incident_id: str, fmt: str | None) -> 
         explained = explain(con, incident_id)
     finally:
         con.close()
-    if fmt in (None, "table"):
+    if fmt == "table":
         click.echo(render_text(explained))
     else:
         render(explained, fmt)
