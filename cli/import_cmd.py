@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from fleetlog.cli.errors import CommandFailed
 from fleetlog.cli.output import output_options, render
 from fleetlog.cli.params import SinkUri, UtcTime, topic_prefix_option
 from fleetlog.ingest.readers import FORMAT_NAMES
@@ -109,6 +110,9 @@ def scrape_command(
 ) -> None:
     """Poll a live dcgm-exporter endpoint (and/or nvidia-smi) and publish each scrape.
 
+    It prints its summary and exits 1 when no poll succeeded (every source failed every time),
+    so a script or a service manager sees a collector that collects nothing.
+
     Example: fleetlog scrape --dcgm http://gpu-node-1:9400/metrics --interval 10s
     --to kafka://127.0.0.1:9092
     """
@@ -118,6 +122,10 @@ def scrape_command(
                      to=target, node=node, topic_prefix=topic_prefix,
                      progress=_say if sys.stderr.isatty() else None)
     render(summary, fmt)
+    if summary["ok_polls"] == 0:
+        polls = f"{summary['polls']} poll" + ("" if summary["polls"] == 1 else "s")
+        raise CommandFailed(f"no poll succeeded ({polls}); the last error: "
+                            f"{summary['last_error']}")
 
 
 def _say(line: str) -> None:

@@ -20,7 +20,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from fleetlog.cli.output import cell_text
+from fleetlog.cli.cells import cell_text
 
 _UNBOUNDED = 100_000  # a width no table reaches: measure values at their natural size
 
