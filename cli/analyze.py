@@ -109,7 +109,9 @@ def analyze_command(
             max_seconds=max_seconds, idle_exit_s=idle_exit, publish=True,
             on_incident=lambda row: _say(
                 f"incident {row['incident_id']}: {row['severity']} {row['category']} on "
-                f"{row['root_entity']} (event lag {row['event_lag_s']} s)"),
+                f"{row['root_entity']} (event lag {row['event_lag_s']} s"
+                + ("" if row["wall_lag_s"] is None else f", wall lag {row['wall_lag_s']} s")
+                + ")"),
             metrics_address=metrics_port, alertmanager=alertmanager,
             remediation=RemediationConfig.load(remediation_config) if remediation_config
             else None,
