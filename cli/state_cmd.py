@@ -34,7 +34,7 @@ def state_command(db: tuple[Path, ...], at: datetime, fmt: str | None) -> None:
         render(state["job_list"], fmt, title="Jobs")
         render(state["open_incidents"], fmt, title="Open incidents")
     elif fmt in ("csv", "nl"):
-        render(_rows(state), fmt)
+        render(_rows(state, columns_of_all=fmt == "csv"), fmt)
     else:
         render(state, fmt)
 
@@ -42,10 +42,12 @@ def state_command(db: tuple[Path, ...], at: datetime, fmt: str | None) -> None:
 _SECTIONS = (("node", "nodes_not_up"), ("job", "job_list"), ("incident", "open_incidents"))
 
 
-def _rows(state: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per node not up, job and open incident, the columns of all three (a section's
-    row leaves the others' columns empty): one table a spreadsheet or a filter can take."""
+def _rows(state: dict[str, Any], *, columns_of_all: bool) -> list[dict[str, Any]]:
+    """One row per node not up, job and open incident; ``columns_of_all``: each with the columns
+    of all three (a section's row leaves the others' empty), one table a spreadsheet takes."""
     rows = [{"section": section, **row} for section, key in _SECTIONS for row in state[key]]
+    if not columns_of_all:
+        return rows
     columns = dict.fromkeys(["section", *(k for row in rows for k in row)])
     return [{column: row.get(column) for column in columns} for row in rows]
 

@@ -145,6 +145,8 @@ def test_state_csv_is_a_row_per_node_job_and_incident(store: Path) -> None:
     jobs = {row["job"]: row for row in rows if row["section"] == "job"}
     assert {job["job"]: str(job["gpus"]) for job in state["job_list"]} == {
         name: row["gpus"] for name, row in jobs.items()}
+    lines = _run("state", "--db", store, "--at", at, "--nl").output.splitlines()
+    assert [json.loads(line)["section"] for line in lines] == sections
 
 
 # 3. Exit codes scripts can trust; error messages that end their line
