@@ -35,6 +35,9 @@ def print_table(rows: Sequence[Mapping[str, Any]] | None, data: Any,
         cells = [[Text(str(key)), _renderable(value)] for key, value in pairs]
     else:
         cols = list(columns or dict.fromkeys(key for row in rows for key in row))
+        if not cols:  # no rows and no columns named: a table of nothing would print nothing
+            console.print(title or "(no rows)", soft_wrap=True)
+            return
         table = _table(cols, title)
         cells = [[_renderable(row.get(col)) for col in cols] for row in rows]
     _fit(console, table, cells)
