@@ -18,8 +18,12 @@ recommend``).
 Latency, per emitted incident:
 - ``event_lag_s``: the newest event time landed when the incident was emitted, minus its
   detection time — how much simulated/real time passed before the pipeline said it;
-- ``wall_lag_s``: the wall clock at emission minus the detection time — meaningful when the
-  source runs at wall-clock speed (``fleetlog simulate --speed 1``) or is a real cluster.
+- ``wall_lag_s``: the wall clock at emission minus the detection time, only while the stream is
+  live (``is_live``: its newest event time within ``LIVE_BEHIND_S`` behind the wall clock and
+  ``LIVE_AHEAD_S`` ahead of it): a real cluster, or a simulation started now at ``--speed 1``.
+  On a replay or a simulation of another day it would be the distance between two clocks (334
+  days, on a simulated January read in December), so it is None and ``event_lag_s`` is the
+  latency, in the stream's own time.
 
 It also keeps the incidents it has seen (``tracked``: the latest version of each, whose end moves
 while it goes on, with the severity of its stored version) and after each analysis publishes
@@ -61,6 +65,17 @@ SCRAPES: Final = frozenset({"gpu.sampled", "port.sampled"})  # periodic: absence
 # One source for them all: a job that ends or hangs stops reporting, the others keep it current.
 STEPS: Final = frozenset({"job.step_reported"})
 JOB_STREAM: Final = "jobs"
+# How far the newest event time may trail the wall clock for the stream to count as live: a
+# collector or an ingester catching up (a backlog of an hour is already an outage of its own).
+LIVE_BEHIND_S: Final = 3600.0
+# ... and run ahead of it: clock skew between the hosts that stamp events and this one.
+LIVE_AHEAD_S: Final = 300.0
+
+
+def is_live(newest_us: int, wall_us: int) -> bool:
+    """Whether a stream whose newest event time is ``newest_us`` runs on the wall clock (a
+    replay, or a simulation of another time or at another speed, does not)."""
+    return -LIVE_AHEAD_S * US <= wall_us - newest_us <= LIVE_BEHIND_S * US
 
 
 @dataclass(frozen=True)
@@ -78,8 +93,9 @@ class FollowStats:
     recommendations: int = 0  # component actions issued
     incidents: list[dict[str, Any]] = field(default_factory=list)
     event_lag_s: list[float] = field(default_factory=list)
-    wall_lag_s: list[float] = field(default_factory=list)
+    wall_lag_s: list[float] = field(default_factory=list)  # of the incidents emitted live
     analysis_s: list[float] = field(default_factory=list)
+    stream_behind_wall_s: float | None = None  # wall clock - newest event time, last emission
 
     def summary(self) -> dict[str, Any]:
         def pct(values: list[float], q: float) -> float | None:
@@ -95,6 +111,8 @@ class FollowStats:
             "event_lag_p90_s": pct(self.event_lag_s, 90),
             "wall_lag_median_s": pct(self.wall_lag_s, 50),
             "wall_lag_p90_s": pct(self.wall_lag_s, 90),
+            # Why the wall lag may be None: the stream ran on a clock of its own (``is_live``).
+            "stream_behind_wall_s": self.stream_behind_wall_s,
             "analysis_median_s": pct(self.analysis_s, 50),
             "opened": self.incidents[:50],
         }
@@ -250,6 +268,8 @@ class LiveAnalysis:
         assert self._emitted is not None
         stats, newest_us = self.stats, self.newest_us
         wall_us = time.time_ns() // 1000
+        live = is_live(newest_us, wall_us)
+        stats.stream_behind_wall_s = round((wall_us - newest_us) / US, 3)
         if self.results is not None:
             self.results.write([to_event(incident) for incident in fresh])
         for incident in fresh:
@@ -257,9 +277,10 @@ class LiveAnalysis:
             row = incident_row(incident)
             row["severity"] = self.severities.get(incident.incident_id, "info")
             row["event_lag_s"] = round((newest_us - incident.detect_us) / US, 3)
-            row["wall_lag_s"] = round((wall_us - incident.detect_us) / US, 3)
+            row["wall_lag_s"] = round((wall_us - incident.detect_us) / US, 3) if live else None
             stats.event_lag_s.append(row["event_lag_s"])
-            stats.wall_lag_s.append(row["wall_lag_s"])
+            if live:
+                stats.wall_lag_s.append(row["wall_lag_s"])
             stats.incidents.append(row)
             if self.metrics is not None:
                 self.metrics.opened(incident.category, row["severity"], row["wall_lag_s"],

@@ -4,7 +4,7 @@
 |---|---|---|---|
 | ``fleetlog_incidents_open`` | gauge | ``category``, ``severity`` | incidents open as of the newest event time (``analysis.severity``) |
 | ``fleetlog_incidents_opened_total`` | counter | ``category``, ``severity`` | incidents emitted |
-| ``fleetlog_detection_latency_seconds`` | histogram | | wall clock at emission − event time of the decisive evidence (the detection time): the latency a person sees, meaningful on a live source |
+| ``fleetlog_detection_latency_seconds`` | histogram | | wall clock at emission − event time of the decisive evidence (the detection time): the latency a person sees, observed only while the source is live (a replay or a simulation of another time has no wall-clock latency) |
 | ``fleetlog_detection_event_lag_seconds`` | histogram | | newest event time landed at emission − detection time: the same in the stream's own time (replays, simulations at any speed) |
 | ``fleetlog_fleet_goodput_ettr`` | gauge | | the fleet's ETTR over the analysis's recent window (``report_data.fleet_goodput``) |
 | ``fleetlog_analyses_total`` | counter | | analyses of the recent window run |
@@ -50,10 +50,12 @@ class AnalysisMetrics(Collector):
                                     registry=registry)
         registry.register(self)
 
-    def opened(self, category: str, severity: str, wall_lag_s: float,
+    def opened(self, category: str, severity: str, wall_lag_s: float | None,
                event_lag_s: float) -> None:
+        """``wall_lag_s`` is None when the stream is not live (``analysis.follow.is_live``)."""
         self.opened_total.labels(category, severity).inc()
-        self.latency.observe(max(0.0, wall_lag_s))
+        if wall_lag_s is not None:
+            self.latency.observe(max(0.0, wall_lag_s))
         self.event_lag.observe(max(0.0, event_lag_s))
 
     def analysed(self, seconds: float) -> None:

@@ -13,16 +13,32 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fleetlog.analysis.context import data_bounds
 from fleetlog.analysis.events import fold_store
+from fleetlog.analysis.incidents import AnalysisError
 from fleetlog.analysis.severity import state as incident_state
 from fleetlog.ingest.contract import to_us
 from fleetlog.ingest.store import open_union
 
 
+class BeforeTheFirstEvent(AnalysisError):
+    """``at`` is before anything the store knows: there is no fleet to describe yet."""
+
+
 def fleet_state(paths: Sequence[str | Path], at: datetime) -> dict[str, Any]:
+    """The fleet at ``at``; ``BeforeTheFirstEvent`` when the store has no event up to then (an
+    empty answer would read as a fleet with no nodes, no jobs and nothing wrong)."""
     at_us = to_us(at)
     con = open_union(paths)
     try:
+        bounds = data_bounds(con)
+        if bounds is None:
+            raise BeforeTheFirstEvent("the store has no events yet: land some (`fleetlog "
+                                      "ingest`, `fleetlog import`) before asking for the state")
+        if at_us < bounds[0]:
+            first = datetime.fromtimestamp(bounds[0] / 1e6, tz=at.tzinfo).isoformat()
+            raise BeforeTheFirstEvent(f"--at {at.isoformat()} is before the first event "
+                                      f"({first}): ask for a time from then on")
         # `until` is exclusive in fold_store; the state *at* T includes events stamped T.
         state = fold_store(con, until_us=at_us + 1)
         # open at T by the one rule the report, alerts and metrics use (analysis.severity)

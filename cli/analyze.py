@@ -117,7 +117,9 @@ def analyze_command(
             max_seconds=max_time, idle_exit_s=until_idle, publish=True,
             on_incident=lambda row: _say(
                 f"incident {row['incident_id']}: {row['severity']} {row['category']} on "
-                f"{row['root_entity']} (event lag {row['event_lag_s']} s)"),
+                f"{row['root_entity']} (event lag {row['event_lag_s']} s"
+                + ("" if row["wall_lag_s"] is None else f", wall lag {row['wall_lag_s']} s")
+                + ")"),
             metrics_address=metrics_port, alertmanager=alertmanager,
             remediation=RemediationConfig.load(remediation_config) if remediation_config
             else None,
@@ -176,7 +178,9 @@ def incidents_command(db: tuple[Path, ...], fmt: str | None) -> None:
 @click.command("explain")
 @db_option
 @click.argument("incident_id")
-@output_options
+# Words: an explanation is read by a person; --json gives its parts to scripts.
+@output_options(default="table",
+                help_texts={"table": "Output the explanation in words, for people."})
 def explain_command(db: tuple[Path, ...], incident_id: str, fmt: str | None) -> None:
     """Explain one incident: its evidence timeline in words, the other candidates, what to do.
 
@@ -190,7 +194,7 @@ def explain_command(db: tuple[Path, ...], incident_id: str, fmt: str | None) -> 
         explained = explain(con, incident_id)
     finally:
         con.close()
-    if fmt in (None, "table"):
+    if fmt == "table":
         click.echo(render_text(explained))
     else:
         render(explained, fmt)

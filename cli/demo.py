@@ -15,7 +15,8 @@ from fleetlog.demo import run_demo
 @click.option("--out", type=click.Path(path_type=Path), default=Path(".fleetlog/demo"),
               show_default=True, help="Folder for the demo's store and outputs.")
 @bootstrap_option
-@output_options
+# A table: `demo` is the first command a person runs, to see the pipeline work end to end.
+@output_options(default="table")
 def demo_command(out: Path, bootstrap: str | None, fmt: str | None) -> None:
     """Run the pipeline end to end on a small simulated cluster and say where the results are.
 
@@ -23,7 +24,7 @@ def demo_command(out: Path, bootstrap: str | None, fmt: str | None) -> None:
 
     Example: fleetlog demo --table
     """
-    render(run_demo(out, bootstrap=bootstrap, progress=click.echo), fmt or "table")
+    render(run_demo(out, bootstrap=bootstrap, progress=click.echo), fmt)
 
 
 COMMANDS = [demo_command]

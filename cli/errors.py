@@ -6,7 +6,8 @@ Exit codes (documented in docs/commands.md):
      what to do
   2  a usage error: an unknown option, or a bad value (out of its range, not finite, a time
      outside 1970..2200), refused before the command runs
-  3  the database is locked by another process (an ingester)
+  3  the database is locked by another process (an ingester); for `kafka status`: no broker
+     is running or none answers (the status is printed all the same)
   130 interrupted (Ctrl-C)
 """
 
@@ -21,6 +22,7 @@ from fleetlog.ingest.store import StoreLocked
 
 EXIT_FAILURE = 1
 EXIT_LOCKED = 3
+EXIT_NOT_ANSWERING = 3  # `kafka status`: LSB's "program is not running", as `service status`
 EXIT_INTERRUPTED = 130
 
 
@@ -32,7 +34,7 @@ class CommandFailed(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]  # click reads it per instance
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"Error: {self.format_message()}", err=True, file=file)
+        click.echo(f"Error: {_one_line(self.format_message())}", err=True, file=file)
 
 
 class Interrupted(CommandFailed):
@@ -43,7 +45,13 @@ class Interrupted(CommandFailed):
         super().__init__("Interrupted.", EXIT_INTERRUPTED)
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(self.format_message(), err=True, file=file)
+        click.echo(_one_line(self.format_message()), err=True, file=file)
+
+
+def _one_line(message: str) -> str:
+    """The message as one line, without the line ends it may carry (echo ends it with exactly
+    one): two errors in a row are two lines, never one run into the other or a blank between."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 def translate(exc: Exception) -> CommandFailed | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from fleetlog.cli.errors import CommandFailed
 from fleetlog.cli.output import output_options, render
 from fleetlog.cli.params import (
     Duration,
@@ -104,6 +105,9 @@ def scrape_command(
 ) -> None:
     """Poll a live dcgm-exporter endpoint (and/or nvidia-smi) and publish each scrape.
 
+    It prints its summary and exits 1 when no poll succeeded (every source failed every time),
+    so a script or a service manager sees a collector that collects nothing.
+
     Example: fleetlog scrape --dcgm http://gpu-node-1:9400/metrics --interval 10s
     --to kafka://127.0.0.1:9092
     """
@@ -113,6 +117,10 @@ def scrape_command(
                      to=target, node=node, topic_prefix=topic_prefix,
                      progress=_say if sys.stderr.isatty() else None)
     render(summary, fmt)
+    if summary["ok_polls"] == 0:
+        polls = f"{summary['polls']} poll" + ("" if summary["polls"] == 1 else "s")
+        raise CommandFailed(f"no poll succeeded ({polls}); the last error: "
+                            f"{summary['last_error']}")
 
 
 def _say(line: str) -> None:

@@ -93,7 +93,9 @@ def _check_size(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Cap on DuckDB's buffer pool in the writer (it would otherwise keep what it "
               "wrote, up to 80% of RAM).")
 @metrics_port_option
-@output_options
+# A table: an operator watches ingestion run (live on a terminal) and reads its summary;
+# scripts ask --json, which adds the per-partition detail.
+@output_options(default="table")
 def ingest_command(
     bootstrap: str | None, topic_prefix: str | None, db: Path, topics: tuple[str, ...],
     group: str | None, mode: str, until_idle: float | None, source: str | None,
@@ -140,7 +142,7 @@ def ingest_command(
                 memory_limit=memory_limit,
             )
             stats = ingest_kafka(job, settings, progress=metrics.also(live.update))
-    render(stats.to_json(detail=fmt in ("json", "nl")), fmt or "table")
+    render(stats.to_json(detail=fmt in ("json", "nl")), fmt)
 
 
 COMMANDS = [ingest_command]

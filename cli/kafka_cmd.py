@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
+from fleetlog.cli.errors import EXIT_NOT_ANSWERING
 from fleetlog.cli.output import output_options, render
 from fleetlog.cli.params import Duration, kafka_dir_option
 from fleetlog.ingest.kafka import broker
@@ -42,7 +45,7 @@ def up_command(
     """
     state = broker.up(data_dir, port=port, controller_port=controller_port, timeout_s=timeout,
                       heap=heap)
-    render(state.to_json(), fmt)
+    render(_readable(state.to_json()), fmt)
 
 
 @kafka_group.command("down")
@@ -63,9 +66,23 @@ def down_command(data_dir: Path | None, fmt: str | None) -> None:
 def status_command(data_dir: Path | None, fmt: str | None) -> None:
     """Report the bootstrap address, pid, log file and whether the broker answers.
 
+    Exits 0 when the broker answers, 3 when none is running or it does not answer (the status
+    is printed either way), so a script can test it: fleetlog kafka status >/dev/null || ...
+
     Example: fleetlog kafka status --json
     """
-    render(broker.status(data_dir), fmt)
+    status = broker.status(data_dir)
+    render(_readable(status), fmt)
+    if not status["answering"]:
+        click.get_current_context().exit(EXIT_NOT_ANSWERING)
+
+
+def _readable(state: dict[str, Any]) -> dict[str, Any]:
+    """The broker's state with its start as a time (ISO 8601, UTC), not Unix seconds."""
+    started = state.get("started_at")
+    if isinstance(started, int | float):
+        return {**state, "started_at": datetime.fromtimestamp(started, UTC)}
+    return state
 
 
 COMMANDS = [kafka_group]

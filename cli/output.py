@@ -1,36 +1,73 @@
-"""One renderer for every command: JSON by default (for scripts), --table for people, --csv and
---nl (newline-delimited JSON) for pipes. Commands return plain data and never print themselves."""
+"""One renderer for every command: JSON (for scripts), --table for people (drawn by
+``cli.tables``), --csv and --nl (newline-delimited JSON) for pipes. Commands return plain data and
+never print themselves; each states its default output in its help (``output_options``)."""
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar, cast, overload
 
 import click
+
+from fleetlog.cli.cells import cell_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("json", "table", "csv", "nl")
 
 
-def output_options(func: F) -> F:
-    """Adds --json/--table/--csv/--nl (mutually exclusive; JSON when none is given)."""
-    for flag, fmt, text in reversed(
-        [
-            ("--json", "json", "Output JSON (the default)."),
-            ("--table", "table", "Output a table for people."),
-            ("--csv", "csv", "Output CSV."),
-            ("--nl", "nl", "Output newline-delimited JSON, one object per line."),
-        ]
-    ):
-        func = click.option(flag, "fmt", flag_value=fmt, help=text)(func)
-    return func
+_HELP: Final = {
+    "json": "Output JSON.",
+    "table": "Output a table for people.",
+    "csv": "Output CSV.",
+    "nl": "Output newline-delimited JSON, one object per line.",
+}
+
+
+@overload
+def output_options(func: F) -> F: ...
+
+
+@overload
+def output_options(
+    *, default: str | None = "json", help_texts: Mapping[str, str] | None = None,
+) -> Callable[[F], F]: ...
+
+
+def output_options(
+    func: F | None = None, *, default: str | None = "json",
+    help_texts: Mapping[str, str] | None = None,
+) -> F | Callable[[F], F]:
+    """Adds --json/--table/--csv/--nl (mutually exclusive). ``default`` is the command's real
+    output when none is given: the callback receives it as ``fmt`` and its help says "(the
+    default)", so the help never claims JSON for a command that prints a table.
+    ``help_texts`` replaces a flag's text (e.g. ``explain``'s --table is prose);
+    ``default=None`` leaves ``fmt`` None for a command whose default depends on how it runs
+    (``sql``: JSON for a QUERY, a table at the prompt), and its ``help_texts`` say so."""
+
+    def decorate(command: F) -> F:
+        texts = {**_HELP, **(help_texts or {})}
+        if default is not None and "the default" not in texts[default]:
+            texts[default] = texts[default].removesuffix(".") + " (the default)."
+
+        @functools.wraps(command)
+        def with_default(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("fmt") is None:
+                kwargs["fmt"] = default
+            return command(*args, **kwargs)
+
+        decorated: Any = with_default
+        for fmt in reversed(FORMATS):
+            decorated = click.option(f"--{fmt}", "fmt", flag_value=fmt, help=texts[fmt])(decorated)
+        return cast(F, decorated)
+
+    return decorate(func) if func is not None else decorate
 
 
 def _default(value: Any) -> Any:
@@ -69,16 +106,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ", timespec="seconds")
-    if isinstance(value, list | dict):
-        return to_json(value, indent=None)
-    return str(value)
+def _flat(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``row`` with nested mappings spread into ``parent.child`` columns (CSV has no nesting)."""
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def render(
@@ -100,36 +136,17 @@ def render(
         for row in rows if rows is not None else [data]:
             out(to_json(row, indent=None))
     elif fmt == "csv":
-        table = rows if rows is not None else [data]
-        cols = list(columns or (table[0].keys() if table else []))
+        table: list[Mapping[str, Any]] = rows if rows is not None else [data]
+        if columns is None:  # the columns are the rows' keys: nested mappings spread out
+            table = [_flat(row) for row in table]
+        cols = list(columns or dict.fromkeys(key for row in table for key in row))
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(cols)
         for row in table:
-            writer.writerow([_cell(row.get(c)) for c in cols])
+            writer.writerow([cell_text(row.get(c), exact=True) for c in cols])
         out(buffer.getvalue().rstrip("\n"))
     else:
-        _render_table(rows if rows is not None else None, data, columns, title)
+        from fleetlog.cli.tables import print_table
 
-
-def _render_table(
-    rows: list[Mapping[str, Any]] | None, data: Any, columns: Sequence[str] | None,
-    title: str | None,
-) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(file=sys.stdout, soft_wrap=False)
-    table = Table(title=title, show_lines=False)
-    if rows is None:
-        table.add_column("key")
-        table.add_column("value")
-        for key, value in (data.items() if isinstance(data, Mapping) else [("value", data)]):
-            table.add_row(str(key), _cell(value))
-    else:
-        cols = list(columns or (rows[0].keys() if rows else []))
-        for col in cols:
-            table.add_column(col)
-        for row in rows:
-            table.add_row(*[_cell(row.get(c)) for c in cols])
-    console.print(table)
+        print_table(rows, data, columns, title)

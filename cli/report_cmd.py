@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from fleetlog.analysis.report import FORMATS, run_every, write_report
-from fleetlog.cli.output import output_options, render, to_json
+from fleetlog.cli.output import output_options, render
 from fleetlog.cli.params import Duration, db_option, until_option
 
 
@@ -24,7 +24,7 @@ from fleetlog.cli.params import Duration, db_option, until_option
               help="Comma-separated: html, md, json.")
 @click.option("--every", "every_s", type=Duration(), default=None,
               help="Repeat on this schedule (e.g. 1h) until SIGTERM/SIGINT.")
-@output_options
+@output_options(help_texts={"json": "Output JSON (the default; one line per report with --every)."})
 def report_command(
     db: tuple[Path, ...], out: Path, window_s: float, until: datetime | None, formats: str,
     every_s: float | None, fmt: str | None,
@@ -48,7 +48,7 @@ def report_command(
     if every_s is None:
         render(make(), fmt)
         return
-    run_every(every_s, make, lambda result: click.echo(to_json(result, indent=None)))
+    run_every(every_s, make, lambda result: render(result, "nl" if fmt == "json" else fmt))
 
 
 COMMANDS = [report_command]

@@ -100,14 +100,15 @@ def simulate_command(
 
 
 @click.command("scenarios")
-@output_options
+# One object per line: a list to grep or feed to jq line by line, and short enough to read.
+@output_options(default="nl")
 def scenarios_command(fmt: str | None) -> None:
     """List the simulation scenarios, one line each (name and what it injects).
 
     Example: fleetlog scenarios --table
     """
     rows = [{"scenario": s.name, "what": s.summary} for s in SCENARIOS.values()]
-    render(rows, fmt or "nl")
+    render(rows, fmt)
 
 
 COMMANDS = [simulate_command, scenarios_command]

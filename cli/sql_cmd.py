@@ -43,7 +43,9 @@ def _memory_limit(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option("--max-rows", type=click.IntRange(min=0), default=None, metavar="N",
               help=f"Print at most N rows and say how many more there were (default: "
               f"{TABLE_MAX_ROWS} for --table and the prompt, all otherwise; 0: no limit).")
-@output_options
+@output_options(default=None, help_texts={
+    "json": "Output JSON (the default for a QUERY).",
+    "table": "Output a table for people (the default at the prompt)."})
 def sql_command(db: tuple[Path, ...], query: str | None, timeout_s: float, memory_limit: str,
                 max_rows: int | None, fmt: str | None) -> None:
     """Run a read-only SQL query over the public views; no QUERY opens a prompt.

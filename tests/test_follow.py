@@ -105,7 +105,7 @@ def test_metrics_are_served_over_http_while_analyze_follow_runs(
                 seen = _scrape(url)
             except OSError:
                 seen = {}
-            if seen.get("fleetlog_detection_latency_seconds_count", 0) >= 1 and any(
+            if seen.get("fleetlog_detection_event_lag_seconds_count", 0) >= 1 and any(
                     name.startswith("fleetlog_incidents_open{") for name in seen):
                 break
             runner.join(timeout=0.5)
@@ -167,3 +167,47 @@ def test_live_analysis_waits_for_the_job_stream_too() -> None:
                          time_us=t0 + 90_000_000, source="t")
     live.landed([later, _scrape_of("r1", t0 + 95_000_000)], new=2, dead_letters=0)
     assert live.watermark_us() == t0 + 90_000_000
+
+
+@pytest.mark.slow
+def test_wall_lag_is_measured_only_on_a_live_stream(tmp_path: Path) -> None:
+    """A simulated January analysed later has no wall-clock latency (it would be the distance
+    between two clocks: 334 days in issue #22): the wall lag is None, the event lag stands, and
+    the summary says how far the stream's clock is behind. The same cluster simulated up to now
+    is live, and its wall lag is measured."""
+    from datetime import UTC, datetime, timedelta
+
+    from fleetlog.analysis.follow import LIVE_AHEAD_S, LIVE_BEHIND_S, LiveAnalysis, is_live
+
+    us = 1_000_000
+    assert is_live(0, int(LIVE_BEHIND_S) * us) and not is_live(0, int(LIVE_BEHIND_S) * us + 1)
+    assert is_live(int(LIVE_AHEAD_S) * us, 0) and not is_live(int(LIVE_AHEAD_S) * us + 1, 0)
+
+    def followed(start: datetime, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        db = tmp_path / f"{name}.duckdb"
+        config = SimConfig(nodes=8, hours=1.0, seed=4, scenario="gpu_hw", start=start)
+        simulate(config, ("duckdb", str(db)))
+        rows: list[dict[str, Any]] = []
+        live = LiveAnalysis(on_incident=rows.append, recommend=False)
+        con = open_store(db)
+        try:
+            newest = con.execute("SELECT max(epoch_us(ts)) FROM event_log").fetchone()
+            assert newest is not None
+            live.landed([_scrape_of("r1", int(newest[0]))], new=1, dead_letters=0)
+            live.turn(con, last=True)
+        finally:
+            con.close()
+        assert rows, "the simulated faults were found"
+        return live.stats.summary(), rows
+
+    summary, rows = followed(datetime(2026, 1, 5, tzinfo=UTC), "january")
+    assert all(row["wall_lag_s"] is None and row["event_lag_s"] >= 0 for row in rows)
+    assert summary["wall_lag_median_s"] is None and summary["event_lag_median_s"] is not None
+    assert summary["stream_behind_wall_s"] > LIVE_BEHIND_S
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    summary, rows = followed(now - timedelta(hours=1), "live")
+    assert all(row["wall_lag_s"] is not None for row in rows)
+    assert all(row["wall_lag_s"] >= row["event_lag_s"] for row in rows)
+    assert summary["wall_lag_median_s"] is not None
+    assert 0 <= summary["stream_behind_wall_s"] <= LIVE_BEHIND_S

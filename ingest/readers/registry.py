@@ -63,9 +63,11 @@ def head_text(data: bytes) -> str:
     return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
-def detect_format(path: Path, data: bytes | None = None) -> str:
+def detect_format(path: Path, data: bytes | None = None,
+                  opts: ReadOptions | None = None) -> str:
     """The format of ``path`` from its content (``data``: its bytes, read already), or
-    ``UnknownFormat`` saying what to pass."""
+    ``UnknownFormat`` saying which ``--format`` reads it, or that none does (tried with
+    ``opts``, the user's options)."""
     if data is None:
         if inputs.kind(path) == "folder":
             if sysfs_ib.sniff_path(path):
@@ -80,9 +82,34 @@ def detect_format(path: Path, data: bytes | None = None) -> str:
     for name, sniff in _SNIFFERS:
         if sniff(head):
             return name
-    raise UnknownFormat(
-        f"cannot tell the format of {path}: pass --format (one of {', '.join(FORMATS)})"
-    )
+    opts = opts or ReadOptions()
+    readable = _formats_that_read(path, data, opts)
+    if readable:
+        raise UnknownFormat(f"cannot tell the format of {path} from its content: --format "
+                            f"{' or --format '.join(readable)} reads events from it")
+    headerless = "" if opts.fields else (" (a sacct or nvidia-smi CSV without its header line "
+                                         "is read with --format and --fields)")
+    raise UnknownFormat(f"{path} is in none of the formats fleetlog reads: none of "
+                        f"{', '.join(FORMATS)} recognised it{headerless}")
+
+
+def _formats_that_read(path: Path, data: bytes, opts: ReadOptions) -> list[str]:
+    """The file formats whose reader makes at least one event of the input's first 64 KiB (its
+    whole lines): what to suggest when no signature matched. An input none of them reads (sinfo
+    or squeue output, a CSV of something else) gets no "pass --format" that leads nowhere."""
+    head = data[:_HEAD_BYTES]
+    if len(data) > _HEAD_BYTES and b"\n" in head:
+        head = head[: head.rindex(b"\n") + 1]
+    readable = []
+    for name, read in READERS.items():
+        if name == "sysfs-ib":
+            continue  # a folder's format: a file reaches it only by its signature
+        try:
+            if read(path, opts, head).events:
+                readable.append(name)
+        except ReaderError:
+            continue  # this format cannot read it (or needs options only the user can give)
+    return readable
 
 
 def read_path(path: Path, fmt: str, opts: ReadOptions) -> ReadResult:
@@ -101,7 +128,7 @@ def read_path(path: Path, fmt: str, opts: ReadOptions) -> ReadResult:
                                   "--format sysfs-ib)")
             return sysfs_ib.read(path, opts)
         data = inputs.read_input(path)
-        name = detect_format(path, data) if fmt == "auto" else fmt
+        name = detect_format(path, data, opts) if fmt == "auto" else fmt
         return READERS[name](path, opts, data)
     except OSError as exc:
         raise ReaderError(f"cannot read {path}: {exc.strerror or exc}") from exc

@@ -46,7 +46,8 @@ def parse_interval(text: str) -> float:
 @dataclass
 class ScrapeStats:
     polls: int = 0
-    failed_polls: int = 0
+    ok_polls: int = 0  # polls where at least one source answered (`fleetlog scrape` fails on 0)
+    failed_polls: int = 0  # failures, one per source that failed in a poll
     last_error: str | None = None
     events: int = 0
     gpu_rows: int = 0
@@ -127,6 +128,7 @@ def scrape(
                 stats.per_source[result.format] = (
                     stats.per_source.get(result.format, 0) + len(result.events))
             stats.polls += 1
+            stats.ok_polls += bool(results)
             if progress:
                 progress(f"poll {stats.polls} at {datetime.fromtimestamp(started, UTC):%H:%M:%S}"
                          f": {sum(len(r.events) for r in results)} events"

@@ -59,7 +59,7 @@ def test_init_creates_a_store_and_reports_json(tmp_path: Path) -> None:
 
 def test_kafka_status_without_a_broker(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["kafka", "status", "--data-dir", str(tmp_path), "--json"])
-    assert result.exit_code == 0
+    assert result.exit_code == 3  # no broker answers (docs/commands.md, exit codes)
     status = json.loads(result.output)
     assert status["running"] is False
     assert status["bootstrap"] is None

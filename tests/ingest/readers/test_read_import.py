@@ -104,8 +104,9 @@ def test_auto_detection_refuses_what_it_cannot_map(tmp_path: Path, relative: str
     code, _, err = run("import", "--to", f"duckdb:{tmp_path / 'f.duckdb'}", capture(relative))
     assert code == 1
     assert err.strip().splitlines() == [
-        f"Error: cannot tell the format of {capture(relative)}: pass --format (one of dcgm, "
-        "nvidia-smi-csv, nvidia-smi-xml, kmsg, sacct, perfquery, sysfs-ib, jsonl)"]
+        f"Error: {capture(relative)} is in none of the formats fleetlog reads: none of dcgm, "
+        "nvidia-smi-csv, nvidia-smi-xml, kmsg, sacct, perfquery, sysfs-ib, jsonl recognised it "
+        "(a sacct or nvidia-smi CSV without its header line is read with --format and --fields)"]
 
 
 def test_dead_letters_keep_file_line_and_reason(tmp_path: Path) -> None:

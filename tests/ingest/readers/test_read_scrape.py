@@ -62,7 +62,8 @@ def test_scrape_polls_and_lands_each_scrape(tmp_path: Path,
                          "--to", f"duckdb:{db}")
     assert code == 0, err
     assert len(hits) == 3
-    assert (out["polls"], out["failed_polls"], out["events"], out["gpu_rows"]) == (3, 1, 2, 2)
+    assert (out["polls"], out["ok_polls"], out["failed_polls"], out["events"],
+            out["gpu_rows"]) == (3, 2, 1, 2, 2)
     assert "500" in out["last_error"]
     rows = query(db, "SELECT node, gpu, sm_clock_mhz, gpu_temp_c FROM gpu_samples ORDER BY ts")
     assert rows == [("424773df46e0", 0, 300.0, 25.0)] * 2
@@ -79,8 +80,8 @@ def test_a_scrape_beyond_the_input_limit_is_a_failed_poll(
     url, _ = exporter
     code, out, err = run("scrape", "--dcgm", url, "--count", "1", "--to",
                          f"duckdb:{tmp_path / 'live.duckdb'}")
-    assert code == 0, err
-    assert (out["polls"], out["failed_polls"], out["events"]) == (1, 1, 0)
+    assert code == 1, err  # its only poll failed: nothing was collected
+    assert (out["polls"], out["ok_polls"], out["failed_polls"], out["events"]) == (1, 0, 1, 0)
     assert out["last_error"] == (f"{url}: the answer is larger than 1,000 bytes, the limit of "
                                  "one input")
 
