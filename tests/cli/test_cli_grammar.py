@@ -216,7 +216,7 @@ def test_two_errors_in_a_row_are_two_lines(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["sample-sinfo-output.txt", "sample-squeue-output.txt"])
 def test_import_says_no_format_reads_sinfo_or_squeue(tmp_path: Path, name: str) -> None:
     path = DATA / "slurm" / name
-    result = _run("import", "--db", tmp_path / "x.duckdb", path)
+    result = _run("import", "--to", f"duckdb:{tmp_path / 'x.duckdb'}", path)
     assert result.exit_code == 1
     assert result.stderr == (
         f"Error: {path} is in none of the formats fleetlog reads: none of dcgm, nvidia-smi-csv, "
@@ -231,10 +231,11 @@ def test_import_names_the_format_that_reads_what_it_could_not_tell(tmp_path: Pat
     path = tmp_path / "sacct-noheader.txt"
     path.write_text("9|FAILED|2025-01-01T00:00:00|2025-01-01T00:01:00\n")
     fields = ("--fields", "JobID,State,Start,End", "--tz", "UTC")
-    result = _run("import", "--db", tmp_path / "x.duckdb", *fields, path)
+    result = _run("import", "--to", f"duckdb:{tmp_path / 'x.duckdb'}", *fields, path)
     assert result.exit_code == 1
     assert result.stderr == (f"Error: cannot tell the format of {path} from its content: "
                              "--format sacct reads events from it\n")
-    landed = _run("import", "--db", tmp_path / "x.duckdb", *fields, "--format", "sacct", path)
+    landed = _run("import", "--to", f"duckdb:{tmp_path / 'x.duckdb'}", *fields,
+                  "--format", "sacct", path)
     assert landed.exit_code == 0, landed.output
     assert json.loads(landed.stdout)["events_read"] == 2
