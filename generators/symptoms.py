@@ -130,20 +130,22 @@ def _jitter(sim: World) -> int:
     return _between(sim, 0.5, sim.config.interval_s - 0.5)
 
 
-def _note(shape: Shape, f: Fault, text: str) -> None:
+def _note(shape: Shape | None, f: Fault, text: str) -> None:
     """Add to the truth's ``detail`` how this fault was shaped (``xid48: no precursor, ...``),
     where the shape varies per fault."""
-    if shape.notes:
+    if shape is not None and shape.notes:
         f.detail = f"{f.detail}, {text}" if f.detail else f"{f.variant}: {text}"
 
 
 def _precursor(sim: World, f: Fault, shape: Shape, kind: str, column: str, index: int,
-               t0: int, t1: int, rates: tuple[float, float]) -> None:
+               t0: int, t1: int, rates: tuple[float, float], *, note: bool = True) -> None:
     """A counter rising on one GPU (``counter``) or port (``port_counter``) from ``t0`` to
     ``t1``: a ramp from ``rates[0]`` to ``rates[1]`` per scrape, or (in a share) 2-6 bursts.
     A ramp of at least one per scrape shows in every scrape; a slower one (a trickle) skips
-    scrapes, and then its first scrape is made to show one: the onset the truth names."""
+    scrapes, and then its first scrape is made to show one: the onset the truth names.
+    ``note``: say its shape in the truth's detail (once per fault, not per port or burst)."""
     where = _index(index)
+    shown = shape if note else None
     if shape.chance(sim.rng_fault, "bursty") and t1 > t0:
         sim.tel.add(Overlay(f, kind, where, t0, t0, column=column))
         count = int(sim.rng_fault.integers(BURSTS[0], BURSTS[1] + 1))
@@ -154,7 +156,7 @@ def _precursor(sim: World, f: Fault, shape: Shape, kind: str, column: str, index
             rate = max(1.0, rates[1] * 5)
             sim.tel.add(Overlay(f, kind, where, tb, tb + _us(scrapes * dt), column=column,
                                 rate0=rate, rate1=rate))
-        _note(shape, f, f"{column} in {count} bursts over {(t1 - t0) / 6e7:.1f} min")
+        _note(shown, f, f"{column} in {count} bursts over {(t1 - t0) / 6e7:.1f} min")
     else:
         trickle = min(rates) < 1.0
         if trickle:
@@ -162,7 +164,7 @@ def _precursor(sim: World, f: Fault, shape: Shape, kind: str, column: str, index
         sim.tel.add(Overlay(f, kind, where, t0, t1, column=column, rate0=rates[0],
                             rate1=rates[1], floor=0 if trickle else 1))
         per_hour = 3600.0 / sim.config.interval_s
-        _note(shape, f, f"{column} {rates[0] * per_hour:.0f} -> {rates[1] * per_hour:.0f} per "
+        _note(shown, f, f"{column} {rates[0] * per_hour:.0f} -> {rates[1] * per_hour:.0f} per "
                         f"hour over {(t1 - t0) / 6e7:.1f} min")
     f.symptom(t0)
 
@@ -396,16 +398,19 @@ def sdc(sim: World, f: Fault, shape: Shape) -> None:
         gpu = _job_gpu(sim, job)
         sim.tel.bump("sram_ecc_total", [gpu], float(sim.rng_fault.integers(1, 4)))
         corrupt_at += _us(_draw(sim, shape, "sdc", "hint_lead"))
+        job.faults.append(f)  # in play from now: no other job fault picks the job
         _note(shape, f, f"SRAM corrections on {sim.topo.gpu_entity(gpu)} "
                         f"{(corrupt_at - sim.now_us) / 6e7:.1f} min before")
     epoch = job.epoch
 
     def corrupt() -> None:
-        if job.epoch == epoch and job.state == "running":
+        if job.epoch != epoch:  # the job failed first (another fault): no corruption showed
+            sim.injector.finish(f, sim.now_us)
+        elif job.state != "running":  # checkpointing: the next steps carry it
+            sim.after(sim.config.interval_us, corrupt)
+        else:
             sim.sched.corrupt(job, f, f.variant, (low, high), (int(reports.lo), int(reports.hi)),
                               ramp)
-        else:  # the job failed or stopped first: the corruption never showed
-            sim.injector.finish(f, sim.now_us)
 
     _at(sim, corrupt_at, corrupt)
 
@@ -438,10 +443,10 @@ def software(sim: World, f: Fault, shape: Shape) -> None:
         return
     lead = _us(_draw(sim, shape, "software", "lead"))
     epoch = job.epoch
+    job.faults.append(f)  # the job has a fault in play: no other job fault picks it
     if kind == "software_loss_spike":
         spike = _draw(sim, shape, "software", "spike")
-        job.loss_factor = spike
-        f.symptom(sim.now_us)
+        job.loss_factor = spike  # the first step report carrying it is the onset
         _note(shape, f, f"loss x{spike:.1f} for {lead / 6e7:.1f} min first")
     elif kind == "software_stall":
         sim.sched.hang(job, f, lead / 1e6 + 3600.0, *NCCL_WATCHDOG)
@@ -456,6 +461,7 @@ def software(sim: World, f: Fault, shape: Shape) -> None:
         _note(shape, f, f"steps {slowdown:.0%} slower for {lead / 6e7:.1f} min first")
 
     def exception() -> None:
+        f.symptom(sim.now_us)
         sim.tel.clear(f)
         job.loss_factor = 1.0
         if job.epoch == epoch:
@@ -482,6 +488,7 @@ def nccl_hang(sim: World, f: Fault, shape: Shape) -> None:
         picked = sim.rng_fault.choice(len(job.nodes), size=count, replace=False)
         nodes = tuple(job.nodes[int(i)] for i in picked)
         slowdown = _draw(sim, shape, "nccl_hang", "slowdown")
+        job.faults.append(f)  # in play from now: no other job fault picks the job
         t0 = sim.next_tick(sim.now_us)
         sim.tel.add(Overlay(f, "slow", _index(), t0, t0, clock=1.0 / (1.0 + slowdown),
                             nodes=nodes))
@@ -494,8 +501,11 @@ def nccl_hang(sim: World, f: Fault, shape: Shape) -> None:
 
     def hang() -> None:
         sim.tel.clear(f)
-        if job.epoch != epoch or job.state != "running":
+        if job.epoch != epoch:  # the job failed first (another fault): the hang never came
             sim.injector.finish(f, sim.now_us)
+            return
+        if job.state != "running":  # checkpointing: the next collective hangs
+            sim.after(sim.config.interval_us, hang)
             return
         sim.sched.hang(job, f, timeout_s, exit_code, reason)
         f.symptom(sim.next_tick(sim.now_us))
@@ -542,12 +552,12 @@ def _cable(sim: World, f: Fault, shape: Shape) -> None:
         symbol = _rates(sim, shape, "network", ("symbol_start", "symbol_end"))
         recovery = (_rates(sim, shape, "network", ("recovery_start", "recovery_end"))
                     if shape.chance(sim.rng_fault, "cable_recovery_errors") else None)
-        for start, burst in bursts:
+        for i, (start, burst) in enumerate(bursts):
             _precursor(sim, f, shape, "port_counter", "symbol_error", port, start, burst[-1],
-                       symbol)
+                       symbol, note=i == 0)
             if recovery is not None:
                 _precursor(sim, f, shape, "port_counter", "link_error_recovery", port, start,
-                           burst[-1], recovery)
+                           burst[-1], recovery, note=i == 0)
         slowdown = _draw(sim, shape, "network", "slowdown")
         if slowdown > 1.01:
             tel.add(Overlay(f, "slow", _index(), t0, t0, clock=1.0 / slowdown, nodes=(node,)))
@@ -606,8 +616,12 @@ def _leaf_down(sim: World, f: Fault, shape: Shape) -> None:
         noisy = sim.rng_fault.choice(node_ports, size=count, replace=False)
         rates = _rates(sim, shape, "network", ("switch_symbol_start", "switch_symbol_end"))
         for port in noisy.tolist():
-            _precursor(sim, f, shape, "port_counter", "symbol_error", int(port), t0, t_down, rates)
-        _note(shape, f, f"symbol errors on {count} of its ports first")
+            _precursor(sim, f, shape, "port_counter", "symbol_error", int(port), t0, t_down,
+                       rates, note=False)
+        per_hour = 3600.0 / sim.config.interval_s
+        _note(shape, f, f"symbol errors on {count} of its ports first ({rates[0] * per_hour:.0f}"
+                        f" -> {rates[1] * per_hour:.0f} per hour over {(t_down - t0) / 6e7:.1f}"
+                        " min)")
         f.end_us = repair_time(sim, f, t_down)
     stagger = 0.0
     if shape.chance(sim.rng_fault, "switch_staggered"):

@@ -406,6 +406,8 @@ class Scheduler:
         loss = loss_curve(step) + 0.01 * float(self.rng.standard_normal())
         if job.loss_factor != 1.0:  # a software fault's loss spike before its exception
             loss *= job.loss_factor
+            for fault in job.faults:
+                fault.symptom(at)
         if job.sdc_mode:
             at = min(t_us, max(at, job.sdc_since_us + 1))
             if job.sdc_mode == "nan":
