@@ -242,7 +242,11 @@ class _Diagnosis:
             by_switch[str(f.attrs.get("switch", ""))].append(f)
         node_ports = self.topo.leaf_node_ports()
         leftover: list[Finding] = []
-        for switch, group in sorted(by_switch.items()):
+        # leaves first: a dead leaf's uplinks go down with it, and their far ends (spine ports)
+        # are its evidence, not a spine of their own
+        for switch, group in sorted(by_switch.items(), key=lambda kv: (kv[0] not in node_ports,
+                                                                       kv[0])):
+            group = self._far_ends(group)
             ports = node_ports.get(switch, {})
             need = max(3, math.ceil(0.5 * len(ports))) if ports else 3
             group = sorted(group, key=lambda f: (f.onset_us, f.entity))
@@ -266,17 +270,24 @@ class _Diagnosis:
                                            scores, nodes=set(ports.values())))
                 taken = {id(f) for f in best}
                 group = [f for f in group if id(f) not in taken]
-        # The far ends of a dead switch's uplinks (spine ports facing it) go down with it.
-        dead = [i for i in self.incidents if i.root.startswith("switch:")]
+        self.release(self._far_ends(leftover))
+
+    def _far_ends(self, downs: list[Finding]) -> list[Finding]:
+        """The far ends of a dead switch's uplinks (spine ports facing it) go down with it,
+        within its spread: its evidence. Returns the other ``downs``."""
+        died = {id(i): min(g.onset_us for g in i.findings if g.kind == "link_down")
+                for i in self.incidents if i.root.startswith("switch:")}
+        dead = [i for i in self.incidents if id(i) in died]
+        spread = max(SWITCH_DOWN_SPREAD, 2 * self.interval)
         rest = []
-        for f in leftover:
+        for f in downs:
             owner = next((i for i in dead if f.attrs.get("peer") == i.root
-                          and abs(f.onset_us - i.start_us) <= 2 * self.interval), None)
+                          and -2 * self.interval <= f.onset_us - died[id(i)] <= spread), None)
             if owner is None:
                 rest.append(f)
             else:
                 owner.add(f)
-        self.release(rest)
+        return rest
 
     def _switch_warning(self, switch: str, died_us: int) -> list[Finding]:
         """Error counters rising on several of a dead switch's ports in the hour before it

@@ -376,6 +376,15 @@ def _job(sim: World, f: Fault) -> Job:
     return sim.sched.jobs[f.job]
 
 
+def _before_the_end(sim: World, job: Job, lead_us: int) -> int:
+    """``lead_us``, cut to half the steps the job has left (at its usual pace), so a precursor
+    ends in the fault it announces and not in the job completing first."""
+    if job.total_steps is None:
+        return lead_us
+    left_us = (job.total_steps - job.progress) * job.base_step_s * 1e6
+    return max(_us(1.0), min(lead_us, round(left_us / 2)))
+
+
 def _job_gpu(sim: World, job: Job) -> int:
     """One GPU of the job's, drawn."""
     node = job.nodes[int(sim.rng_fault.integers(len(job.nodes)))]
@@ -397,7 +406,7 @@ def sdc(sim: World, f: Fault, shape: Shape) -> None:
     if job.nodes and shape.chance(sim.rng_fault, "sdc_sram_hint"):
         gpu = _job_gpu(sim, job)
         sim.tel.bump("sram_ecc_total", [gpu], float(sim.rng_fault.integers(1, 4)))
-        corrupt_at += _us(_draw(sim, shape, "sdc", "hint_lead"))
+        corrupt_at += _before_the_end(sim, job, _us(_draw(sim, shape, "sdc", "hint_lead")))
         job.faults.append(f)  # in play from now: no other job fault picks the job
         _note(shape, f, f"SRAM corrections on {sim.topo.gpu_entity(gpu)} "
                         f"{(corrupt_at - sim.now_us) / 6e7:.1f} min before")
@@ -441,7 +450,7 @@ def software(sim: World, f: Fault, shape: Shape) -> None:
         sim.sched.fail(job, code, reason, f)
         sim.injector.finish(f, sim.now_us)
         return
-    lead = _us(_draw(sim, shape, "software", "lead"))
+    lead = _before_the_end(sim, job, _us(_draw(sim, shape, "software", "lead")))
     epoch = job.epoch
     job.faults.append(f)  # the job has a fault in play: no other job fault picks it
     if kind == "software_loss_spike":
@@ -493,7 +502,8 @@ def nccl_hang(sim: World, f: Fault, shape: Shape) -> None:
         sim.tel.add(Overlay(f, "slow", _index(), t0, t0, clock=1.0 / (1.0 + slowdown),
                             nodes=nodes))
         f.symptom(t0)
-        hang_at = t0 + _us(_draw(sim, shape, "nccl_hang", "slow_lead"))
+        hang_at = t0 + _before_the_end(sim, job, _us(_draw(sim, shape, "nccl_hang",
+                                                             "slow_lead")))
         _note(shape, f, f"{count} node(s) {slowdown:.0%} slower for "
                         f"{(hang_at - t0) / 6e7:.1f} min first")
     _note(shape, f, f"timeout {timeout_s / 60:.0f} min")
