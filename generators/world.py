@@ -11,7 +11,10 @@ for its types, so imports go one way, each line importing only from the lines ab
     telemetry, faults      the sampled state; the plan (PlannedFault) and Fault, a data record
     jobs                   Job, a data record, and the job mix
     world                  these Protocols
-    symptoms, workload     the parts, typed against the Protocols
+    steps                  the building blocks of the fault steps
+    job_symptoms, network_symptoms, workload
+                           the parts, typed against the Protocols
+    symptoms               every category's steps (the GPU, host, rack, storage ones here)
     failslow               fail-slow kinds
     confounders            look-alikes of faults that are not faults
     injector               picks targets and runs the symptoms

@@ -9,8 +9,9 @@ import math
 import numpy as np
 import pytest
 
+from fleetlog.generators.job_symptoms import HANG_KILLS, NCCL_WATCHDOG, SOFTWARE_FAILURES
 from fleetlog.generators.shapes import Range, Shape
-from fleetlog.generators.symptoms import HANG_KILLS, NCCL_WATCHDOG, SOFTWARE_FAILURES, SYMPTOMS
+from fleetlog.generators.symptoms import SYMPTOMS
 from fleetlog.generators.template import TEMPLATE
 from fleetlog.generators.wide import RANGES, WIDE
 from fleetlog.ingest import contract as c
