@@ -265,9 +265,20 @@ class _Diagnosis:
                 scores = {("network", c.switch_entity(switch)): 0.85,
                           ("network", best[0].entity): 0.1,
                           ("nic", str(best[0].attrs.get("peer") or best[0].entity)): 0.05}
+                incident = _new("network", c.switch_entity(switch), best, scores,
+                                nodes=set(ports.values()))
                 warning = self._switch_warning(switch, best[0].onset_us)
-                self.incidents.append(_new("network", c.switch_entity(switch), warning + best,
-                                           scores, nodes=set(ports.values())))
+                for f in warning:
+                    incident.add(f)
+                if warning:
+                    # it began warning when its SWITCH_WARNING_PORTS-th port began erroring: an
+                    # earlier increment on one port (a benign blip in the long window) is not it
+                    first: dict[str, int] = {}
+                    for f in warning:
+                        first[f.entity] = min(f.onset_us, first.get(f.entity, f.onset_us))
+                    began = sorted(first.values())[SWITCH_WARNING_PORTS - 1]
+                    incident.start_us = min(incident.start_us, began)
+                self.incidents.append(incident)
                 taken = {id(f) for f in best}
                 group = [f for f in group if id(f) not in taken]
         self.release(self._far_ends(leftover))
