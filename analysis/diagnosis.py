@@ -5,8 +5,8 @@ mistaken for many small ones:
 
 1. rack: every (or nearly every) node of one rack stops in the same scrape -> ``rack_power``;
    several nodes of one rack thermally throttled or hot together -> ``cooling``.
-2. leaf switch: most node-facing ports of one leaf go down in the same scrape -> ``network``
-   rooted at ``switch:<leaf>``.
+2. leaf switch: most node-facing ports of one leaf go down within minutes -> ``network``
+   rooted at ``switch:<leaf>`` (with the errors several of its ports showed in the hour before).
 3. storage: checkpoints many times slower than usual in one virtual cluster -> ``storage``.
 4. node: maintenance / went down / stopped reporting with no GPU error first ->
    ``host_maintenance`` or ``host_hw``; stopped reporting while it shows life (kernel lines, job
@@ -58,6 +58,12 @@ NODE_SLOW_KINDS: Final = frozenset({"node_slow", "node_throttled"})
 PORT_KINDS: Final = frozenset({"port_errors", "rcv_errors", "link_down", "port_slow"})
 NODE_KINDS: Final = frozenset({"node_silent", "node_down", "maintenance", "node_fail"})
 JOB_KINDS: Final = frozenset({"job_failed", "job_stalled", "loss_anomaly"})
+# A dying leaf switch loses its ports within minutes, not always in one scrape: link-down starts
+# of several nodes 19, 77 and 252 s apart in the InfiniteHBD trace (../shared/data/faults).
+SWITCH_DOWN_SPREAD: Final = 5 * MIN
+# Errors on this many of its ports within this long before it died are the switch's warning.
+SWITCH_WARNING: Final = 60 * MIN
+SWITCH_WARNING_PORTS: Final = 3
 HARD_KINDS: Final = frozenset({
     "xid", "dbe", "row_remap_failure", "gpu_absent", "node_silent", "node_down", "maintenance",
     "link_down", "node_fail",
@@ -236,15 +242,21 @@ class _Diagnosis:
             by_switch[str(f.attrs.get("switch", ""))].append(f)
         node_ports = self.topo.leaf_node_ports()
         leftover: list[Finding] = []
-        for switch, group in sorted(by_switch.items()):
+        # leaves first: a dead leaf's uplinks go down with it, and their far ends (spine ports)
+        # are its evidence, not a spine of their own
+        for switch, group in sorted(by_switch.items(), key=lambda kv: (kv[0] not in node_ports,
+                                                                       kv[0])):
+            group = self._far_ends(group)
             ports = node_ports.get(switch, {})
             need = max(3, math.ceil(0.5 * len(ports))) if ports else 3
             group = sorted(group, key=lambda f: (f.onset_us, f.entity))
             while group:
-                # The largest set of this switch's ports that went down within two scrapes.
+                # The largest set of this switch's ports that went down within a dying
+                # switch's spread (SWITCH_DOWN_SPREAD).
                 best: list[Finding] = []
+                spread = max(SWITCH_DOWN_SPREAD, 2 * self.interval)
                 for k, f in enumerate(group):
-                    window = [g for g in group[k:] if g.onset_us - f.onset_us <= 2 * self.interval]
+                    window = [g for g in group[k:] if g.onset_us - f.onset_us <= spread]
                     if len({g.entity for g in window}) > len({g.entity for g in best}):
                         best = window
                 if len({f.entity for f in best}) < need:
@@ -253,21 +265,54 @@ class _Diagnosis:
                 scores = {("network", c.switch_entity(switch)): 0.85,
                           ("network", best[0].entity): 0.1,
                           ("nic", str(best[0].attrs.get("peer") or best[0].entity)): 0.05}
-                self.incidents.append(_new("network", c.switch_entity(switch), best, scores,
-                                           nodes=set(ports.values())))
+                incident = _new("network", c.switch_entity(switch), best, scores,
+                                nodes=set(ports.values()))
+                warning = self._switch_warning(switch, best[0].onset_us)
+                for f in warning:
+                    incident.add(f)
+                if warning:
+                    # it began warning when its SWITCH_WARNING_PORTS-th port began erroring: an
+                    # earlier increment on one port (a benign blip in the long window) is not it
+                    first: dict[str, int] = {}
+                    for f in warning:
+                        first[f.entity] = min(f.onset_us, first.get(f.entity, f.onset_us))
+                    began = sorted(first.values())[SWITCH_WARNING_PORTS - 1]
+                    incident.start_us = min(incident.start_us, began)
+                self.incidents.append(incident)
                 taken = {id(f) for f in best}
                 group = [f for f in group if id(f) not in taken]
-        # The far ends of a dead switch's uplinks (spine ports facing it) go down with it.
-        dead = [i for i in self.incidents if i.root.startswith("switch:")]
+        self.release(self._far_ends(leftover))
+
+    def _far_ends(self, downs: list[Finding]) -> list[Finding]:
+        """The far ends of a dead switch's uplinks (spine ports facing it) go down with it,
+        within its spread: its evidence. Returns the other ``downs``."""
+        died = {id(i): min(g.onset_us for g in i.findings if g.kind == "link_down")
+                for i in self.incidents if i.root.startswith("switch:")}
+        dead = [i for i in self.incidents if id(i) in died]
+        spread = max(SWITCH_DOWN_SPREAD, 2 * self.interval)
         rest = []
-        for f in leftover:
+        for f in downs:
             owner = next((i for i in dead if f.attrs.get("peer") == i.root
-                          and abs(f.onset_us - i.start_us) <= 2 * self.interval), None)
+                          and -2 * self.interval <= f.onset_us - died[id(i)] <= spread), None)
             if owner is None:
                 rest.append(f)
             else:
                 owner.add(f)
-        self.release(rest)
+        return rest
+
+    def _switch_warning(self, switch: str, died_us: int) -> list[Finding]:
+        """Error counters rising on several of a dead switch's ports in the hour before it
+        died: its own warning (one part failing), not as many bad cables; taken as its
+        evidence. Errors on one or two of its ports stay theirs (a cable may fail anyway)."""
+        def before(f: Finding) -> bool:
+            return (f.kind in ("port_errors", "rcv_errors")
+                    and str(f.attrs.get("switch") or "") == switch
+                    and died_us - SWITCH_WARNING <= f.onset_us <= died_us)
+
+        ports = {f.entity for f in self.free if before(f)}
+        if len(ports) < SWITCH_WARNING_PORTS:
+            return []
+        return self.take(before)
 
     # ---- 3. storage ---------------------------------------------------------------------------
 
@@ -647,6 +692,15 @@ _REASON_HINTS: Final = (
 )
 
 
+# A failure reason that names an error of the job's own code (an exception class, out of memory,
+# a segfault) is the job's own account of what killed it: it outweighs any one indirect signal
+# (a loss anomaly or a stall, 3.0 each), which a bug can also cause (a bad batch blowing up the
+# loss, a rank stuck before it raises).
+_NAMED_ERROR: Final = re.compile(
+    r"\b[A-Z]\w*(?:Error|Exception)\b|(?i:\bOOM\b|out of memory|segmentation fault|traceback)")
+NAMED_ERROR_WEIGHT: Final = 3.5
+
+
 def _job_scores(cluster: list[Finding]) -> dict[str, float]:
     scores: dict[str, float] = {"software": 0.0, "nccl_hang": 0.0, "sdc": 0.0}
     for f in cluster:
@@ -667,7 +721,8 @@ def _job_scores(cluster: list[Finding]) -> dict[str, float]:
                 scores["nccl_hang"] += 1.0
                 hinted = True
             if not hinted:
-                scores["software"] += 2.0
+                named = _NAMED_ERROR.search(str(f.attrs.get("reason", "")))
+                scores["software"] += NAMED_ERROR_WEIGHT if named else 2.0
             else:
                 scores["software"] += 0.3
     for category in scores:

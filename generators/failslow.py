@@ -21,7 +21,7 @@ import numpy as np
 
 from fleetlog.generators.faults import FAILSLOW_KINDS, Fault
 from fleetlog.generators.shapes import Range, chance
-from fleetlog.generators.symptoms import repair_time
+from fleetlog.generators.steps import repair_time
 from fleetlog.generators.telemetry import Overlay
 from fleetlog.generators.world import World
 from fleetlog.ingest import contract as c

@@ -7,8 +7,9 @@ to the truth topic, with event time = ``start_us``. A fault that showed no sympt
 window is not reported (it was not observable); ``Injector.unobserved`` counts them. Faults still
 open at the end of the window are reported with their planned repair time.
 
-The steps a fault runs: its fail-slow kind's (``failslow``) if it is one, else its category's,
-in the wide shapes (``wide``) under ``--shapes wide``, in the template (``symptoms``) otherwise.
+The steps a fault runs: its fail-slow kind's (``failslow``) if it is one, else its category's
+(``symptoms``), drawn from the wide shapes (``wide``) under ``--shapes wide``, from the template
+(``template``) otherwise.
 
 The injector sees the simulator as a ``world.World``; the symptoms see it back as the
 ``FaultLedger`` there, so they need not import this module.
@@ -22,14 +23,16 @@ one scrape.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Final
 
 import numpy as np
 
-from fleetlog.generators import failslow, wide
+from fleetlog.generators import failslow
 from fleetlog.generators.faults import FAILSLOW_KINDS, Fault, PlannedFault
+from fleetlog.generators.shapes import Shape
 from fleetlog.generators.symptoms import SYMPTOMS
+from fleetlog.generators.template import TEMPLATE
+from fleetlog.generators.wide import WIDE
 from fleetlog.generators.world import World
 from fleetlog.ingest import contract as c
 
@@ -37,6 +40,7 @@ NODE_CATEGORIES: Final = ("gpu_hw", "gpu_hbm", "gpu_sram", "gpu_gsp", "gpu_therm
                           "host_maintenance", "host_hw")
 BENIGN_XIDS: Final = ((13, 0.4), (31, 0.4), (43, 0.2))
 BENIGN_XID_PER_GPU_DAY: Final = 0.01
+SHAPES: Final = {"template": TEMPLATE, "wide": WIDE}
 
 
 class Injector:
@@ -166,15 +170,15 @@ class Injector:
         if planned.scripted is not None:
             self.by_script[planned.scripted] = fault
         fault.touch(fault.entity)
-        self._symptoms(fault)(sim, fault)
+        if fault.variant in failslow.SYMPTOMS:  # a fail-slow kind's own steps
+            failslow.SYMPTOMS[fault.variant](sim, fault)
+        else:
+            SYMPTOMS[fault.category](sim, fault, self.shape)
 
-    def _symptoms(self, fault: Fault) -> Callable[[World, Fault], None]:
-        """A fail-slow kind's own steps; else the category's, in the wide shapes if asked."""
-        if fault.variant in failslow.SYMPTOMS:
-            return failslow.SYMPTOMS[fault.variant]
-        if self.sim.config.shapes == "wide" and fault.category in wide.SYMPTOMS:
-            return wide.SYMPTOMS[fault.category]
-        return SYMPTOMS[fault.category]
+    @property
+    def shape(self) -> Shape:
+        """The shape the category steps draw from (``--shapes``)."""
+        return SHAPES[self.sim.config.shapes]
 
     def hold_nodes(self, fault: Fault, nodes: list[int]) -> None:
         fault.nodes.extend(nodes)

@@ -52,6 +52,9 @@ class Job:
     sdc_since_us: int = 0
     sdc_reports: int = 0
     sdc_fail_after: int = 0
+    sdc_factor: tuple[float, float] = (1.0, 1.0)  # the bad loss: true loss times a factor in it
+    sdc_ramp: int = 1  # reports over which the factor is reached (1: at once)
+    loss_factor: float = 1.0  # a loss spike that is not SDC (a software fault's precursor)
     pid: int = 0
 
     @property

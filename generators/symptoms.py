@@ -1,14 +1,18 @@
 """What each fault category does to the telemetry, step by step (docs/faults.md is the contract).
 
-One function per category takes the simulator and a targeted ``Fault``; it schedules the symptoms
-(precursor ramps, XIDs, samples stopping, port flaps, job failures), drains what a real scheduler
-would drain, and schedules the repair, which undoes everything and reports the fault. Onsets of
-sample-borne symptoms are the first scrape that shows them (``sim.next_tick``); event-borne ones
-are the event's time. Precursor durations are drawn from the documented ranges, shortened (never
-below the range's low end) to fit a short window.
+One function per category takes the simulator, a targeted ``Fault`` and the ``Shape`` its
+faults take (``template.TEMPLATE`` or ``wide.WIDE``); it schedules the symptoms (precursor ramps,
+XIDs, samples stopping, port flaps, job failures), drains what a real scheduler would drain, and
+schedules the repair, which undoes everything and reports the fault. Every time, rate and
+magnitude is drawn from the shape's ranges, every yes/no (a precursor missing, in bursts, an XID
+line late...) from its shares: one set of steps for every shape, so the template and the wide
+shapes differ only in their tables. This module holds the GPU, host, rack and storage steps and
+``SYMPTOMS``, every category's; the job-level ones are in ``job_symptoms``, the network ones in
+``network_symptoms``, the building blocks they share in ``steps``.
 
 The simulator is seen as a ``world.World`` (with the scheduler and the injector behind it as
-``JobControl`` and ``FaultLedger``): this module imports no other part, the injector imports it.
+``JobControl`` and ``FaultLedger``): these modules import no other part, the injector imports
+them.
 """
 
 from __future__ import annotations
@@ -18,18 +22,27 @@ from typing import Final
 
 import numpy as np
 
-from fleetlog.generators.faults import REPAIR_CLIP_H, REPAIR_HOURS, REPAIR_LOGNORMAL, Fault
-from fleetlog.generators.jobs import Job
+from fleetlog.generators import job_symptoms, network_symptoms
+from fleetlog.generators.faults import Fault
+from fleetlog.generators.shapes import Shape, chance
+from fleetlog.generators.steps import (
+    Step,
+    add_note,
+    at_or_now,
+    between,
+    draw,
+    draw_rates,
+    jitter,
+    lead_us,
+    precursor,
+    repair_time,
+    us,
+)
 from fleetlog.generators.telemetry import Overlay
 from fleetlog.generators.world import World
 from fleetlog.ingest import contract as c
 
 # Kernel log text per XID (the part after "NVRM: Xid (PCI:...): <code>, pid=..., ").
-# A flapping cable: how many more bursts of flaps after the first (equally likely), and the quiet
-# between two bursts (the link retrains and runs clean for a while, then flaps again).
-CABLE_EXTRA_BURSTS: Final = (0, 0, 1, 2, 3)
-CABLE_BURST_GAP_S: Final = (20 * 60.0, 150 * 60.0)
-
 XID_TEXT: Final = {
     13: "Graphics SM Warp Exception on (GPC 1, TPC 2, SM 0): Out Of Range Address",
     31: "Ch 00000010, intr 10000000. MMU Fault: ENGINE GRAPHICS GPCCLIENT_T1_3 faulted @ "
@@ -56,77 +69,62 @@ XID_TEXT: Final = {
 CUDA_FAILURE: Final = (1, "CUDA error: unspecified launch failure")
 ECC_FAILURE: Final = (1, "uncorrectable ECC error")
 GSP_FAILURE: Final = (1, "GSP RPC timeout")
-NETWORK_FAILURE: Final = (1, "NCCL error: remote process exited or there was a network error")
 MAINTENANCE_FAILURE: Final = (143, "node drained for maintenance")
 NODE_FAILURE: Final = (137, "node failure")
-SOFTWARE_FAILURES: Final = {
-    "runtime_error": (1, "RuntimeError: expected all tensors to be on the same device"),
-    "oom": (1, "OOM: out of memory while allocating activations"),
-    "import_error": (1, "ImportError: cannot import name 'fused_rms_norm' from 'kernels'"),
-    "segfault": (139, "Segmentation fault (core dumped)"),
-}
 _HBM_XIDS: Final = {"xid48": [48], "xid63_64": [63, 64], "xid94": [94], "xid95": [95],
                     "xid140": [140]}
 
 
-def _us(seconds: float) -> int:
-    return round(seconds * 1_000_000)
-
-
-def _between(sim: World, lo_s: float, hi_s: float) -> int:
-    return _us(float(sim.rng_fault.uniform(lo_s, hi_s)))
-
-
-def _lead(sim: World, lo_s: float, hi_s: float) -> int:
-    """A precursor's duration: the documented range, cut to half the window left (>= lo_s)."""
-    room = (sim.config.end_us - sim.now_us) / 1e6 * 0.5
-    return _between(sim, lo_s, max(lo_s, min(hi_s, room)))
-
-
-def repair_time(sim: World, fault: Fault, t_us: int) -> int:
-    if fault.category in REPAIR_HOURS:
-        lo, hi = REPAIR_HOURS[fault.category]
-        return t_us + _between(sim, lo * 3600, hi * 3600)
-    mu, sigma = REPAIR_LOGNORMAL[fault.category]
-    hours = min(max(float(sim.rng_fault.lognormal(mu, sigma)), REPAIR_CLIP_H[0]), REPAIR_CLIP_H[1])
-    return t_us + _us(hours * 3600)
-
-
-def _index(*items: int) -> np.ndarray[tuple[int], np.dtype[np.intp]]:
-    return np.asarray(items, dtype=np.intp)
-
-
-def _jitter(sim: World) -> int:
-    """Puts an event between two scrapes."""
-    return _between(sim, 0.5, sim.config.interval_s - 0.5)
+PCIE_REPLAYS: Final = ("pcie_start", "pcie_end")
 
 
 # ---- GPU -------------------------------------------------------------------------------------
 
 
-def _gpu_fatal(sim: World, f: Fault, codes: list[int], failure: tuple[int, str],
-               fail_within_s: tuple[float, float], end_us: int, *, absent: bool = False,
-               idle: bool = False, dbe: bool = False, remap_failure: bool = False) -> None:
-    """The XID (and a DBE), the GPU gone or idle, the node drained, the job failing, the repair."""
+def _gpu_fatal(sim: World, f: Fault, shape: Shape, codes: list[int], failure: tuple[int, str],
+               end_us: int, *, absent: bool = False, idle: bool = False, idle_after_us: int = 0,
+               dbe: bool = False, remap_failure: bool = False) -> None:
+    """The XID (and a DBE), the GPU gone or idle, the node drained, the job failing, the repair.
+    Where the samples show the failure at once (gone, idle, a DBE), the XID line may come late
+    (in a share of the shape's faults)."""
     tel, sched, gpu, node = sim.tel, sim.sched, f.gpu, f.node
     tel.clear(f, "counter")
+    visible = absent or dbe or (idle and idle_after_us == 0)
+    late = visible and shape.chance(sim.rng_fault, "xid_late")
+    lag = us(draw(sim, shape, "gpu_hw", "xid_late")) if late else 0
     if dbe:
         tel.bump("ecc_dbe_vol_total", [gpu])
-    sim.xid(gpu, codes[0], fault=f)
-    if len(codes) > 1:
-        def second() -> None:
-            sim.xid(gpu, codes[1], fault=f)
-            if remap_failure:
-                tel.remap_failure[gpu] = 1.0
 
-        sim.after(_between(sim, 1, 5), second)
+    def xids() -> None:
+        sim.xid(gpu, codes[0], fault=f)
+        if len(codes) > 1:
+            def second() -> None:
+                sim.xid(gpu, codes[1], fault=f)
+                if remap_failure:
+                    tel.remap_failure[gpu] = 1.0
+
+            sim.after(between(sim, 1, 5), second)
+
+    def go_idle() -> None:
+        tel.forced_idle[gpu] += 1
+
+    if not late:
+        xids()
     if absent:
         tel.set_gpu_ok(gpu, False)
-    if idle:
-        tel.forced_idle[gpu] += 1
+    if idle and idle_after_us == 0:
+        go_idle()
+    elif idle:
+        sim.after(idle_after_us, go_idle)
+    if late:
+        f.symptom(sim.next_tick(sim.now_us))
+        f.touch(sim.topo.gpu_entity(gpu))
+        add_note(shape, f, f"XID line {lag / 1e6:.0f} s late")
+        sim.after(lag, xids)
     sched.drain([node])
     code, reason = failure
-    sim.after(_between(sim, *fail_within_s), lambda: sched.fail_on([node], code, reason, f))
+    sim.after(us(draw(sim, shape, f.category, "fail_after")),
+              lambda: sched.fail_on([node], code, reason, f))
 
     def repair() -> None:
         if absent:
@@ -139,77 +137,105 @@ def _gpu_fatal(sim: World, f: Fault, codes: list[int], failure: tuple[int, str],
         sched.undrain([node])
         sim.injector.finish(f)
 
-    sim.at(max(end_us, sim.now_us + 1), repair)
+    sim.at(max(end_us, sim.now_us + lag + idle_after_us + 1), repair)
 
 
-def _counter_then_xid(sim: World, f: Fault, column: str, lead: tuple[float, float],
-                      rates: tuple[float, float]) -> tuple[int, int]:
-    """A counter rising from the next scrape; returns (XID time, repair time)."""
-    t0 = sim.next_tick(sim.now_us)
-    t_xid = t0 + _lead(sim, *lead) + _jitter(sim)
-    sim.tel.add(Overlay(f, "counter", _index(f.gpu), t0, t_xid, column=column,
-                        rate0=rates[0], rate1=rates[1]))
-    f.symptom(t0)
+def _counter_then_xid(sim: World, f: Fault, shape: Shape, column: str, lead: str,
+                      rates: tuple[str, str]) -> tuple[int | None, int, int]:
+    """A counter rising from the next scrape (unless the shape leaves it out) until the XID,
+    a little after a scrape; returns (its first scrape or None, XID time, repair time)."""
+    category = f.category
+    t0: int | None = None
+    t_xid = sim.now_us
+    if shape.chance(sim.rng_fault, "precursor_missing"):
+        add_note(shape, f, "no precursor")
+    else:
+        per_scrape = draw_rates(sim, shape, category, rates)
+        t0 = sim.next_tick(sim.now_us)
+        t_xid = t0 + lead_us(sim, shape, category, lead) + jitter(sim)
+        precursor(sim, f, shape, "counter", column, f.gpu, t0, t_xid, per_scrape)
     end = repair_time(sim, f, t_xid)
     f.end_us = end
-    return t_xid, end
+    return t0, t_xid, end
 
 
-def gpu_hw(sim: World, f: Fault) -> None:
+def gpu_hw(sim: World, f: Fault, shape: Shape) -> None:
     sim.injector.hold_nodes(f, [f.node])
     if f.variant == "nvlink_xid74":
-        t_xid, end = _counter_then_xid(sim, f, "nvlink_crc_flit_errors", (60, 300), (5, 300))
-        sim.at(t_xid, lambda: _gpu_fatal(sim, f, [74], CUDA_FAILURE, (1, 30), end))
+        _t0, t_xid, end = _counter_then_xid(sim, f, shape, "nvlink_crc_flit_errors", "crc_lead",
+                                            ("crc_start", "crc_end"))
+        at_or_now(sim, t_xid, lambda: _gpu_fatal(sim, f, shape, [74], CUDA_FAILURE, end))
         return
     code = {"xid79": 79, "xid62": 62, "xid45": 45}[f.variant]
-    f.end_us = repair_time(sim, f, sim.now_us)
-    _gpu_fatal(sim, f, [code], CUDA_FAILURE, (1, 30), f.end_us, absent=code == 79,
-               idle=code != 79)
+    t_xid = sim.now_us
+    if code == 79 and shape.chance(sim.rng_fault, "xid79_pcie_precursor"):
+        per_scrape = draw_rates(sim, shape, "gpu_hw", PCIE_REPLAYS)
+        t0 = sim.next_tick(sim.now_us)
+        t_xid = t0 + lead_us(sim, shape, "gpu_hw", "pcie_lead") + jitter(sim)
+        precursor(sim, f, shape, "counter", "pcie_replays", f.gpu, t0, t_xid, per_scrape)
+    end = f.end_us = repair_time(sim, f, t_xid)
+    at_or_now(sim, t_xid, lambda: _gpu_fatal(sim, f, shape, [code], CUDA_FAILURE, end,
+                                       absent=code == 79, idle=code != 79))
 
 
-def gpu_hbm(sim: World, f: Fault) -> None:
+def gpu_hbm(sim: World, f: Fault, shape: Shape) -> None:
     sim.injector.hold_nodes(f, [f.node])
-    t0 = sim.next_tick(sim.now_us)
-    rates = (float(sim.rng_fault.uniform(1, 3)), float(sim.rng_fault.uniform(20, 80)))
-    t_xid, end = _counter_then_xid(sim, f, "ecc_sbe_vol_total", (600, 3600), rates)
-    t_pending = t0 + round((t_xid - t0) * float(sim.rng_fault.uniform(0.5, 0.8)))
+    t0, t_xid, end = _counter_then_xid(sim, f, shape, "ecc_sbe_vol_total", "lead",
+                                       ("sbe_start", "sbe_end"))
+    if t0 is not None and shape.chance(sim.rng_fault, "remap_pending_missing"):
+        add_note(shape, f, "no remap pending")
+    elif t0 is not None:
+        share = draw(sim, shape, "gpu_hbm", "pending_at")
 
-    def pending() -> None:
-        sim.tel.remap_pending[f.gpu] = 1.0
+        def pending() -> None:
+            sim.tel.remap_pending[f.gpu] = 1.0
 
-    sim.at(t_pending, pending)
-    sim.at(t_xid, lambda: _gpu_fatal(sim, f, _HBM_XIDS[f.variant], ECC_FAILURE, (0.5, 5), end,
-                                     dbe=True, remap_failure=f.variant == "xid63_64"))
+        sim.at(t0 + round((t_xid - t0) * share), pending)
+    at_or_now(sim, t_xid, lambda: _gpu_fatal(sim, f, shape, _HBM_XIDS[f.variant], ECC_FAILURE, end,
+                                       dbe=True, remap_failure=f.variant == "xid63_64"))
 
 
-def gpu_sram(sim: World, f: Fault) -> None:
+def gpu_sram(sim: World, f: Fault, shape: Shape) -> None:
     sim.injector.hold_nodes(f, [f.node])
-    t_xid, end = _counter_then_xid(sim, f, "sram_ecc_total", (120, 600), (2, 40))
+    _t0, t_xid, end = _counter_then_xid(sim, f, shape, "sram_ecc_total", "lead",
+                                        ("errors_start", "errors_end"))
     code = 94 if f.variant == "xid94" else 95
-    sim.at(t_xid, lambda: _gpu_fatal(sim, f, [code], ECC_FAILURE, (0.5, 5), end))
+    at_or_now(sim, t_xid, lambda: _gpu_fatal(sim, f, shape, [code], ECC_FAILURE, end))
 
 
-def gpu_gsp(sim: World, f: Fault) -> None:
+def gpu_gsp(sim: World, f: Fault, shape: Shape) -> None:
+    """XID 119/120 at once; the GPU goes idle (a drawn lag later); the job fails later still."""
     sim.injector.hold_nodes(f, [f.node])
     f.end_us = repair_time(sim, f, sim.now_us)
     code = 119 if f.variant == "xid119" else 120
-    _gpu_fatal(sim, f, [code], GSP_FAILURE, (10, 60), f.end_us, idle=True)
+    idle_after = us(draw(sim, shape, "gpu_gsp", "idle_lag"))
+    _gpu_fatal(sim, f, shape, [code], GSP_FAILURE, f.end_us, idle=True, idle_after_us=idle_after)
 
 
-def _heat(sim: World, f: Fault, gpus: list[int], ramp_s: tuple[float, float],
-          rise_c: tuple[float, float], clock: tuple[float, float], hw_above: float) -> None:
-    """Temperatures ramp up from the next scrape, then the GPUs throttle until the repair."""
+def _heat(sim: World, f: Fault, shape: Shape, groups: list[list[int]],
+          bits_for: Callable[[float], int]) -> None:
+    """Each group of GPUs warms by its share of the rise (all of it unless the shape spreads
+    it); throttling (``bits_for(rise)``) at the ramp's end or a drawn lag later."""
+    category = f.category
     t0 = sim.next_tick(sim.now_us)
-    t1 = t0 + _lead(sim, *ramp_s)
-    rise = float(sim.rng_fault.uniform(*rise_c))
-    index = np.asarray(gpus, dtype=np.intp)
-    bits = c.THROTTLE_SW_THERMAL | (c.THROTTLE_HW_THERMAL if rise > hw_above else 0)
-    sim.tel.add(Overlay(f, "temp", index, t0, t1, value=rise))
-    sim.tel.add(Overlay(f, "throttle", index, t1, t1, bits=bits,
-                        clock=1.0 - float(sim.rng_fault.uniform(*clock))))
+    t1 = t0 + lead_us(sim, shape, category, "ramp")
+    rise = draw(sim, shape, category, "rise")
+    bits = bits_for(rise)
+    spread = shape.has(category, "spread")
+    for gpus in groups:
+        share = draw(sim, shape, category, "spread") if spread else 1.0
+        sim.tel.add(Overlay(f, "temp", np.asarray(gpus, dtype=np.intp), t0, t1,
+                            value=rise * share))
+    t_throttle = t1 + us(draw(sim, shape, category, "throttle_lag"))
+    clock = draw(sim, shape, category, "clock_drop")
+    every = np.asarray([g for gpus in groups for g in gpus], dtype=np.intp)
+    sim.tel.add(Overlay(f, "throttle", every, t_throttle, t_throttle, bits=bits,
+                        clock=1.0 - clock))
     f.symptom(t0)
     f.detail = f"{f.variant}: +{rise:.1f} °C over {(t1 - t0) / 6e7:.0f} min, then throttling"
-    f.end_us = repair_time(sim, f, t1)
+    add_note(shape, f, f"{(t_throttle - t1) / 1e6:.0f} s after the ramp (bits {bits:#x}, clock "
+                    f"-{clock:.0%})")
+    f.end_us = repair_time(sim, f, t_throttle)
 
     def repair() -> None:
         sim.tel.clear(f)
@@ -218,166 +244,29 @@ def _heat(sim: World, f: Fault, gpus: list[int], ramp_s: tuple[float, float],
     sim.at(f.end_us, repair)
 
 
-def gpu_thermal(sim: World, f: Fault) -> None:
+def gpu_thermal(sim: World, f: Fault, shape: Shape) -> None:
     sim.injector.hold_nodes(f, [f.node])
-    _heat(sim, f, [f.gpu], (300, 900), (10, 25), (0.2, 0.4), hw_above=18)
+
+    def bits_for(rise: float) -> int:
+        """HW thermal by chance (with or without SW), else above the shape's rise, if any."""
+        if shape.chance(sim.rng_fault, "hw_thermal"):
+            both = chance(sim.rng_fault, 0.5)
+            return c.THROTTLE_HW_THERMAL | (c.THROTTLE_SW_THERMAL if both else 0)
+        hot = shape.has("gpu_thermal", "hw_above") and rise > draw(sim, shape, "gpu_thermal",
+                                                                    "hw_above")
+        return c.THROTTLE_SW_THERMAL | (c.THROTTLE_HW_THERMAL if hot else 0)
+
+    _heat(sim, f, shape, [[f.gpu]], bits_for)
 
 
-def cooling(sim: World, f: Fault) -> None:
+def cooling(sim: World, f: Fault, shape: Shape) -> None:
     nodes = list(sim.topo.rack_nodes(f.rack))
     sim.injector.busy_racks.add(f.rack)
     sim.injector.hold_nodes(f, nodes)
     gpn = sim.topo.gpus_per_node
-    gpus = [n * gpn + i for n in nodes for i in range(gpn)]
-    f.touch(*(sim.topo.gpu_entity(g) for g in gpus))
-    _heat(sim, f, gpus, (600, 1800), (8, 20), (0.1, 0.25), hw_above=99)
-
-
-# ---- jobs ------------------------------------------------------------------------------------
-
-
-def _job(sim: World, f: Fault) -> Job:
-    assert f.job >= 0, f"{f.category} fault without a target job"
-    return sim.sched.jobs[f.job]
-
-
-def sdc(sim: World, f: Fault) -> None:
-    sim.sched.corrupt(_job(sim, f), f, f.variant)
-
-
-def software(sim: World, f: Fault) -> None:
-    job = _job(sim, f)
-    code, reason = SOFTWARE_FAILURES[f.variant]
-    f.symptom(sim.now_us)
-    sim.sched.fail(job, code, reason, f)
-    sim.injector.finish(f, sim.now_us)
-
-
-def nccl_hang(sim: World, f: Fault) -> None:
-    sim.sched.hang(_job(sim, f), f)
-    f.symptom(sim.next_tick(sim.now_us))
-    f.end_us = sim.now_us + _us(sim.config.nccl_timeout_s)
-
-
-# ---- network ---------------------------------------------------------------------------------
-
-
-def network(sim: World, f: Fault) -> None:
-    (_leaf_down if f.variant == "switch" else _cable)(sim, f)
-
-
-def _cable(sim: World, f: Fault) -> None:
-    tel, sched, port, node = sim.tel, sim.sched, f.port, f.node
-    sim.injector.hold_nodes(f, [node])
-    rail = f.gpu % sim.topo.gpus_per_node
-    f.touch(sim.topo.nic_entity(node, rail))
-    t0 = sim.next_tick(sim.now_us)
-    first_flap = t0 + _lead(sim, 120, 600) + _jitter(sim)
-    down_us = _us(max(15.0, 1.5 * sim.config.interval_s))
-    flaps = [first_flap]
-    for _ in range(int(sim.rng_fault.integers(2, 6))):
-        flaps.append(flaps[-1] + down_us + _between(sim, 10, 60))
-    # A flapping cable flaps in bursts: quiet for a while after the first (the link retrains),
-    # then again, until it is replaced. Each burst is the same fault episode.
-    bursts = [(t0, flaps)]
-    for _ in range(int(sim.rng_fault.choice(CABLE_EXTRA_BURSTS))):
-        quiet_from = bursts[-1][1][-1] + _between(sim, *CABLE_BURST_GAP_S)
-        again = [quiet_from]
-        for _ in range(int(sim.rng_fault.integers(1, 4))):
-            again.append(again[-1] + down_us + _between(sim, 10, 60))
-        bursts.append((quiet_from - _between(sim, 60, 180), again))
-    for start, burst in bursts:
-        for column, rates in (("symbol_error", (2.0, 60.0)),
-                              ("link_error_recovery", (1.0, 3.0))):
-            tel.add(Overlay(f, "port_counter", _index(port), start, burst[-1], column=column,
-                            rate0=rates[0], rate1=rates[1]))
-    slowdown = float(sim.rng_fault.uniform(1.1, 1.4))
-    tel.add(Overlay(f, "slow", _index(), t0, t0, clock=1.0 / slowdown, nodes=(node,)))
-    f.symptom(t0)
-    flaps = [t for _start, burst in bursts for t in burst]
-    f.detail = (f"cable: errors for {(first_flap - t0) / 6e7:.0f} min, {len(flaps)} flaps in "
-                f"{len(bursts)} burst(s)")
-    f.end_us = repair_time(sim, f, flaps[-1])
-
-    def down(first: bool, last: bool) -> None:
-        tel.port_state[port] = c.PORT_STATE_DOWN
-        tel.bump_port("link_downed", [port])
-        if first:
-            tel.clear(f, "slow")
-            sched.drain([node])
-            code, reason = NETWORK_FAILURE
-            sim.after(_between(sim, 5, 20), lambda: sched.fail_on([node], code, reason, f))
-        if not last:
-            sim.after(down_us, up)
-
-    def up() -> None:
-        tel.port_state[port] = c.PORT_STATE_ACTIVE
-        tel.bump_port("link_error_recovery", [port])
-
-    for i, t in enumerate(flaps):
-        sim.at(t, lambda i=i: down(i == 0, i == len(flaps) - 1))  # type: ignore[misc]
-
-    def repair() -> None:
-        tel.port_state[port] = c.PORT_STATE_ACTIVE
-        tel.clear(f)
-        sched.undrain([node])
-        sim.injector.finish(f)
-
-    sim.at(f.end_us, repair)
-
-
-def _leaf_down(sim: World, f: Fault) -> None:
-    tel, sched, topo = sim.tel, sim.sched, sim.topo
-    sim.injector.busy_leaves.add(f.leaf)
-    ports = list(topo.switch_ports(f.leaf))
-    ports += [int(topo.port_peer[p]) for p in ports if topo.port_peer[p] >= 0]
-    tel.port_state[ports] = c.PORT_STATE_DOWN
-    tel.bump_port("link_downed", ports)
-    f.symptom(sim.next_tick(sim.now_us))
-    f.touch(*(topo.link_entity(p) for p in ports))
-    rail = f.leaf % topo.gpus_per_node
-    nodes = list(topo.su_nodes(f.su))
-    f.touch(*(topo.nic_entity(n, rail) for n in nodes))
-    sched.drain(nodes)
-    code, reason = NETWORK_FAILURE
-    sim.after(_between(sim, 5, 30), lambda: sched.fail_on(nodes, code, reason, f))
-    f.detail = f"leaf switch down: rail {rail} of {len(nodes)} nodes"
-    f.end_us = repair_time(sim, f, sim.now_us)
-
-    def repair() -> None:
-        tel.port_state[ports] = c.PORT_STATE_ACTIVE
-        sched.undrain(nodes)
-        sim.injector.finish(f)
-
-    sim.at(f.end_us, repair)
-
-
-def nic(sim: World, f: Fault) -> None:
-    tel, sched, port, node = sim.tel, sim.sched, f.port, f.node
-    sim.injector.hold_nodes(f, [node])
-    f.touch(sim.topo.link_entity(port))
-    t0 = sim.next_tick(sim.now_us)
-    t_down = t0 + _lead(sim, 60, 300) + _jitter(sim)
-    tel.add(Overlay(f, "port_counter", _index(port), t0, t_down, column="rcv_errors",
-                    rate0=2.0, rate1=50.0))
-    f.symptom(t0)
-    f.end_us = repair_time(sim, f, t_down)
-
-    def down() -> None:
-        tel.clear(f)
-        tel.port_state[port] = c.PORT_STATE_DOWN
-        tel.bump_port("link_downed", [port])
-        sched.drain([node])
-        code, reason = NETWORK_FAILURE
-        sim.after(_between(sim, 5, 30), lambda: sched.fail_on([node], code, reason, f))
-
-    def repair() -> None:
-        tel.port_state[port] = c.PORT_STATE_ACTIVE
-        sched.undrain([node])
-        sim.injector.finish(f)
-
-    sim.at(t_down, down)
-    sim.at(f.end_us, repair)
+    groups = [list(range(n * gpn, (n + 1) * gpn)) for n in nodes]
+    f.touch(*(sim.topo.gpu_entity(g) for gpus in groups for g in gpus))
+    _heat(sim, f, shape, groups, lambda _rise: c.THROTTLE_SW_THERMAL)
 
 
 # ---- hosts, racks, storage -------------------------------------------------------------------
@@ -400,7 +289,7 @@ def _bring_up(sim: World, f: Fault, nodes: list[int], *, maintenance: bool = Fal
 
     assert f.end_us is not None
     for node in nodes:
-        at = f.end_us + (_between(sim, 0, stagger_s) if stagger_s else 0)
+        at = f.end_us + (between(sim, 0, stagger_s) if stagger_s else 0)
         sim.at(at, lambda node=node: come_up(node))  # type: ignore[misc]
 
 
@@ -413,7 +302,7 @@ def _went_down(sim: World, f: Fault, node: int, reason: str) -> Callable[[], Non
     return went_down
 
 
-def host_maintenance(sim: World, f: Fault) -> None:
+def host_maintenance(sim: World, f: Fault, shape: Shape) -> None:
     node = f.node
     sim.injector.hold_nodes(f, [node])
     sim.emit(c.NodeMaintenanceStarted(node=sim.topo.node_names[node],
@@ -421,14 +310,15 @@ def host_maintenance(sim: World, f: Fault) -> None:
     f.symptom(sim.now_us)
     sim.sched.drain([node])
     code, reason = MAINTENANCE_FAILURE
-    sim.after(_between(sim, 5, 30), lambda: sim.sched.fail_on([node], code, reason, f))
-    t_down = sim.now_us + _between(sim, 60, 300)
+    sim.after(us(draw(sim, shape, "host_maintenance", "fail_after")),
+              lambda: sim.sched.fail_on([node], code, reason, f))
+    t_down = sim.now_us + us(draw(sim, shape, "host_maintenance", "down_after"))
     sim.at(t_down, _went_down(sim, f, node, "reboot"))
-    f.end_us = max(repair_time(sim, f, sim.now_us), t_down + _us(120))
+    f.end_us = max(repair_time(sim, f, sim.now_us), t_down + us(120))
     _bring_up(sim, f, [node], maintenance=True)
 
 
-def host_hw(sim: World, f: Fault) -> None:
+def host_hw(sim: World, f: Fault, shape: Shape) -> None:
     node = f.node
     sim.injector.hold_nodes(f, [node])
     sim.tel.set_node_up(node, False)
@@ -436,32 +326,44 @@ def host_hw(sim: World, f: Fault) -> None:
     first_missing = sim.next_tick(sim.now_us)  # the scrape at `now` already misses it
     f.symptom(first_missing)
     code, reason = NODE_FAILURE
-    sim.after(_between(sim, 30, 60), lambda: sim.sched.fail_on([node], code, reason, f))
-    t_down = first_missing + _between(sim, 60, 90)
+    sim.after(us(draw(sim, shape, "host_hw", "fail_after")),
+              lambda: sim.sched.fail_on([node], code, reason, f))
+    t_down = first_missing + us(draw(sim, shape, "host_hw", "down_after"))
     sim.at(t_down, _went_down(sim, f, node, "unreachable"))
     f.end_us = repair_time(sim, f, t_down)
     _bring_up(sim, f, [node])
 
 
-def rack_power(sim: World, f: Fault) -> None:
+def rack_power(sim: World, f: Fault, shape: Shape) -> None:
+    """The rack's nodes go dark in one scrape or (in the wide shapes) within a drawn stagger."""
     nodes = list(sim.topo.rack_nodes(f.rack))
     sim.injector.busy_racks.add(f.rack)
     sim.injector.hold_nodes(f, nodes)
-    for node in nodes:
-        sim.tel.set_node_up(node, False)
+    stagger = draw(sim, shape, "rack_power", "stagger")
     sim.sched.drain(nodes)
-    f.symptom(sim.next_tick(sim.now_us))
     f.touch(*(sim.topo.node_entity(n) for n in nodes))
-    for node in nodes:
-        sim.at(sim.now_us + _between(sim, 1, 5), _went_down(sim, f, node, "power loss"))
+
+    def dark(node: int) -> None:
+        sim.tel.set_node_up(node, False)
+        f.symptom(sim.next_tick(sim.now_us))
+
+    offsets = [between(sim, 0, stagger) if stagger else 0 for _ in nodes]
+    for node, offset in zip(nodes, offsets, strict=True):
+        if offset:
+            sim.at(sim.now_us + offset, lambda node=node: dark(node))  # type: ignore[misc]
+        else:
+            dark(node)
+    for node, offset in zip(nodes, offsets, strict=True):
+        sim.at(sim.now_us + offset + between(sim, 1, 5), _went_down(sim, f, node, "power loss"))
     code, reason = NODE_FAILURE
-    sim.after(_between(sim, 10, 40), lambda: sim.sched.fail_on(nodes, code, reason, f))
-    f.end_us = repair_time(sim, f, sim.now_us)
+    sim.after(us(stagger + draw(sim, shape, "rack_power", "fail_after")),
+              lambda: sim.sched.fail_on(nodes, code, reason, f))
+    f.end_us = repair_time(sim, f, sim.now_us + us(stagger))
     _bring_up(sim, f, nodes, stagger_s=60)
 
 
-def storage(sim: World, f: Fault) -> None:
-    factor = float(sim.rng_fault.uniform(5, 20))
+def storage(sim: World, f: Fault, shape: Shape) -> None:
+    factor = draw(sim, shape, "storage", "slowdown")
     sim.sched.storage[f.vc] = (factor, f)
     f.detail = f"checkpoint writes {factor:.1f}x slower on {sim.topo.vc_names[f.vc]}"
     f.end_us = repair_time(sim, f, sim.now_us)
@@ -473,9 +375,10 @@ def storage(sim: World, f: Fault) -> None:
     sim.at(f.end_us, repair)
 
 
-SYMPTOMS: Final[dict[str, Callable[[World, Fault], None]]] = {
+SYMPTOMS: Final[dict[str, Step]] = {
     "gpu_hw": gpu_hw, "gpu_hbm": gpu_hbm, "gpu_sram": gpu_sram, "gpu_gsp": gpu_gsp,
-    "gpu_thermal": gpu_thermal, "sdc": sdc, "software": software, "nccl_hang": nccl_hang,
-    "network": network, "nic": nic, "host_maintenance": host_maintenance, "host_hw": host_hw,
+    "gpu_thermal": gpu_thermal, "sdc": job_symptoms.sdc, "software": job_symptoms.software,
+    "nccl_hang": job_symptoms.nccl_hang, "network": network_symptoms.network,
+    "nic": network_symptoms.nic, "host_maintenance": host_maintenance, "host_hw": host_hw,
     "rack_power": rack_power, "cooling": cooling, "storage": storage,
 }

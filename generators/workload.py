@@ -249,6 +249,7 @@ class Scheduler:
             self.sim.injector.release_hold(job.ckpt_fault)
             job.ckpt_fault = None
         job.sdc_mode = ""
+        job.loss_factor = 1.0
         job.epoch += 1
         job.state = "restarting"
         job.failed_us = now
@@ -287,8 +288,9 @@ class Scheduler:
         self.stats.lost_gpu_hours += overhead * job.gpus / 3600
         self._resume(job, job.last_ckpt_step)
 
-    def hang(self, job: Job, fault: Fault) -> None:
-        """A collective hangs: no more steps; the NCCL watchdog kills the job after its timeout."""
+    def hang(self, job: Job, fault: Fault, timeout_s: float, exit_code: int, reason: str) -> None:
+        """A collective hangs: no more steps; the job is killed ``timeout_s`` later (by the NCCL
+        watchdog, or without its line: ``exit_code`` and ``reason`` say which)."""
         self._advance(job, self.sim.now_us)
         job.state = "hung"
         job.faults.append(fault)
@@ -296,17 +298,22 @@ class Scheduler:
 
         def watchdog() -> None:
             if epoch == job.epoch and job.state == "hung":
-                self.fail(job, -6, "NCCL watchdog timeout", fault)
+                self.fail(job, exit_code, reason, fault)
 
-        self.sim.after(round(self.config.nccl_timeout_s * _US), watchdog)
+        self.sim.after(round(timeout_s * _US), watchdog)
 
-    def corrupt(self, job: Job, fault: Fault, mode: str) -> None:
-        """Silent data corruption: the next step reports carry a bad loss, then the job fails."""
+    def corrupt(self, job: Job, fault: Fault, mode: str, factor: tuple[float, float],
+                reports: tuple[int, int], ramp: int) -> None:
+        """Silent data corruption: the next step reports carry a bad loss (NaN, or the loss
+        times a factor drawn between ``factor`` per report, reached over ``ramp`` reports); a
+        check fails the job after ``reports`` (drawn between the two, bounds included) of them."""
         job.faults.append(fault)
         job.sdc_mode = mode
         job.sdc_since_us = self.sim.now_us
         job.sdc_reports = 0
-        job.sdc_fail_after = int(self.rng.integers(2, 5))
+        job.sdc_fail_after = int(self.rng.integers(reports[0], reports[1] + 1))
+        job.sdc_factor = factor
+        job.sdc_ramp = ramp
 
     def request_migration(self, job: Job, to_vc: int, tries: int = 10) -> None:
         """Pause, checkpoint, move to virtual cluster ``to_vc``, resume (now, or when running)."""
@@ -397,9 +404,19 @@ class Scheduler:
         at = min(t_us, max(at, prev_us + 1, job.resumed_us))
         noisy = step_s * (1.0 + 0.01 * float(self.rng.standard_normal()))
         loss = loss_curve(step) + 0.01 * float(self.rng.standard_normal())
+        if job.loss_factor != 1.0:  # a software fault's loss spike before its exception
+            loss *= job.loss_factor
+            for fault in job.faults:
+                fault.symptom(at)
         if job.sdc_mode:
             at = min(t_us, max(at, job.sdc_since_us + 1))
-            loss = math.nan if job.sdc_mode == "nan" else loss * float(self.rng.uniform(3, 10))
+            if job.sdc_mode == "nan":
+                loss = math.nan
+            else:
+                bad = float(self.rng.uniform(*job.sdc_factor))
+                if job.sdc_ramp > 1:  # a drift: the factor reached over sdc_ramp reports
+                    bad = 1.0 + (bad - 1.0) * min(1.0, (job.sdc_reports + 1) / job.sdc_ramp)
+                loss = loss * bad
             job.sdc_reports += 1
             for fault in job.faults:
                 fault.symptom(at)

@@ -6,12 +6,16 @@ against these Protocols instead of the classes, no part imports the simulator or
 for its types, so imports go one way, each line importing only from the lines above it:
 
     config, shapes         parameters; the documented ranges fault shapes are drawn from
+    template, wide         the two shapes: the tables of ranges and shares
     topology, batches, sinks
     telemetry, faults      the sampled state; the plan (PlannedFault) and Fault, a data record
     jobs                   Job, a data record, and the job mix
     world                  these Protocols
-    symptoms, workload     the parts, typed against the Protocols
-    failslow, wide         fail-slow kinds; the wide shapes (reusing symptoms' building blocks)
+    steps                  the building blocks of the fault steps
+    job_symptoms, network_symptoms, workload
+                           the parts, typed against the Protocols
+    symptoms               every category's steps (the GPU, host, rack, storage ones here)
+    failslow               fail-slow kinds
     confounders            look-alikes of faults that are not faults
     injector               picks targets and runs the symptoms
     simulator              the composition: builds the parts and hands each one itself
@@ -64,9 +68,11 @@ class JobControl(Protocol):
     def fail_on(self, nodes: list[int] | range, exit_code: int, reason: str,
                 fault: Fault | None) -> None: ...
 
-    def hang(self, job: Job, fault: Fault) -> None: ...
+    def hang(self, job: Job, fault: Fault, timeout_s: float, exit_code: int,
+             reason: str) -> None: ...
 
-    def corrupt(self, job: Job, fault: Fault, mode: str) -> None: ...
+    def corrupt(self, job: Job, fault: Fault, mode: str, factor: tuple[float, float],
+                reports: tuple[int, int], ramp: int) -> None: ...
 
 
 class FaultLedger(Protocol):
