@@ -112,7 +112,7 @@ def _buckets(ctx: AnalysisContext) -> pl.DataFrame:
     return df
 
 
-def _job_of_node(ctx: AnalysisContext) -> pl.DataFrame:
+def job_of_node(ctx: AnalysisContext) -> pl.DataFrame:
     """(node, job, start_us, end_us): who held each node when."""
     rows = [(node, p.job, p.start_us, p.end_us if p.end_us is not None else 2**62)
             for p in ctx.projections.jobs.placements for node in p.nodes]
@@ -141,7 +141,7 @@ def _node_findings(ctx: AnalysisContext, buckets: pl.DataFrame
                      pl.col("clk").min().alias("min_clk"), pl.col("pw").min().alias("min_pw")))
     if per_node.filter(pl.col("busy") >= MIN_PEERS).is_empty():
         return [], pl.DataFrame()
-    jobs = _job_of_node(ctx)
+    jobs = job_of_node(ctx)
     if not jobs.is_empty():
         per_node = (per_node.join(jobs, on="node", how="left")
                     .filter(pl.col("job").is_null()
