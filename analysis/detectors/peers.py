@@ -1,7 +1,9 @@
 """Peer-relative GPU and node detectors: the fail-slow (gray) parts no error counter names.
 
 A part that runs slow shows only against its peers: the other GPUs of its node (same job, same
-phase, same cooling, same collectives) and, for a whole node, the other nodes of its job. Fixed
+phase, same cooling, same collectives), the ranks of its job on other nodes (where its own node
+cannot tell: too few busy GPUs, or several of them slow together) and, for a whole node, the
+other nodes of its job. Fixed
 thresholds misfire (a checkpoint phase drops every GPU's power; different jobs draw different
 power), so every rule here is a ratio to the median of the peers at the same moment, a median
 that a single abnormal peer cannot move. Signals and why (../shared/DESIGN.md, docs/faults.md):
@@ -14,11 +16,16 @@ that a single abnormal peer cannot move. Signals and why (../shared/DESIGN.md, d
 - ``throttle_reasons`` with HW slowdown (0x8) or power brake (0x80) for several scrapes: on most
   GPUs of a node at once it is the node's power delivery (``node_throttled``), on one GPU that
   GPU (``hw_slowdown``);
-- ``pcie_replays`` rising as a rate, over a short and a long window, in several separate scrapes
-  (``pcie_replays``): a PCIe link retraining; one isolated jump is a blip, not a trend;
+- ``pcie_replays`` rising in several separate scrapes within a short or a long window, more than
+  the fleet's own background makes likely (``pcie_replays``): a PCIe link retraining; one
+  isolated jump is a blip, not a trend;
 - a node's median clock or power at high utilization below the other nodes of its job
   (``node_slow``): a node held at a power cap (every GPU of it low, so no GPU stands out against
   its own node).
+
+Time to detect: the ratio rules also run a CUSUM of each scrape's ratio in units of the GPU's
+own noise (``series.cusum_low``), so a deep step fires in a few scrapes and a shallow one as soon
+as its evidence adds up, instead of after a fixed smoothing window.
 
 Scale (a 2,048-node day is ~140 M rows): one grouped scan buckets every GPU into ``BUCKET_S``
 windows (busy clock and power, replays, slow-bit scrapes); the peer medians on those buckets pick
@@ -288,9 +295,10 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame, slow_nodes: set[s
         pl.col("twice").any().alias("twice"), (rp > 0).sum().alias("rp_buckets"),
         rp.max().alias("rp_max"), pl.col("slow_bits").max().alias("bits"))
     # Replays in two buckets (a lone blip is in one); slow bits held.
+    below_ranks = _rank_candidates(ranks, slow_nodes)
     nodes = set(per_gpu.filter(
         pl.col("twice") | (pl.col("rp_buckets") >= 2) | (pl.col("bits") >= SLOW_BIT_SCRAPES)
-    )["node"].to_list()) | _rank_candidates(ranks, slow_nodes)
+    )["node"].to_list()) | below_ranks
     if not nodes:
         return []
     ctx.con.register("_fleetlog_peer_nodes", pl.DataFrame({"node": sorted(nodes)}).to_arrow())
@@ -321,7 +329,8 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame, slow_nodes: set[s
     )
     healthy = data.filter(~pl.col("node").is_in(list(slow_nodes)))
     findings = _ratio_findings(healthy, "node")
-    findings.extend(_rank_findings(healthy, ranks, findings))
+    findings.extend(_rank_findings(healthy.filter(pl.col("node").is_in(list(below_ranks))),
+                                   ranks, findings))
     rp_rise = (pl.col("rp").max() - pl.col("rp").min()).over("node", "gpu")
     moving = data.filter(pl.col("bits").any().over("node", "gpu")
                          | (rp_rise.fill_null(0) >= MIN_RISES))
