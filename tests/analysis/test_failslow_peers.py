@@ -1,7 +1,8 @@
 """Fail-slow parts against wider peers, and found soon (issue #19): GPUs slow against their
 job's ranks on other nodes when their own node cannot tell, ports slow against the same rail
 when their own node's rails cannot tell, and slowly ramping NVLink and PCIe faults found within
-5 minutes of their job running 10 % slower, on noisy telemetry, with no false alarm."""
+5 minutes of their job running 10 % slower, on noisy telemetry, with no false alarm; and eval
+timing detection from that slowdown as well as from the first symptom."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import numpy as np
 from fleet_builders import STEP, Cluster, analyze_cluster, job, only
 
 from fleetlog.analysis.diagnosis import Incident
+from fleetlog.analysis.evaluate import evaluate_stores
 from fleetlog.ingest import contract as c
+from fleetlog.ingest.store.writer import land
 
 FIVE_MIN_US = 300 * 1_000_000
 
@@ -124,6 +127,33 @@ def test_ramping_pcie_replays_found_within_5_min_of_10pct(db_path: Path) -> None
     assert (incident.category, incident.root) == ("gpu_hw", "gpu:n00002/3")
     assert "pcie_replays" in {f.kind for f in incident.findings}
     assert incident.detect_us - slowed <= FIVE_MIN_US, (incident.detect_us - slowed) / 1e6
+
+
+def test_eval_times_detection_from_the_jobs_10pct_slowdown(db_path: Path) -> None:
+    # The same ramping NVLink fault, scored: its first symptom at scrape 100, the job 10 %
+    # slower only later; eval reports both clocks, the second from the job's own steps.
+    cluster = Cluster(scrapes=240)
+    noisy_power(cluster)
+    slowed = ramping_job(cluster, "j1", list(range(8)), start=100, full=160, slowdown=0.2)
+
+    def ramp(s: int, n: str, g: int, v: dict[str, float]) -> bool:
+        if n == "n00003" and g == 6:
+            v["power_w"] *= 1.0 - 0.2 * min(1.0, max(0.0, (s - 100) / 60))
+        return True
+
+    cluster.hooks.append(ramp)
+    cluster.add(c.FaultInjected(
+        fault_id="f1", category="gpu_hw", entity="gpu:n00003/6", start_us=cluster.t(100),
+        affected=["gpu:n00003/6", "job:j1"], scenario="failslow",
+        detail="nvlink_bandwidth: power -20 % over 10 min"), cluster.t(100))
+    land(db_path, cluster.build())
+    scores = evaluate_stores([[str(db_path)]])["by_kind"]["nvlink_bandwidth"]
+    assert scores["recall"] == 1.0 and scores["slowed_10pct"] == 1
+    from_symptom, from_slowed = scores["ttd_median_s"], scores["ttd_from_slowed_median_s"]
+    # The median of 3 rising steps is the middle one: it reaches 1.1 x one step after the first
+    # step that did.
+    assert abs((from_symptom - from_slowed) - (slowed + STEP - cluster.t(100)) / 1e6) < 1.0
+    assert scores["detected_within_5min_of_slowed"] == (1.0 if from_slowed <= 300 else 0.0)
 
 
 def slow_links(incidents: list[Incident]) -> set[str]:
