@@ -23,7 +23,10 @@ Metrics:
 - per kind (a fail-slow fault's kind, the first word of its truth detail; else the category):
   the same scores, a precision (matched over matched plus the duplicates repeating one of its
   faults), the share detected within 5 minutes of the first symptom, and the slowed job's step
-  time at detection over its usual (``slowdowns_at_detect``), where the truth names the job.
+  time at detection over its usual (``slowdowns_at_detect``), where the truth names the job;
+  and the issue's own goal, time from when the slowed job first ran 10 % slower than its usual
+  (``slowed_since``) to the detection: of the faults whose job got that slow, how many were
+  detected within 5 minutes of it (an undetected one counts as not).
 - calibration: per band of confidence, the incidents and the share of them that were right (matched
   to a fault whose category and root entity are the incident's), and the expected calibration
   error (ECE) over all incidents (``analysis.calibration``).
@@ -222,7 +225,8 @@ DETECT_WITHIN_S: Final = 300.0  # the goal: a slowed job's fault found within 5 
 
 
 def _kind_scores(matches: list[Match], interval_us: int, duplicates: int,
-                 slowdowns: Mapping[str, float]) -> dict[str, Any]:
+                 slowdowns: Mapping[str, float], slowed_since: Mapping[str, int]
+                 ) -> dict[str, Any]:
     """``_scores`` of one kind, plus its precision (the incidents matched to faults of this kind
     over those and the duplicates that repeat one of them: a false alarm relates to no fault,
     so it has no kind and counts in the overall precision and the false alarm rate), the share
@@ -238,6 +242,16 @@ def _kind_scores(matches: list[Match], interval_us: int, duplicates: int,
     slow = [slowdowns[m.fault.fault_id] for m in matches if m.fault.fault_id in slowdowns]
     out["slowdown_at_detect_median"] = _pct(slow, 50)
     out["slowdown_at_detect_max"] = round(max(slow), 4) if slow else None
+    # The goal as the issue states it: the job 10 % slower, found within 5 minutes of that.
+    reached = [m for m in matches if m.fault.fault_id in slowed_since]
+    since = [(m.incident.detect_us - slowed_since[m.fault.fault_id]) / US for m in reached
+             if m.incident is not None]
+    out["slowed_10pct"] = len(reached)
+    out["ttd_from_slowed_median_s"] = _pct(since, 50)
+    out["ttd_from_slowed_p90_s"] = _pct(since, 90)
+    out["detected_within_5min_of_slowed"] = (
+        round(sum(1 for t in since if t <= DETECT_WITHIN_S) / len(reached), 4)
+        if reached else None)
     return out
 
 
@@ -254,6 +268,7 @@ class Scored:
     analysis_s: float | None = None
     duplicate_kinds: list[str] = field(default_factory=list)  # the kind each duplicate repeats
     slowdown_at_detect: dict[str, float] = field(default_factory=dict)  # fault id -> share
+    slowed_since: dict[str, int] = field(default_factory=dict)  # fault id -> when 10 % slower
 
 
 def score_result(
@@ -304,6 +319,42 @@ def slowdowns_at_detect(con: duckdb.DuckDBPyConnection, matches: Sequence[Match]
     return out
 
 
+# When the slowed job first ran SLOWED_SHARE slower than its usual: the median of its last
+# SLOWED_STEPS steps since the fault's first symptom over the same baseline (one slow step is
+# noise; a few in a row is the job running slower).
+SLOWED_SHARE: Final = 0.10
+SLOWED_STEPS: Final = 3
+
+
+def slowed_since(con: duckdb.DuckDBPyConnection, matches: Sequence[Match],
+                 until_us: int) -> dict[str, int]:
+    """Fault id -> the first step time at which the fault's job ran ``SLOWED_SHARE`` slower than
+    its usual, for faults (detected or not) whose job got that slow before the fault ended."""
+    out: dict[str, int] = {}
+    for m in matches:
+        jobs = [e.removeprefix("job:") for e in m.fault.affected if e.startswith("job:")]
+        if not jobs:
+            continue
+        start = m.fault.start_us
+        end = m.fault.end_us if m.fault.end_us is not None else until_us
+        rows = con.execute(
+            "SELECT epoch_us(ts), step_time_s FROM job_events WHERE type = 'job.step_reported' "
+            "AND job = ? AND step_time_s IS NOT NULL AND epoch_us(ts) >= ? "
+            "AND epoch_us(ts) <= ? ORDER BY ts",
+            [jobs[0], start - SLOWDOWN_BASELINE_US, end]).fetchall()
+        before = [float(v) for t, v in rows if t < start]
+        if not before or float(np.median(before)) <= 0:
+            continue
+        usual = float(np.median(before))
+        after = [(int(t), float(v)) for t, v in rows if t >= start]
+        for i in range(SLOWED_STEPS - 1, len(after)):
+            last = [v for _t, v in after[i - SLOWED_STEPS + 1:i + 1]]
+            if float(np.median(last)) >= usual * (1 + SLOWED_SHARE):
+                out[m.fault.fault_id] = after[i][0]
+                break
+    return out
+
+
 def report(runs: Sequence[Scored]) -> dict[str, Any]:
     """The metrics over one or several scored runs (pooled: every fault and incident counts)."""
     matches = [m for r in runs for m in r.matches]
@@ -323,6 +374,7 @@ def report(runs: Sequence[Scored]) -> dict[str, Any]:
         by_kind[m.fault.kind].append(m)
     dup_kinds = Counter(k for r in runs for k in r.duplicate_kinds)
     slowdowns = {k: v for r in runs for k, v in r.slowdown_at_detect.items()}
+    slowed = {k: v for r in runs for k, v in r.slowed_since.items()}
     confusion: dict[str, dict[str, int]] = {}
     for m in matches:
         row = confusion.setdefault(m.fault.category, {})
@@ -351,7 +403,7 @@ def report(runs: Sequence[Scored]) -> dict[str, Any]:
         "analysis_seconds": [r.analysis_s for r in runs],
         "overall": _scores(matches, interval_us),
         "by_category": {cat: _scores(ms, interval_us) for cat, ms in sorted(by_cat.items())},
-        "by_kind": {kind: _kind_scores(ms, interval_us, dup_kinds[kind], slowdowns)
+        "by_kind": {kind: _kind_scores(ms, interval_us, dup_kinds[kind], slowdowns, slowed)
                     for kind, ms in sorted(by_kind.items())},
         "confusion": confusion,
         "calibration": reliability(right),
@@ -380,6 +432,7 @@ def score_store(
     hours = ((result.until_us or 0) - (result.since_us or 0)) / US / 3600
     scored = score_result(result, load_truth(con), topo, len(topo.nodes) * max(hours, 0.0))
     scored.slowdown_at_detect = slowdowns_at_detect(con, scored.matches)
+    scored.slowed_since = slowed_since(con, scored.matches, result.until_us or 2**62)
     return scored
 
 

@@ -7,7 +7,9 @@ Simulates each run in the embedded mode into a temporary store, analyzes it (the
 reads the truth), scores it with ``fleetlog eval``'s code and pools the runs per part:
 
 - ``failslow``: the fail-slow family (each kind twice per run): per kind recall, precision,
-  AC@1, time to detect, the share found within 5 minutes, the job's slowdown then;
+  AC@1, time to detect, the share found within 5 minutes, the job's slowdown then, and the
+  issue's goal: of the faults whose job ran 10 % slower, the share found within 5 minutes of
+  that, and the time from it to the detection;
 - ``wide``: the ``mixed`` scenario (overlapping faults) with symptom shapes drawn from the wide
   ranges: F1, AC@1, per category;
 - ``categories``: every category on its own scenario (with random faults on top), wide shapes;
@@ -48,7 +50,9 @@ def summary(part: str, pooled: dict[str, Any]) -> dict[str, Any]:
     out["by_kind" if part == "failslow" else "by_category"] = {
         k: {m: v[m] for m in ("faults", "detected", "recall", "precision", "ac1",
                                "ttd_median_s", "ttd_p90_s", "detected_within_5min",
-                               "slowdown_at_detect_median") if m in v}
+                               "slowdown_at_detect_median", "slowed_10pct",
+                               "ttd_from_slowed_median_s", "ttd_from_slowed_p90_s",
+                               "detected_within_5min_of_slowed") if m in v}
         for k, v in pooled["by_kind" if part == "failslow" else "by_category"].items()}
     out["wrong_root"] = pooled["wrong_root"][:10]
     out["missed"] = pooled["missed"][:10]

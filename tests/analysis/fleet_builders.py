@@ -28,6 +28,9 @@ class Cluster:
     racks_of: int = 4
     scrapes: int = 120
     gpus: int = 8
+    # Node-facing ports count data words (xmit_data / rcv_data) at a steady rate per scrape,
+    # which port hooks may change through values["xmit_rate"] / values["rcv_rate"].
+    traffic: bool = False
     events: list[c.Envelope] = field(default_factory=list)
     # (scrape, node, gpu, values) -> keep row? values may be edited in place.
     hooks: list[Hook] = field(default_factory=list)
@@ -63,6 +66,7 @@ class Cluster:
         out.extend(c.make_event(p, time_us=T0 - STEP, source=SRC) for p in inv)
         rng = np.random.default_rng(0)
         sbe = np.zeros((self.nodes, self.gpus))
+        words = np.zeros((2, self.gpus, self.nodes))  # data words sent / received so far
         for s in range(self.scrapes):
             for r in sorted({self.rack(n) for n in range(self.nodes)}):
                 members = [n for n in range(self.nodes) if self.rack(n) == r]
@@ -70,7 +74,8 @@ class Cluster:
                 cols: dict[str, list[float]] = {k: [] for k in (
                     "util_pct", "gpu_temp_c", "power_w", "sm_clock_mhz", "ecc_sbe_vol_total",
                     "ecc_dbe_vol_total", "sram_ecc_total", "row_remap_pending",
-                    "row_remap_failure", "nvlink_crc_flit_errors", "throttle_reasons")}
+                    "row_remap_failure", "nvlink_crc_flit_errors", "pcie_replays",
+                    "throttle_reasons")}
                 for n in members:
                     kept = 0
                     for g in range(self.gpus):
@@ -80,7 +85,7 @@ class Cluster:
                             "ecc_sbe_vol_total": sbe[n, g], "ecc_dbe_vol_total": 0.0,
                             "sram_ecc_total": 0.0, "row_remap_pending": 0.0,
                             "row_remap_failure": 0.0, "nvlink_crc_flit_errors": 0.0,
-                            "throttle_reasons": 0.0,
+                            "pcie_replays": 0.0, "throttle_reasons": 0.0,
                         }
                         if all(h(s, self.name(n), g, values) for h in self.hooks):
                             kept += 1
@@ -97,7 +102,7 @@ class Cluster:
             sw_names, pcounts, ports = [], [], []
             pcols: dict[str, list[float]] = {k: [] for k in (
                 "symbol_error", "rcv_errors", "link_downed", "link_error_recovery",
-                "link_state")}
+                "link_state", *(("xmit_data", "rcv_data") if self.traffic else ()))}
             for leaf in range(self.gpus):
                 sw = f"leaf-su01-{leaf}"
                 sw_names.append(sw)
@@ -105,9 +110,14 @@ class Cluster:
                 for n in range(self.nodes):
                     ports.append(n + 1)
                     values = {"symbol_error": 0.0, "rcv_errors": 0.0, "link_downed": 0.0,
-                              "link_error_recovery": 0.0, "link_state": 4.0}
+                              "link_error_recovery": 0.0, "link_state": 4.0,
+                              "xmit_rate": 1e9, "rcv_rate": 1e9}
                     for h in self.port_hooks:
                         h(s, sw, n + 1, values)
+                    if self.traffic:
+                        words[0, leaf, n] += values["xmit_rate"]
+                        words[1, leaf, n] += values["rcv_rate"]
+                        values["xmit_data"], values["rcv_data"] = words[:, leaf, n]
                     for k in pcols:
                         pcols[k].append(values[k])
             out.append(c.make_event(c.port_batch(sw_names, pcounts, ports, pcols),
