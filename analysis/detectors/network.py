@@ -13,8 +13,8 @@ Signals and why (docs/faults.md):
 Which of cable, NIC or whole leaf it is, is the diagnosis' call (how many ports of the leaf went
 down at once, whether the port came back, which counters rose first).
 
-Same two-pass plan as the GPU detectors: one grouped scan per port, then the series of the few
-ports that moved.
+Same two-pass plan as the GPU detectors: the shared grouped scan of every port
+(``scans.port_summary``), then the series of the few ports that moved.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
+from fleetlog.analysis.detectors.scans import port_summary
 from fleetlog.analysis.detectors.series import Episode, rising_episodes, runs
 from fleetlog.ingest import contract as c
 
@@ -52,23 +53,6 @@ def _episodes(ts: np.ndarray, values: np.ndarray) -> list[Episode]:
             continue
         out.append(ep)
     return out
-
-
-def port_summary(ctx: AnalysisContext) -> pl.DataFrame:
-    cached = ctx.cache.get("port_summary")
-    if isinstance(cached, pl.DataFrame):
-        return cached
-    df = query_pl(ctx.con,
-        "SELECT switch, port, count(*) AS n, "
-        "max(symbol_error) - min(symbol_error) AS sym, "
-        "max(rcv_errors) - min(rcv_errors) AS rcv, "
-        "max(link_downed) - min(link_downed) AS downed, "
-        "max(link_error_recovery) - min(link_error_recovery) AS ler, "
-        "min(link_state) AS min_state "
-        f"FROM port_samples WHERE {ctx.ts_filter()} GROUP BY switch, port"
-    )
-    ctx.cache["port_summary"] = df
-    return df
 
 
 def detect_ports(ctx: AnalysisContext) -> list[Finding]:
