@@ -32,6 +32,8 @@ GPU_BUCKET_S: Final = 120  # the peer rules' first pass: fine enough to find a s
 # The port rate rule's first pass: ten minutes (fewer groups is a cheaper scan; a port at half
 # rate for a third of a bucket already sits below the candidate ratio).
 PORT_BUCKET_S: Final = 600
+CHUNK_S: Final = 3600  # the bucketed scans run an hour at a time (_chunked); both widths divide it
+MAX_CHUNKS: Final = 64
 BUSY_UTIL: Final = 80.0  # clock and power compare only while the GPU works (not comm/ckpt)
 THERMAL_BITS: Final = c.THROTTLE_SW_THERMAL | c.THROTTLE_HW_THERMAL
 SLOW_BITS: Final = c.THROTTLE_HW_SLOWDOWN | c.THROTTLE_POWER_BRAKE
@@ -40,6 +42,28 @@ GPU_COUNTERS: Final = {"sbe": "ecc_sbe_vol_total", "dbe": "ecc_dbe_vol_total",
                        "sram": "sram_ecc_total", "nvl": "nvlink_crc_flit_errors"}
 PORT_COUNTERS: Final = {"sym": "symbol_error", "rcv": "rcv_errors", "downed": "link_downed",
                         "ler": "link_error_recovery"}
+
+
+def _chunked(ctx: AnalysisContext, sql: str) -> pl.DataFrame:
+    """``sql`` (a grouped SELECT whose WHERE is ``{where}``) run over the read window one time
+    chunk at a time, the results stacked: the same rows as one query over the whole window,
+    since every group is a window of a bucket width that divides ``CHUNK_S``, so no group
+    straddles two chunks. Why: grouped by GPU and 2-minute window, a day is ~12 M groups, and a
+    hash table that size misses the cache on every row; an hour's ~0.5 M groups do not, and
+    the ts predicate of each chunk lets the zone maps skip the rest of the day (2x faster on the
+    2,048-node day, the same frame)."""
+    step = CHUNK_S * US
+    # Long windows (weeks of history) take longer chunks rather than thousands of queries.
+    step *= max(1, -(-(ctx.until_us - ctx.read_from_us) // (step * MAX_CHUNKS)))
+    parts = []
+    start = ctx.read_from_us // step * step
+    while start < ctx.until_us:
+        lo, hi = max(start, ctx.read_from_us), min(start + step, ctx.until_us)
+        parts.append(query_pl(ctx.con, sql.format(
+            where=f"ts >= make_timestamptz({lo}) AND ts < make_timestamptz({hi})")))
+        start += step
+    return pl.concat(parts, how="vertical") if parts else query_pl(
+        ctx.con, sql.format(where="false"))
 
 
 def _throttle(column: str = "throttle_reasons") -> str:
@@ -60,14 +84,14 @@ def gpu_buckets(ctx: AnalysisContext) -> pl.DataFrame:
     if isinstance(cached, pl.DataFrame):
         return cached
     busy = f"util_pct >= {BUSY_UTIL} AND ({_throttle()} & {THERMAL_BITS}) = 0"
-    df = query_pl(ctx.con,
+    df = _chunked(ctx,
         # Integer division, not time_bucket: several times faster over a day of scrapes.
         f"SELECT node, gpu, epoch_us(ts) // {GPU_BUCKET_S * US} * {GPU_BUCKET_S * US} AS b, "
         f"avg(sm_clock_mhz) FILTER (WHERE {busy}) AS clk, "
         f"avg(power_w) FILTER (WHERE {busy}) AS pw, "
         "max(pcie_replays) - min(pcie_replays) AS rp, "
         f"count(*) FILTER (WHERE ({_throttle()} & {SLOW_BITS}) <> 0) AS slow_bits "
-        f"FROM gpu_samples WHERE {ctx.ts_filter()} GROUP BY ALL"
+        "FROM gpu_samples WHERE {where} GROUP BY ALL"
     )
     ctx.cache["gpu_buckets"] = df
     return df
@@ -102,11 +126,11 @@ def port_buckets(ctx: AnalysisContext) -> pl.DataFrame:
         return cached
     counters = "".join(f"min({col}) AS {name}_lo, max({col}) AS {name}_hi, "
                        for name, col in PORT_COUNTERS.items())
-    df = query_pl(ctx.con,
+    df = _chunked(ctx,
         f"SELECT switch, port, epoch_us(ts) // {PORT_BUCKET_S * US} * {PORT_BUCKET_S * US} AS b, "
         "max(xmit_data) - min(xmit_data) AS x, max(rcv_data) - min(rcv_data) AS r, "
         f"count(*) AS n, {counters}min(link_state) AS min_state "
-        f"FROM port_samples WHERE {ctx.ts_filter()} GROUP BY ALL"
+        "FROM port_samples WHERE {where} GROUP BY ALL"
     )
     ctx.cache["port_buckets"] = df
     return df
