@@ -44,6 +44,30 @@ PORT_COUNTERS: Final = {"sym": "symbol_error", "rcv": "rcv_errors", "downed": "l
                         "ler": "link_error_recovery"}
 
 
+def _throttle(column: str = "throttle_reasons") -> str:
+    return f"CAST(coalesce({column}, 0) AS UBIGINT)"
+
+
+_BUSY: Final = f"util_pct >= {BUSY_UTIL} AND ({_throttle()} & {THERMAL_BITS}) = 0"
+# The bucketed scans' SQL, ``{where}`` left for the chunk's time predicate (``_chunked``).
+# Integer division, not time_bucket: several times faster over a day of scrapes.
+GPU_BUCKETS_SQL: Final = (
+    f"SELECT node, gpu, epoch_us(ts) // {GPU_BUCKET_S * US} * {GPU_BUCKET_S * US} AS b, "
+    f"avg(sm_clock_mhz) FILTER (WHERE {_BUSY}) AS clk, "
+    f"avg(power_w) FILTER (WHERE {_BUSY}) AS pw, "
+    "max(pcie_replays) - min(pcie_replays) AS rp, "
+    f"count(*) FILTER (WHERE ({_throttle()} & {SLOW_BITS}) <> 0) AS slow_bits "
+    "FROM gpu_samples WHERE {where} GROUP BY ALL"
+)
+PORT_BUCKETS_SQL: Final = (
+    f"SELECT switch, port, epoch_us(ts) // {PORT_BUCKET_S * US} * {PORT_BUCKET_S * US} AS b, "
+    "max(xmit_data) - min(xmit_data) AS x, max(rcv_data) - min(rcv_data) AS r, count(*) AS n, "
+    + "".join(f"min({col}) AS {name}_lo, max({col}) AS {name}_hi, "
+              for name, col in PORT_COUNTERS.items())
+    + "min(link_state) AS min_state FROM port_samples WHERE {where} GROUP BY ALL"
+)
+
+
 def _chunked(ctx: AnalysisContext, sql: str) -> pl.DataFrame:
     """``sql`` (a grouped SELECT whose WHERE is ``{where}``) run over the read window one time
     chunk at a time, the results stacked: the same rows as one query over the whole window,
@@ -66,10 +90,6 @@ def _chunked(ctx: AnalysisContext, sql: str) -> pl.DataFrame:
         ctx.con, sql.format(where="false"))
 
 
-def _throttle(column: str = "throttle_reasons") -> str:
-    return f"CAST(coalesce({column}, 0) AS UBIGINT)"
-
-
 def _increase(name: str) -> pl.Expr:
     """A counter's maximum minus its minimum over the buckets rolled up, as DuckDB's max and
     min over the rows would give it (there a NaN is the largest value: max propagates it)."""
@@ -83,16 +103,7 @@ def gpu_buckets(ctx: AnalysisContext) -> pl.DataFrame:
     cached = ctx.cache.get("gpu_buckets")
     if isinstance(cached, pl.DataFrame):
         return cached
-    busy = f"util_pct >= {BUSY_UTIL} AND ({_throttle()} & {THERMAL_BITS}) = 0"
-    df = _chunked(ctx,
-        # Integer division, not time_bucket: several times faster over a day of scrapes.
-        f"SELECT node, gpu, epoch_us(ts) // {GPU_BUCKET_S * US} * {GPU_BUCKET_S * US} AS b, "
-        f"avg(sm_clock_mhz) FILTER (WHERE {busy}) AS clk, "
-        f"avg(power_w) FILTER (WHERE {busy}) AS pw, "
-        "max(pcie_replays) - min(pcie_replays) AS rp, "
-        f"count(*) FILTER (WHERE ({_throttle()} & {SLOW_BITS}) <> 0) AS slow_bits "
-        "FROM gpu_samples WHERE {where} GROUP BY ALL"
-    )
+    df = _chunked(ctx, GPU_BUCKETS_SQL)
     ctx.cache["gpu_buckets"] = df
     return df
 
@@ -124,14 +135,7 @@ def port_buckets(ctx: AnalysisContext) -> pl.DataFrame:
     cached = ctx.cache.get("port_buckets")
     if isinstance(cached, pl.DataFrame):
         return cached
-    counters = "".join(f"min({col}) AS {name}_lo, max({col}) AS {name}_hi, "
-                       for name, col in PORT_COUNTERS.items())
-    df = _chunked(ctx,
-        f"SELECT switch, port, epoch_us(ts) // {PORT_BUCKET_S * US} * {PORT_BUCKET_S * US} AS b, "
-        "max(xmit_data) - min(xmit_data) AS x, max(rcv_data) - min(rcv_data) AS r, "
-        f"count(*) AS n, {counters}min(link_state) AS min_state "
-        "FROM port_samples WHERE {where} GROUP BY ALL"
-    )
+    df = _chunked(ctx, PORT_BUCKETS_SQL)
     ctx.cache["port_buckets"] = df
     return df
 
