@@ -24,8 +24,8 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
-from fleetlog.analysis.detectors.scans import port_summary
+from fleetlog.analysis.context import US, AnalysisContext, Finding
+from fleetlog.analysis.detectors.scans import keyed_series, port_summary
 from fleetlog.analysis.detectors.series import Episode, rising_episodes, runs
 from fleetlog.ingest import contract as c
 
@@ -65,17 +65,9 @@ def detect_ports(ctx: AnalysisContext) -> list[Finding]:
     )
     if candidates.is_empty():
         return []
-    ctx.con.register("_fleetlog_ports", candidates.select("switch", "port").to_arrow())
-    try:
-        data = query_pl(ctx.con,
-            "SELECT s.switch, s.port, epoch_us(s.ts) AS t, s.symbol_error, s.rcv_errors, "
-            "s.link_downed, s.link_error_recovery, s.link_state, s.event_id "
-            "FROM port_samples s SEMI JOIN _fleetlog_ports k "
-            "ON s.switch = k.switch AND s.port = k.port "
-            f"WHERE {ctx.ts_filter('s.ts')} ORDER BY s.switch, s.port, s.ts"
-        )
-    finally:
-        ctx.con.unregister("_fleetlog_ports")
+    data = keyed_series(ctx, "port_samples", candidates.select("switch", "port"),
+        "s.switch, s.port, epoch_us(s.ts) AS t, s.symbol_error, s.rcv_errors, "
+        "s.link_downed, s.link_error_recovery, s.link_state, s.event_id")
     topology = ctx.projections.topology
     findings: list[Finding] = []
     for (switch, port), part in data.group_by(["switch", "port"], maintain_order=True):

@@ -40,6 +40,7 @@ from fleetlog.analysis.detectors.scans import (
     SLOW_BITS,
     THERMAL_BITS,
     gpu_buckets,
+    keyed_series,
 )
 from fleetlog.analysis.detectors.series import rising_episodes, runs
 from fleetlog.ingest import contract as c
@@ -247,17 +248,11 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame,
     )["node"].unique().to_list()
     if not nodes:
         return []
-    ctx.con.register("_fleetlog_peer_nodes", pl.DataFrame({"node": nodes}).to_arrow())
-    try:
-        data = query_pl(ctx.con,
-            "SELECT s.node, s.gpu, epoch_us(s.ts) AS t, s.util_pct AS util, s.sm_clock_mhz AS clk, "
-            "s.power_w AS pw, s.pcie_replays AS rp, "
-            "CAST(coalesce(s.throttle_reasons, 0) AS UBIGINT) AS throttle, s.event_id "
-            "FROM gpu_samples s SEMI JOIN _fleetlog_peer_nodes k ON s.node = k.node "
-            f"WHERE {ctx.ts_filter('s.ts')} ORDER BY s.node, s.gpu, s.ts"
-        )
-    finally:
-        ctx.con.unregister("_fleetlog_peer_nodes")
+    data = keyed_series(ctx, "gpu_samples", pl.DataFrame({"node": nodes}),
+        "s.node, s.gpu, epoch_us(s.ts) AS t, s.util_pct AS util, s.sm_clock_mhz AS clk, "
+        "s.power_w AS pw, s.pcie_replays AS rp, "
+        "CAST(coalesce(s.throttle_reasons, 0) AS UBIGINT) AS throttle, s.event_id",
+        then_by=["gpu"])
     busy = (pl.col("util") >= BUSY_UTIL) & ((pl.col("throttle") & THERMAL_BITS) == 0)
     data = data.with_columns(
         pl.when(busy).then(pl.col("clk")).alias("bclk"),

@@ -19,8 +19,8 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
-from fleetlog.analysis.detectors.scans import PORT_BUCKET_S, port_buckets
+from fleetlog.analysis.context import US, AnalysisContext, Finding
+from fleetlog.analysis.detectors.scans import PORT_BUCKET_S, keyed_series, port_buckets
 from fleetlog.analysis.detectors.series import runs
 from fleetlog.ingest import contract as c
 
@@ -75,16 +75,9 @@ def detect_port_rates(ctx: AnalysisContext) -> list[Finding]:
     if not nodes:
         return []
     keys = ports.filter(pl.col("node").is_in(nodes))
-    ctx.con.register("_fleetlog_rate_ports", keys.select("switch", "port").to_arrow())
-    try:
-        data = query_pl(ctx.con,
-            "SELECT s.switch, CAST(s.port AS BIGINT) AS port, epoch_us(s.ts) AS t, "
-            "s.xmit_data AS x, s.rcv_data AS r, s.event_id FROM port_samples s "
-            "SEMI JOIN _fleetlog_rate_ports k ON s.switch = k.switch AND s.port = k.port "
-            f"WHERE {ctx.ts_filter('s.ts')} ORDER BY s.switch, s.port, s.ts"
-        )
-    finally:
-        ctx.con.unregister("_fleetlog_rate_ports")
+    data = keyed_series(ctx, "port_samples", keys.select("switch", "port"),
+        "s.switch, CAST(s.port AS BIGINT) AS port, epoch_us(s.ts) AS t, "
+        "s.xmit_data AS x, s.rcv_data AS r, s.event_id")
     per_scrape_floor = MIN_TRAFFIC_SHARE * typical * ctx.interval_us / (BUCKET_S * US)
     # Per-scrape rates (a counter reset or a gap counts as no rate), then each port's rate as a
     # share of the median of its node's ports at the same scrape.

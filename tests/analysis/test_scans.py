@@ -129,3 +129,27 @@ def test_port_summary_rolled_up_from_buckets_equals_a_scan_per_port(store: Path)
 def test_bucket_widths_divide_the_chunk() -> None:
     assert scans.CHUNK_S % scans.GPU_BUCKET_S == 0
     assert scans.CHUNK_S % scans.PORT_BUCKET_S == 0
+
+
+def test_keyed_series_is_the_ordered_query(store: Path) -> None:
+    con = _open(store)
+    try:
+        ctx = build_context(con)
+        assert ctx is not None
+        keys = pl.DataFrame({"switch": ["leaf-su01-2", "leaf-su01-1", "leaf-su01-1"],
+                             "port": [3, 2, 4]}, schema={"switch": pl.String, "port": pl.UInt16})
+        columns = "s.switch, s.port, epoch_us(s.ts) AS t, s.symbol_error, s.event_id"
+        got = scans.keyed_series(ctx, "port_samples", keys, columns)
+        con.register("_want_keys", keys.to_arrow())
+        want = query_pl(con,
+            f"SELECT {columns} FROM port_samples s SEMI JOIN _want_keys k "
+            f"ON s.switch = k.switch AND s.port = k.port WHERE {ctx.ts_filter('s.ts')} "
+            "ORDER BY s.switch, s.port, s.ts")
+        assert got.height == 3 * SCRAPES and got.equals(want)
+        nodes = scans.keyed_series(ctx, "gpu_samples", pl.DataFrame({"node": ["n00003"]}),
+                                   "s.node, s.gpu, epoch_us(s.ts) AS t", then_by=["gpu"])
+        assert nodes.equals(query_pl(con,
+            "SELECT s.node, s.gpu, epoch_us(s.ts) AS t FROM gpu_samples s "
+            f"WHERE s.node = 'n00003' AND {ctx.ts_filter('s.ts')} ORDER BY s.gpu, s.ts"))
+    finally:
+        con.close()
