@@ -1,10 +1,10 @@
-"""The shared grouped scans of the sample tables: each table is read once per analysis.
+"""The shared grouped scans of the sample tables: each computed once per analysis and cached.
 
 A 2,048-node day is ~140 M GPU rows and ~210 M port rows: every pass over either costs seconds,
 and pulling raw samples into Python costs gigabytes. So the detectors that need aggregates of
 every GPU or every port (presence, counters, thermal and peers over ``gpu_samples``; error
-counters and data rates over ``port_samples``) take them from one grouped scan of each table,
-computed in DuckDB (GROUP BY, only the columns needed) and kept in ``ctx.cache``:
+counters and data rates over ``port_samples``) take them from these grouped scans, computed in
+DuckDB (GROUP BY, only the columns needed) and kept in ``ctx.cache``:
 
 - ``gpu_summary``: per GPU over the window, the row count and times, each counter's increase,
   the flags and throttle bits seen (presence, counters, thermal);
@@ -16,7 +16,7 @@ computed in DuckDB (GROUP BY, only the columns needed) and kept in ``ctx.cache``
   rate rule) and each error counter's minimum and maximum; ``port_summary`` is rolled up from it.
 
 The rules that look closer (a rise within minutes, a ratio per scrape) fetch the series of the
-few GPUs or ports these aggregates pick, in a filtered scan of their own.
+few GPUs or ports these aggregates pick, in a filtered scan of their own (``keyed_series``).
 """
 
 from __future__ import annotations
