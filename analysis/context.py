@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import duckdb
 import polars as pl
@@ -20,6 +20,12 @@ from fleetlog.analysis.events import fold_store
 from fleetlog.analysis.projections import Projections
 
 US: int = 1_000_000
+# DuckDB's memory cap on the connections the analysis reads through (analyze, eval). Its own
+# default is 80 % of the machine's RAM, and its buffer pool keeps every block it read in there:
+# on a 2,048-node day that was 10-12 GB of resident memory for ~1.5 GB of hash tables. Capped,
+# it evicts blocks it has done with (and spills a hash table that outgrows the cap): 7.6 GB peak
+# for the whole process (the rest is the detectors' frames), and no slower (docs/scale.md).
+ANALYSIS_MEMORY_LIMIT: Final = "3GB"
 
 
 @dataclass(frozen=True)

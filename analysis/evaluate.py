@@ -46,7 +46,7 @@ import duckdb
 import numpy as np
 
 from fleetlog.analysis.calibration import reliability
-from fleetlog.analysis.context import US, infer_interval_us
+from fleetlog.analysis.context import ANALYSIS_MEMORY_LIMIT, US, infer_interval_us
 from fleetlog.analysis.diagnosis import Incident
 from fleetlog.analysis.incidents import AnalysisError
 from fleetlog.analysis.pipeline import AnalysisResult, analyze_store
@@ -445,7 +445,7 @@ def evaluate_stores(
 
     runs = []
     for paths in stores:
-        con = open_union(list(paths))
+        con = open_union(list(paths), memory_limit=ANALYSIS_MEMORY_LIMIT)
         try:
             if not has_truth(con):
                 raise NoGroundTruth(

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import duckdb
 
+from fleetlog.analysis.context import ANALYSIS_MEMORY_LIMIT
 from fleetlog.analysis.diagnosis import Incident
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.contract import Sink
@@ -125,10 +126,12 @@ def open_for_results(paths: Sequence[str | Path], write: bool) -> duckdb.DuckDBP
 
     files = store_files(paths)
     if not write:
-        return open_union(files)
+        return open_union(files, memory_limit=ANALYSIS_MEMORY_LIMIT)
     if len(files) != 1:
         raise AnalysisError(
             f"{len(files)} store files given: incidents can be stored in one only; "
             "pass --no-write to analyze shards together without storing"
         )
-    return open_store(files[0])
+    con = open_store(files[0])
+    con.execute(f"SET memory_limit = '{ANALYSIS_MEMORY_LIMIT}'")
+    return con

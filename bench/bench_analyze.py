@@ -10,19 +10,21 @@
 The synthetic store has the schema and row shapes of the real one (GPU batch per rack per scrape,
 every port of every leaf and spine per scrape, a few jobs reporting steps) but is made by SQL, not
 by the generator, so that a 2,048-node day takes minutes to build instead of hours. Prints the
-analysis time per stage and the incidents found (JSON).
+analysis time per stage, the process's peak resident memory and the incidents found (JSON).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 from pathlib import Path
 
+from fleetlog.analysis.context import ANALYSIS_MEMORY_LIMIT
 from fleetlog.analysis.pipeline import analyze_store
 from fleetlog.ingest import contract as c
-from fleetlog.ingest.store import open_store
+from fleetlog.ingest.store import open_store, open_union
 from fleetlog.ingest.store.writer import land
 
 T0 = 1_767_571_200_000_000  # 2026-01-05T00:00:00Z
@@ -111,6 +113,8 @@ def main() -> None:
     parser.add_argument("--synth", type=Path, help="build a synthetic store here, then time it")
     parser.add_argument("--nodes", type=int, default=2048)
     parser.add_argument("--hours", type=float, default=24.0)
+    parser.add_argument("--memory-limit", default=ANALYSIS_MEMORY_LIMIT,
+                        help="DuckDB's memory cap (default: the one analyze uses)")
     args = parser.parse_args()
     path = args.db
     if args.synth:
@@ -120,7 +124,8 @@ def main() -> None:
         path = args.synth
     if path is None:
         parser.error("give --db PATH or --synth PATH")
-    con = open_store(path, read_only=True)
+    # The connection `fleetlog analyze` reads through: DuckDB capped at ANALYSIS_MEMORY_LIMIT.
+    con = open_union([path], memory_limit=args.memory_limit)
     rows = con.execute("SELECT (SELECT count(*) FROM gpu_samples_raw), "
                        "(SELECT count(*) FROM port_samples_raw)").fetchone()
     started = time.perf_counter()
@@ -130,6 +135,8 @@ def main() -> None:
     print(json.dumps({
         "db": str(path), "gpu_rows": rows[0] if rows else None,
         "port_rows": rows[1] if rows else None, "analysis_s": round(wall, 2),
+        # the whole process's peak resident memory (Linux: ru_maxrss is in KiB)
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "stages_s": result.timings,
         "incidents": [(i.category, i.root) for i in result.incidents],
     }, indent=2))

@@ -1,10 +1,10 @@
 """GPU sample detectors over ``gpu_samples``: counters that rise, flags that set, GPUs and nodes
 that stop reporting.
 
-Scale: a 2,048-node day is ~140 M rows, so nothing here loops over samples in Python. One grouped
-scan (``gpu_summary``: per GPU, the increase of each counter, the flags seen, the row count) picks
-the few GPUs and nodes worth a look; a second, filtered scan fetches only their series, and the
-rules run on those arrays.
+Scale: a 2,048-node day is ~140 M rows, so nothing here loops over samples in Python. The shared
+grouped scan (``scans.gpu_summary``: per GPU, the increase of each counter, the flags seen, the
+row count) picks the few GPUs and nodes worth a look; a second, filtered scan fetches only their
+series, and the rules run on those arrays.
 
 Signals and why (docs/faults.md):
 - ``ecc_sbe_vol_total`` rising well above background -> HBM degrading (``sbe_rising``).
@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
+from fleetlog.analysis.detectors.scans import gpu_summary
 from fleetlog.analysis.detectors.series import rising_episodes, runs
 from fleetlog.ingest import contract as c
 
@@ -57,27 +58,6 @@ CADENCE_TOLERANCE: Final = 0.5  # each of those intervals within ±50 % of their
 # Life signs count from this long after the last sample: a dying node's job can still report a
 # step or two, and its ports carry the last bytes in flight.
 LIFE_MARGIN_US: Final = 120 * US
-
-
-def gpu_summary(ctx: AnalysisContext) -> pl.DataFrame:
-    """One grouped scan: per GPU, row count, first/last sample, counter increases, flags."""
-    cached = ctx.cache.get("gpu_summary")
-    if isinstance(cached, pl.DataFrame):
-        return cached
-    df = query_pl(ctx.con,
-        "SELECT node, gpu, count(*) AS n, epoch_us(min(ts)) AS first_us, "
-        "epoch_us(max(ts)) AS last_us, "
-        "max(ecc_sbe_vol_total) - min(ecc_sbe_vol_total) AS sbe, "
-        "max(ecc_dbe_vol_total) - min(ecc_dbe_vol_total) AS dbe, "
-        "max(sram_ecc_total) - min(sram_ecc_total) AS sram, "
-        "max(nvlink_crc_flit_errors) - min(nvlink_crc_flit_errors) AS nvl, "
-        "max(row_remap_pending) AS rrp, max(row_remap_failure) AS rrf, "
-        "bit_or(CAST(coalesce(throttle_reasons, 0) AS UBIGINT)) AS throttle, "
-        "max(gpu_temp_c) AS tmax, avg(gpu_temp_c) AS tavg "
-        f"FROM gpu_samples WHERE {ctx.ts_filter()} GROUP BY node, gpu"
-    )
-    ctx.cache["gpu_summary"] = df
-    return df
 
 
 def scrape_times(ctx: AnalysisContext) -> np.ndarray:

@@ -13,8 +13,8 @@ Signals and why (docs/faults.md):
 Which of cable, NIC or whole leaf it is, is the diagnosis' call (how many ports of the leaf went
 down at once, whether the port came back, which counters rose first).
 
-Same two-pass plan as the GPU detectors: one grouped scan per port, then the series of the few
-ports that moved.
+Same two-pass plan as the GPU detectors: the shared grouped scan of every port
+(``scans.port_summary``), then the series of the few ports that moved.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
+from fleetlog.analysis.context import US, AnalysisContext, Finding
+from fleetlog.analysis.detectors.scans import keyed_series, port_summary
 from fleetlog.analysis.detectors.series import Episode, rising_episodes, runs
 from fleetlog.ingest import contract as c
 
@@ -54,23 +55,6 @@ def _episodes(ts: np.ndarray, values: np.ndarray) -> list[Episode]:
     return out
 
 
-def port_summary(ctx: AnalysisContext) -> pl.DataFrame:
-    cached = ctx.cache.get("port_summary")
-    if isinstance(cached, pl.DataFrame):
-        return cached
-    df = query_pl(ctx.con,
-        "SELECT switch, port, count(*) AS n, "
-        "max(symbol_error) - min(symbol_error) AS sym, "
-        "max(rcv_errors) - min(rcv_errors) AS rcv, "
-        "max(link_downed) - min(link_downed) AS downed, "
-        "max(link_error_recovery) - min(link_error_recovery) AS ler, "
-        "min(link_state) AS min_state "
-        f"FROM port_samples WHERE {ctx.ts_filter()} GROUP BY switch, port"
-    )
-    ctx.cache["port_summary"] = df
-    return df
-
-
 def detect_ports(ctx: AnalysisContext) -> list[Finding]:
     summary = port_summary(ctx)
     candidates = summary.filter(
@@ -81,17 +65,9 @@ def detect_ports(ctx: AnalysisContext) -> list[Finding]:
     )
     if candidates.is_empty():
         return []
-    ctx.con.register("_fleetlog_ports", candidates.select("switch", "port").to_arrow())
-    try:
-        data = query_pl(ctx.con,
-            "SELECT s.switch, s.port, epoch_us(s.ts) AS t, s.symbol_error, s.rcv_errors, "
-            "s.link_downed, s.link_error_recovery, s.link_state, s.event_id "
-            "FROM port_samples s SEMI JOIN _fleetlog_ports k "
-            "ON s.switch = k.switch AND s.port = k.port "
-            f"WHERE {ctx.ts_filter('s.ts')} ORDER BY s.switch, s.port, s.ts"
-        )
-    finally:
-        ctx.con.unregister("_fleetlog_ports")
+    data = keyed_series(ctx, "port_samples", candidates.select("switch", "port"),
+        "s.switch, s.port, epoch_us(s.ts) AS t, s.symbol_error, s.rcv_errors, "
+        "s.link_downed, s.link_error_recovery, s.link_state, s.event_id")
     topology = ctx.projections.topology
     findings: list[Finding] = []
     for (switch, port), part in data.group_by(["switch", "port"], maintain_order=True):

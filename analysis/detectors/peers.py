@@ -27,9 +27,10 @@ Time to detect: the ratio rules also run a CUSUM of each scrape's ratio in units
 own noise (``series.cusum_low``), so a deep step fires in a few scrapes and a shallow one as soon
 as its evidence adds up, instead of after a fixed smoothing window.
 
-Scale (a 2,048-node day is ~140 M rows): one grouped scan buckets every GPU into ``BUCKET_S``
-windows (busy clock and power, replays, slow-bit scrapes); the peer medians on those buckets pick
-the few nodes worth a look; the scrape-level rules run on those nodes' series only.
+Scale (a 2,048-node day is ~140 M rows): the shared grouped scan (``scans.gpu_buckets``) buckets
+every GPU into ``BUCKET_S`` windows (busy clock and power, replays, slow-bit scrapes); the peer
+medians on those buckets pick the few nodes worth a look; the scrape-level rules run on those
+nodes' series only.
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ import numpy as np
 import polars as pl
 
 from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
+from fleetlog.analysis.detectors.scans import (
+    BUSY_UTIL,
+    GPU_BUCKET_S,
+    SLOW_BITS,
+    THERMAL_BITS,
+    gpu_buckets,
+    keyed_series,
+)
 from fleetlog.analysis.detectors.series import (
     cusum_episodes,
     cusum_low,
@@ -50,10 +59,7 @@ from fleetlog.analysis.detectors.series import (
 )
 from fleetlog.ingest import contract as c
 
-BUCKET_S: Final = 120  # first-pass bucket: fine enough to find a slow node within minutes
-BUSY_UTIL: Final = 80.0  # clock and power compare only while the GPU works (not comm/ckpt)
-THERMAL_BITS: Final = c.THROTTLE_SW_THERMAL | c.THROTTLE_HW_THERMAL
-SLOW_BITS: Final = c.THROTTLE_HW_SLOWDOWN | c.THROTTLE_POWER_BRAKE
+BUCKET_S: Final = GPU_BUCKET_S  # first-pass bucket: fine enough to find a slow node in minutes
 MIN_PEERS: Final = 3  # fewer busy peers than this: no median worth comparing with
 # Ratios to the peers' median. Healthy busy GPUs of one node agree within ~1 % (one standard
 # deviation) in clock and ~4-5 % per scrape in power, so power is smoothed over more scrapes
@@ -100,23 +106,9 @@ REPLAY_FALSE_PER_GPU_HOUR: Final = 1e-6  # ~0.01 per 1,000 node-hours of 8 GPUs,
 
 
 def _buckets(ctx: AnalysisContext) -> pl.DataFrame:
-    cached = ctx.cache.get("gpu_buckets")
-    if isinstance(cached, pl.DataFrame):
-        return cached
-    busy = (f"util_pct >= {BUSY_UTIL} AND (CAST(coalesce(throttle_reasons, 0) AS UBIGINT) "
-            f"& {THERMAL_BITS}) = 0")
-    df = query_pl(ctx.con,
-        # Integer division, not time_bucket: several times faster over a day of scrapes.
-        f"SELECT node, gpu, epoch_us(ts) // {BUCKET_S * US} * {BUCKET_S * US} AS b, "
-        f"avg(sm_clock_mhz) FILTER (WHERE {busy}) AS clk, "
-        f"avg(power_w) FILTER (WHERE {busy}) AS pw, "
-        "max(pcie_replays) - min(pcie_replays) AS rp, "
-        f"count(*) FILTER (WHERE (CAST(coalesce(throttle_reasons, 0) AS UBIGINT) & {SLOW_BITS})"
-        " <> 0) AS slow_bits "
-        f"FROM gpu_samples WHERE {ctx.ts_filter()} GROUP BY ALL"
-    )
-    ctx.cache["gpu_buckets"] = df
-    return df
+    """Per (node, gpu, b): busy clock and power, replay increase, slow-bit scrapes, from the
+    shared grouped scan of every GPU (scans.gpu_buckets, ``BUCKET_S`` windows)."""
+    return gpu_buckets(ctx).select("node", "gpu", "b", "clk", "pw", "rp", "slow_bits")
 
 
 def job_of_node(ctx: AnalysisContext) -> pl.DataFrame:
@@ -236,8 +228,10 @@ def _node_finding(ctx: AnalysisContext, node: str, part: pl.DataFrame, first: in
     scrapes = query_pl(ctx.con,
         f"SELECT epoch_us(s.ts) AS t, median(s.sm_clock_mhz) FILTER (WHERE {busy}) AS clk, "
         f"median(s.power_w) FILTER (WHERE {busy}) AS pw, min(s.event_id) AS event_id "
-        "FROM gpu_samples s WHERE s.node = ? AND epoch_us(s.ts) >= ? "
-        "AND epoch_us(s.ts) < ? GROUP BY s.ts ORDER BY t", [node, start, end])
+        # make_timestamptz, not epoch_us(ts): a predicate on ts itself lets the zone maps skip
+        # every row group outside the run (a scan of the run, not of the day).
+        "FROM gpu_samples s WHERE s.node = ? AND s.ts >= make_timestamptz(?) "
+        "AND s.ts < make_timestamptz(?) GROUP BY s.ts ORDER BY t", [node, start, end])
     peers = seg.select(pl.col("b"), pl.col("peer_clk"), pl.col("peer_pw"))
     # Scrapes with too few busy GPUs (a communication or checkpoint phase) say nothing either way.
     scrapes = (scrapes.filter(pl.col("clk").is_not_null())
@@ -301,17 +295,11 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame, slow_nodes: set[s
     )["node"].to_list()) | below_ranks
     if not nodes:
         return []
-    ctx.con.register("_fleetlog_peer_nodes", pl.DataFrame({"node": sorted(nodes)}).to_arrow())
-    try:
-        data = query_pl(ctx.con,
-            "SELECT s.node, s.gpu, epoch_us(s.ts) AS t, s.util_pct AS util, s.sm_clock_mhz AS clk, "
-            "s.power_w AS pw, s.pcie_replays AS rp, "
-            "CAST(coalesce(s.throttle_reasons, 0) AS UBIGINT) AS throttle, s.event_id "
-            "FROM gpu_samples s SEMI JOIN _fleetlog_peer_nodes k ON s.node = k.node "
-            f"WHERE {ctx.ts_filter('s.ts')} ORDER BY s.node, s.gpu, s.ts"
-        )
-    finally:
-        ctx.con.unregister("_fleetlog_peer_nodes")
+    data = keyed_series(ctx, "gpu_samples", pl.DataFrame({"node": sorted(nodes)}),
+        "s.node, s.gpu, epoch_us(s.ts) AS t, s.util_pct AS util, s.sm_clock_mhz AS clk, "
+        "s.power_w AS pw, s.pcie_replays AS rp, "
+        "CAST(coalesce(s.throttle_reasons, 0) AS UBIGINT) AS throttle, s.event_id",
+        then_by=["gpu"])
     busy = (pl.col("util") >= BUSY_UTIL) & ((pl.col("throttle") & THERMAL_BITS) == 0)
     data = data.with_columns(
         pl.when(busy).then(pl.col("clk")).alias("bclk"),

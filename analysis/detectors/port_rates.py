@@ -29,14 +29,16 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
+from fleetlog.analysis.context import US, AnalysisContext, Finding
 from fleetlog.analysis.detectors.peers import job_of_node
+from fleetlog.analysis.detectors.scans import PORT_BUCKET_S, keyed_series, port_buckets
 from fleetlog.analysis.detectors.series import runs
 from fleetlog.ingest import contract as c
 
-# First pass over every port: ten-minute buckets (the cost is the grouped scan, fewer groups is
-# faster); a port at half rate for a third of a bucket already sits below the candidate ratio.
-BUCKET_S: Final = 600
+# First pass over every port: ten-minute buckets (scans.PORT_BUCKET_S; the cost is the grouped
+# scan, fewer groups is faster); a port at half rate for a third of a bucket already sits below
+# the candidate ratio.
+BUCKET_S: Final = PORT_BUCKET_S
 MIN_PEERS: Final = 3  # peer ports carrying traffic at that moment
 # Healthy rails of one node agree within ~8 % per scrape (a few % once smoothed); a link at
 # 3/4 of its peers' rate is well outside that, and one at half is a lost lane or speed step.
@@ -71,13 +73,9 @@ def detect_port_rates(ctx: AnalysisContext) -> list[Finding]:
     ports = _node_ports(ctx)
     if ports.is_empty():
         return []
-    buckets = query_pl(ctx.con,
-        # Integer division, not time_bucket: several times faster over a day of scrapes.
-        f"SELECT switch, CAST(port AS BIGINT) AS port, "
-        f"epoch_us(ts) // {BUCKET_S * US} * {BUCKET_S * US} AS b, "
-        "(max(xmit_data) - min(xmit_data)) AS x, (max(rcv_data) - min(rcv_data)) AS r "
-        f"FROM port_samples WHERE {ctx.ts_filter()} GROUP BY ALL"
-    )
+    # The shared grouped scan of every port (scans.port_buckets, PORT_BUCKET_S windows).
+    buckets = port_buckets(ctx).select(
+        "switch", pl.col("port").cast(pl.Int64), "b", "x", "r")
     if buckets.is_empty():
         return []
     marked = buckets.join(ports, on=["switch", "port"]).with_columns(
@@ -125,16 +123,9 @@ def detect_port_rates(ctx: AnalysisContext) -> list[Finding]:
 
 def _rates(ctx: AnalysisContext, keys: pl.DataFrame) -> pl.DataFrame:
     """Per-scrape data rates of the ports ``keys`` (a counter reset or a gap: no rate)."""
-    ctx.con.register("_fleetlog_rate_ports", keys.select("switch", "port").to_arrow())
-    try:
-        data = query_pl(ctx.con,
-            "SELECT s.switch, CAST(s.port AS BIGINT) AS port, epoch_us(s.ts) AS t, "
-            "s.xmit_data AS x, s.rcv_data AS r, s.event_id FROM port_samples s "
-            "SEMI JOIN _fleetlog_rate_ports k ON s.switch = k.switch AND s.port = k.port "
-            f"WHERE {ctx.ts_filter('s.ts')} ORDER BY s.switch, s.port, s.ts"
-        )
-    finally:
-        ctx.con.unregister("_fleetlog_rate_ports")
+    data = keyed_series(ctx, "port_samples", keys.select("switch", "port"),
+        "s.switch, CAST(s.port AS BIGINT) AS port, epoch_us(s.ts) AS t, "
+        "s.xmit_data AS x, s.rcv_data AS r, s.event_id")
     return data.join(keys, on=["switch", "port"]).with_columns(
         (pl.col("x").diff().over("switch", "port")).alias("dx"),
         (pl.col("r").diff().over("switch", "port")).alias("dr"),

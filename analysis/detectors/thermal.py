@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from fleetlog.analysis.context import AnalysisContext, Finding, query_pl
-from fleetlog.analysis.detectors.gpu import gpu_summary
+from fleetlog.analysis.detectors.scans import gpu_summary
 from fleetlog.analysis.detectors.series import runs
 from fleetlog.ingest import contract as c
 
