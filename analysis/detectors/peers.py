@@ -61,6 +61,7 @@ from fleetlog.ingest import contract as c
 
 BUCKET_S: Final = GPU_BUCKET_S  # first-pass bucket: fine enough to find a slow node in minutes
 MIN_PEERS: Final = 3  # fewer busy peers than this: no median worth comparing with
+SERIES_BATCH_NODES: Final = 128  # candidate nodes whose scrape series are read at once
 # Ratios to the peers' median. Healthy busy GPUs of one node agree within ~1 % (one standard
 # deviation) in clock and ~4-5 % per scrape in power, so power is smoothed over more scrapes
 # (the median of POWER_SMOOTH scrapes varies by ~1 %); each threshold sits many of those
@@ -295,7 +296,24 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame, slow_nodes: set[s
     )["node"].to_list()) | below_ranks
     if not nodes:
         return []
-    data = keyed_series(ctx, "gpu_samples", pl.DataFrame({"node": sorted(nodes)}),
+    rises = _replay_rises(buckets)
+    ordered = sorted(nodes)
+    findings: list[Finding] = []
+    # The candidates' series a batch of nodes at a time: every rule below reads one node's GPUs
+    # (windows over node/GPU), so batches change no finding, and memory stays bounded when many
+    # nodes are candidates (a 2,048-node day has hundreds: all at once peaked over 20 GB).
+    for i in range(0, len(ordered), SERIES_BATCH_NODES):
+        findings.extend(_series_findings(ctx, ordered[i:i + SERIES_BATCH_NODES], slow_nodes,
+                                         below_ranks, ranks, rises))
+    return findings
+
+
+def _series_findings(ctx: AnalysisContext, nodes: list[str], slow_nodes: set[str],
+                     below_ranks: set[str], ranks: pl.DataFrame,
+                     rises: dict[int, int]) -> list[Finding]:
+    """The scrape-level rules (ratios to the node's GPUs and to the job's ranks, replays, slow
+    bits) over the series of ``nodes``."""
+    data = keyed_series(ctx, "gpu_samples", pl.DataFrame({"node": nodes}),
         "s.node, s.gpu, epoch_us(s.ts) AS t, s.util_pct AS util, s.sm_clock_mhz AS clk, "
         "s.power_w AS pw, s.pcie_replays AS rp, "
         "CAST(coalesce(s.throttle_reasons, 0) AS UBIGINT) AS throttle, s.event_id",
@@ -322,7 +340,6 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame, slow_nodes: set[s
     rp_rise = (pl.col("rp").max() - pl.col("rp").min()).over("node", "gpu")
     moving = data.filter(pl.col("bits").any().over("node", "gpu")
                          | (rp_rise.fill_null(0) >= MIN_RISES))
-    rises = _replay_rises(buckets)
     node_bits_done: set[str] = set()
     for (node, gpu), part in moving.group_by(["node", "gpu"], maintain_order=True):
         node_s = str(node)
