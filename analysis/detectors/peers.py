@@ -1,9 +1,7 @@
 """Peer-relative GPU and node detectors: the fail-slow (gray) parts no error counter names.
 
 A part that runs slow shows only against its peers: the other GPUs of its node (same job, same
-phase, same cooling, same collectives), the ranks of its job on other nodes (where its own node
-cannot tell: too few busy GPUs, or several of them slow together) and, for a whole node, the
-other nodes of its job. Fixed
+phase, same cooling, same collectives) and, for a whole node, the other nodes of its job. Fixed
 thresholds misfire (a checkpoint phase drops every GPU's power; different jobs draw different
 power), so every rule here is a ratio to the median of the peers at the same moment, a median
 that a single abnormal peer cannot move. Signals and why (../shared/DESIGN.md, docs/faults.md):
@@ -16,16 +14,11 @@ that a single abnormal peer cannot move. Signals and why (../shared/DESIGN.md, d
 - ``throttle_reasons`` with HW slowdown (0x8) or power brake (0x80) for several scrapes: on most
   GPUs of a node at once it is the node's power delivery (``node_throttled``), on one GPU that
   GPU (``hw_slowdown``);
-- ``pcie_replays`` rising in several separate scrapes within a short or a long window, more than
-  the fleet's own background makes likely (``pcie_replays``): a PCIe link retraining; one
-  isolated jump is a blip, not a trend;
+- ``pcie_replays`` rising as a rate, over a short and a long window, in several separate scrapes
+  (``pcie_replays``): a PCIe link retraining; one isolated jump is a blip, not a trend;
 - a node's median clock or power at high utilization below the other nodes of its job
   (``node_slow``): a node held at a power cap (every GPU of it low, so no GPU stands out against
   its own node).
-
-Time to detect: the ratio rules also run a CUSUM of each scrape's ratio in units of the GPU's
-own noise (``series.cusum_low``), so a deep step fires in a few scrapes and a shallow one as soon
-as its evidence adds up, instead of after a fixed smoothing window.
 
 Scale (a 2,048-node day is ~140 M rows): the shared grouped scan (``scans.gpu_buckets``) buckets
 every GPU into ``BUCKET_S`` windows (busy clock and power, replays, slow-bit scrapes); the peer
@@ -35,7 +28,6 @@ nodes' series only.
 
 from __future__ import annotations
 
-import math
 from typing import Final
 
 import numpy as np
@@ -50,35 +42,19 @@ from fleetlog.analysis.detectors.scans import (
     gpu_buckets,
     keyed_series,
 )
-from fleetlog.analysis.detectors.series import (
-    cusum_episodes,
-    cusum_low,
-    increments,
-    rising_episodes,
-    runs,
-)
+from fleetlog.analysis.detectors.series import rising_episodes, runs
 from fleetlog.ingest import contract as c
 
 BUCKET_S: Final = GPU_BUCKET_S  # first-pass bucket: fine enough to find a slow node in minutes
 MIN_PEERS: Final = 3  # fewer busy peers than this: no median worth comparing with
-SERIES_BATCH_NODES: Final = 128  # candidate nodes whose scrape series are read at once
 # Ratios to the peers' median. Healthy busy GPUs of one node agree within ~1 % (one standard
 # deviation) in clock and ~4-5 % per scrape in power, so power is smoothed over more scrapes
 # (the median of POWER_SMOOTH scrapes varies by ~1 %); each threshold sits many of those
 # deviations out, and a part slowing a job by 10 % or more is past them.
 GPU_CLOCK_RATIO: Final = 0.9
 GPU_POWER_RATIO: Final = 0.93
-# A step down shows sooner in the CUSUM of the per-scrape ratio (series.cusum_low): allowance
-# half of 1 - GPU_*_RATIO (the smallest drop worth finding), in units of the GPU's own noise
-# (_noise, at least SIGMA_FLOOR for parts that report steady values). One scrape adds at most
-# CUSUM_CLIP noise units, so it takes three scrapes or more; CUSUM_THRESHOLD is Page's h: under
-# Gaussian noise, with the allowance >= 0.6 noise units (busy power scatters by ~4-5 % per
-# scrape), a false run comes about once in 10^7 busy scrapes of one GPU (Siegmund's
-# approximation), some 10,000 node-hours of 8 GPUs. A 10 % step in power then takes ~10 busy
-# scrapes, a 20 % one ~5, a clock 10 % down 3.
-CUSUM_CLIP: Final = 4.0
-CUSUM_THRESHOLD: Final = 12.0
-SIGMA_FLOOR: Final = 0.01
+# A deep power drop shows sooner: over CLOCK_SMOOTH scrapes (whose median varies by ~2 %).
+GPU_POWER_FAST_RATIO: Final = 0.85
 CLOCK_SMOOTH: Final = 9  # rolling median of the per-scrape ratio over busy scrapes
 POWER_SMOOTH: Final = 30
 PERSIST_SCRAPES: Final = 3  # consecutive smoothed busy scrapes below the ratio before it fires
@@ -95,15 +71,9 @@ NODE_POWER_RATIO: Final = 0.85
 NODE_BUCKETS: Final = 2  # consecutive buckets a node must be low in
 SLOW_BIT_SCRAPES: Final = 3  # scrapes with HW slowdown / power brake in a row
 NODE_BIT_SHARE: Final = 0.5  # of a node's GPUs with slow bits at once: the node's power
-# PCIe replays, against the fleet's own background: a GPU whose counter rose in n separate
-# scrapes within a window, where n is the smallest count (at least MIN_RISES: one jump is a blip,
-# however large) that the fleet's background rate makes rarer than REPLAY_FALSE_PER_GPU_HOUR.
-# The background is what the analyzed GPUs themselves show (the share of them whose counter rose
-# at all, counting the one under test), so a fleet whose links replay now and then needs more,
-# a quiet one fewer; two windows: a burst within minutes, a trickle within an hour.
-REPLAY_WINDOWS_S: Final = (600, 3600)
-MIN_RISES: Final = 2
-REPLAY_FALSE_PER_GPU_HOUR: Final = 1e-6  # ~0.01 per 1,000 node-hours of 8 GPUs, per window
+# (window seconds, increase that fires): a burst within minutes, or a trickle within an hour.
+REPLAY_RULES: Final = ((300, 10.0), (3600, 4.0))
+MIN_RISES: Final = 3  # separate scrapes the counter rose in: a one-off blip is not a trend
 
 
 def _buckets(ctx: AnalysisContext) -> pl.DataFrame:
@@ -112,7 +82,7 @@ def _buckets(ctx: AnalysisContext) -> pl.DataFrame:
     return gpu_buckets(ctx).select("node", "gpu", "b", "clk", "pw", "rp", "slow_bits")
 
 
-def job_of_node(ctx: AnalysisContext) -> pl.DataFrame:
+def _job_of_node(ctx: AnalysisContext) -> pl.DataFrame:
     """(node, job, start_us, end_us): who held each node when."""
     rows = [(node, p.job, p.start_us, p.end_us if p.end_us is not None else 2**62)
             for p in ctx.projections.jobs.placements for node in p.nodes]
@@ -124,24 +94,22 @@ def detect_peers(ctx: AnalysisContext) -> list[Finding]:
     buckets = _buckets(ctx)
     if buckets.is_empty():
         return []
-    findings, ranks = _node_findings(ctx, buckets)
+    findings = _node_findings(ctx, buckets)
     slow_nodes = {str(f.attrs["node"]) for f in findings}
-    findings.extend(_gpu_findings(ctx, buckets, slow_nodes, ranks))
+    findings.extend(_gpu_findings(ctx, buckets, slow_nodes))
     return findings
 
 
-def _node_findings(ctx: AnalysisContext, buckets: pl.DataFrame
-                   ) -> tuple[list[Finding], pl.DataFrame]:
+def _node_findings(ctx: AnalysisContext, buckets: pl.DataFrame) -> list[Finding]:
     """A node's median busy clock / power against the other nodes of its job (or, for a job of
-    fewer than ``MIN_PEERS`` other nodes, every busy node at that moment). Also, per node and
-    bucket, the job's reference for its ranks (``_job_ranks``)."""
+    fewer than ``MIN_PEERS`` other nodes, every busy node at that moment)."""
     per_node = (buckets.group_by("node", "b")
                 .agg(pl.col("clk").median(), pl.col("pw").median(),
-                     pl.col("clk").is_not_null().sum().alias("busy"),
-                     pl.col("clk").min().alias("min_clk"), pl.col("pw").min().alias("min_pw")))
-    if per_node.filter(pl.col("busy") >= MIN_PEERS).is_empty():
-        return [], pl.DataFrame()
-    jobs = job_of_node(ctx)
+                     pl.col("clk").is_not_null().sum().alias("busy")))
+    per_node = per_node.filter(pl.col("busy") >= MIN_PEERS)
+    if per_node.is_empty():
+        return []
+    jobs = _job_of_node(ctx)
     if not jobs.is_empty():
         per_node = (per_node.join(jobs, on="node", how="left")
                     .filter(pl.col("job").is_null()
@@ -151,8 +119,6 @@ def _node_findings(ctx: AnalysisContext, buckets: pl.DataFrame
     else:
         per_node = per_node.with_columns(pl.lit(None, pl.String).alias("job"))
     per_node = per_node.with_columns(pl.col("job").fill_null(""))
-    ranks = _job_ranks(per_node)
-    per_node = per_node.filter(pl.col("busy") >= MIN_PEERS)
     job_peers = per_node.group_by("job", "b").agg(
         pl.col("clk").median().alias("job_clk"), pl.col("pw").median().alias("job_pw"),
         pl.len().alias("job_n"))
@@ -194,22 +160,7 @@ def _node_findings(ctx: AnalysisContext, buckets: pl.DataFrame
                 if e - k + 1 >= NODE_BUCKETS:
                     findings.append(_node_finding(ctx, str(node), part, k, e))
                 k = e + 1
-    return findings, ranks
-
-
-def _job_ranks(per_node: pl.DataFrame) -> pl.DataFrame:
-    """(node, b, job, job_clk, job_pw, min_clk, min_pw): per node and bucket, the median busy
-    clock and power of its job's ranks (the median of its nodes' medians, over the nodes with
-    ``MIN_PEERS`` busy GPUs or more; jobs of more than ``MIN_PEERS`` such nodes), and the node's
-    lowest GPU. A GPU is compared with its job's ranks on the other nodes as well as with its own
-    node's GPUs: on a node whose other GPUs are too few or slow too, only the job tells."""
-    ref = (per_node.filter((pl.col("busy") >= MIN_PEERS) & (pl.col("job") != ""))
-           .group_by("job", "b").agg(pl.col("clk").median().alias("job_clk"),
-                                     pl.col("pw").median().alias("job_pw"),
-                                     pl.len().alias("job_n"))
-           .filter(pl.col("job_n") > MIN_PEERS))
-    return per_node.join(ref, on=["job", "b"]).select(
-        "node", "b", "job", "job_clk", "job_pw", "min_clk", "min_pw")
+    return findings
 
 
 def _node_finding(ctx: AnalysisContext, node: str, part: pl.DataFrame, first: int,
@@ -265,10 +216,9 @@ def _node_finding(ctx: AnalysisContext, node: str, part: pl.DataFrame, first: in
     )
 
 
-def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame, slow_nodes: set[str],
-                  ranks: pl.DataFrame) -> list[Finding]:
-    """GPUs against the other busy GPUs of their node and the ranks of their job, slow bits,
-    PCIe replay rates."""
+def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame,
+                  slow_nodes: set[str]) -> list[Finding]:
+    """GPUs against the other busy GPUs of their node, slow bits, PCIe replay rates."""
     peer = buckets.with_columns(
         pl.col("clk").median().over("node", "b").alias("node_clk"),
         pl.col("pw").median().over("node", "b").alias("node_pw"),
@@ -278,6 +228,8 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame, slow_nodes: set[s
         (pl.col("clk") <= pl.col("node_clk") * CANDIDATE_CLOCK)
         | (pl.col("pw") <= pl.col("node_pw") * CANDIDATE_POWER))).fill_null(False)
     flagged = peer.filter(low | (pl.col("slow_bits") > 0) | (pl.col("rp").fill_null(0) > 0))
+    if flagged.is_empty():
+        return []
     # Keep the nodes where a GPU was low in two consecutive buckets, a counter rose or a slow
     # bit held for several scrapes.
     step = BUCKET_S * US
@@ -289,30 +241,13 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame, slow_nodes: set[s
     per_gpu = per_gpu.group_by("node", "gpu").agg(
         pl.col("twice").any().alias("twice"), (rp > 0).sum().alias("rp_buckets"),
         rp.max().alias("rp_max"), pl.col("slow_bits").max().alias("bits"))
-    # Replays in two buckets (a lone blip is in one); slow bits held.
-    below_ranks = _rank_candidates(ranks, slow_nodes)
-    nodes = set(per_gpu.filter(
-        pl.col("twice") | (pl.col("rp_buckets") >= 2) | (pl.col("bits") >= SLOW_BIT_SCRAPES)
-    )["node"].to_list()) | below_ranks
+    # Replays in two buckets or a burst in one (a lone blip is neither); slow bits held.
+    nodes = per_gpu.filter(
+        pl.col("twice") | (pl.col("rp_buckets") >= 2) | (pl.col("rp_max") >= min(
+            t for _w, t in REPLAY_RULES[:1])) | (pl.col("bits") >= SLOW_BIT_SCRAPES)
+    )["node"].unique().to_list()
     if not nodes:
         return []
-    rises = _replay_rises(buckets)
-    ordered = sorted(nodes)
-    findings: list[Finding] = []
-    # The candidates' series a batch of nodes at a time: every rule below reads one node's GPUs
-    # (windows over node/GPU), so batches change no finding, and memory stays bounded when many
-    # nodes are candidates (a 2,048-node day has hundreds: all at once peaked over 20 GB).
-    for i in range(0, len(ordered), SERIES_BATCH_NODES):
-        findings.extend(_series_findings(ctx, ordered[i:i + SERIES_BATCH_NODES], slow_nodes,
-                                         below_ranks, ranks, rises))
-    return findings
-
-
-def _series_findings(ctx: AnalysisContext, nodes: list[str], slow_nodes: set[str],
-                     below_ranks: set[str], ranks: pl.DataFrame,
-                     rises: dict[int, int]) -> list[Finding]:
-    """The scrape-level rules (ratios to the node's GPUs and to the job's ranks, replays, slow
-    bits) over the series of ``nodes``."""
     data = keyed_series(ctx, "gpu_samples", pl.DataFrame({"node": nodes}),
         "s.node, s.gpu, epoch_us(s.ts) AS t, s.util_pct AS util, s.sm_clock_mhz AS clk, "
         "s.power_w AS pw, s.pcie_replays AS rp, "
@@ -333,20 +268,17 @@ def _series_findings(ctx: AnalysisContext, nodes: list[str], slow_nodes: set[str
         pl.when(pl.col("busy_n") >= MIN_PEERS).then(pl.col("clk_ratio")).alias("clk_ratio"),
         pl.when(pl.col("busy_n") >= MIN_PEERS).then(pl.col("pw_ratio")).alias("pw_ratio"),
     )
-    healthy = data.filter(~pl.col("node").is_in(list(slow_nodes)))
-    findings = _ratio_findings(healthy, "node")
-    findings.extend(_rank_findings(healthy.filter(pl.col("node").is_in(list(below_ranks))),
-                                   ranks, findings))
+    findings = _ratio_findings(data.filter(~pl.col("node").is_in(list(slow_nodes))))
     rp_rise = (pl.col("rp").max() - pl.col("rp").min()).over("node", "gpu")
     moving = data.filter(pl.col("bits").any().over("node", "gpu")
-                         | (rp_rise.fill_null(0) >= MIN_RISES))
+                         | (rp_rise.fill_null(0) >= min(t for _w, t in REPLAY_RULES)))
     node_bits_done: set[str] = set()
     for (node, gpu), part in moving.group_by(["node", "gpu"], maintain_order=True):
         node_s = str(node)
         entity = c.gpu_entity(node_s, int(gpu))
         ts = part["t"].to_numpy()
         ids = part["event_id"].to_list()
-        findings.extend(_replay_findings(part, entity, node_s, ts, ids, rises))
+        findings.extend(_replay_findings(part, entity, node_s, ts, ids))
         bits = part["bits"].to_numpy()
         share = part["bit_share"].to_numpy()
         for a, b in runs(bits):
@@ -379,197 +311,89 @@ def _series_findings(ctx: AnalysisContext, nodes: list[str], slow_nodes: set[str
     return findings
 
 
-def _rank_candidates(ranks: pl.DataFrame, slow_nodes: set[str]) -> set[str]:
-    """Nodes (not slow as a whole) with a GPU below its job's ranks in two consecutive
-    buckets."""
-    if ranks.is_empty():
-        return set()
-    step = BUCKET_S * US
-    low = (((pl.col("min_clk") <= pl.col("job_clk") * CANDIDATE_CLOCK)
-            | (pl.col("min_pw") <= pl.col("job_pw") * CANDIDATE_POWER)).fill_null(False))
-    marked = (ranks.filter(~pl.col("node").is_in(list(slow_nodes))).sort("node", "b")
-              .with_columns(low.alias("low"))
-              .with_columns((pl.col("low") & pl.col("low").shift(1).over("node")
-                             & ((pl.col("b") - pl.col("b").shift(1).over("node")) == step))
-                            .fill_null(False).alias("twice")))
-    return set(marked.filter(pl.col("twice"))["node"].to_list())
-
-
-def _rank_findings(data: pl.DataFrame, ranks: pl.DataFrame,
-                   node_found: list[Finding]) -> list[Finding]:
-    """The same rules with the GPU's job's ranks as its peers (``_job_ranks``, per bucket): what
-    its node's GPUs could not tell. A stretch its node's GPUs already told is theirs."""
-    if ranks.is_empty() or data.is_empty():
-        return []
-    step = BUCKET_S * US
-    against = (data.with_columns((pl.col("t") - pl.col("t") % step).alias("b"))
-               .join(ranks.select("node", "b", "job_clk", "job_pw"), on=["node", "b"],
-                     how="left")
-               .with_columns((pl.col("bclk") / pl.col("job_clk")).alias("clk_ratio"),
-                             (pl.col("bpw") / pl.col("job_pw")).alias("pw_ratio"))
-               .sort("node", "gpu", "t"))
-    told: dict[str, list[tuple[int, int]]] = {}
-    for f in node_found:
-        told.setdefault(f.entity, []).append((f.onset_us, f.end_us))
-    return [f for f in _ratio_findings(against, "job")
-            if not any(a <= f.end_us and f.onset_us <= b for a, b in told.get(f.entity, []))]
-
-
-def _ratio_findings(data: pl.DataFrame, peers: str) -> list[Finding]:
+def _ratio_findings(data: pl.DataFrame) -> list[Finding]:
     """``gpu_slow`` / ``gpu_power_low`` over the busy scrapes of every GPU in ``data`` at once
-    (smoothing, usual offset, the CUSUM of each ratio), then a look at the few GPUs that went
-    below. ``peers`` says whom the ratios are to: ``node`` (its node's other busy GPUs) or
-    ``job`` (its job's ranks)."""
-    over = ["node", "gpu"]
+    (smoothing, usual offset), then a look at the few GPUs that went below."""
     usual = (pl.col("pw_ratio").shift(1).rolling_median(BASELINE_SCRAPES,
                                                         min_samples=BASELINE_MIN)
-             .fill_null(1.0).clip(upper_bound=1.0)).over(over)
+             .fill_null(1.0).clip(upper_bound=1.0)).over("node", "gpu")
     busy = (data.filter(pl.col("clk_ratio").is_not_null())
             .with_columns(usual.alias("usual"))
             .with_columns(
                 pl.col("clk_ratio").rolling_median(CLOCK_SMOOTH, min_samples=CLOCK_SMOOTH // 2 + 1)
-                .over(over).fill_null(1.0).alias("clk_s"),
+                .over("node", "gpu").fill_null(1.0).alias("clk_s"),
                 (pl.col("pw_ratio").rolling_median(POWER_SMOOTH, min_samples=POWER_SMOOTH // 2 + 1)
-                 .over(over) / pl.col("usual")).fill_null(1.0).alias("pw_s"),
+                 .over("node", "gpu") / pl.col("usual")).fill_null(1.0).alias("pw_s"),
+                (pl.col("pw_ratio").rolling_median(CLOCK_SMOOTH, min_samples=CLOCK_SMOOTH // 2 + 1)
+                 .over("node", "gpu") / pl.col("usual")).fill_null(1.0).alias("pw_f"),
                 (pl.col("pw_ratio") / pl.col("usual")).alias("pw_raw"),
-            )
-            .with_columns(_noise(pl.col("clk_ratio"), over).alias("clk_sigma"),
-                          _noise(pl.col("pw_raw"), over).alias("pw_sigma")))
-    busy = busy.with_columns(
-        *(pl.col(f"{x}_sigma").fill_null(pl.col(f"{x}_sigma").median()).fill_null(SIGMA_FLOOR)
-          .clip(lower_bound=SIGMA_FLOOR) for x in ("clk", "pw")))
-    busy = cusum_low(busy, "clk_cusum", 1.0 - pl.col("clk_ratio"), pl.col("clk_sigma"),
-                     (1.0 - GPU_CLOCK_RATIO) / 2, CUSUM_CLIP, over)
-    busy = cusum_low(busy, "pw_cusum", 1.0 - pl.col("pw_raw"), pl.col("pw_sigma"),
-                     (1.0 - GPU_POWER_RATIO) / 2, CUSUM_CLIP, over)
+            ))
     low = busy.filter(((pl.col("clk_s") <= GPU_CLOCK_RATIO) | (pl.col("pw_s") <= GPU_POWER_RATIO)
-                       | (pl.col("clk_cusum") >= CUSUM_THRESHOLD)
-                       | (pl.col("pw_cusum") >= CUSUM_THRESHOLD)).any().over(over))
+                       | (pl.col("pw_f") <= GPU_POWER_FAST_RATIO)).any().over("node", "gpu"))
     out: list[Finding] = []
-    for (node, gpu), part in low.group_by(over, maintain_order=True):
-        out.extend(_gpu_ratio_runs(part, c.gpu_entity(str(node), int(gpu)), str(node), peers))
+    for (node, gpu), part in low.group_by(["node", "gpu"], maintain_order=True):
+        out.extend(_gpu_ratio_runs(part, c.gpu_entity(str(node), int(gpu)), str(node)))
     return out
 
 
-def _noise(ratio: pl.Expr, over: list[str]) -> pl.Expr:
-    """A GPU's own scrape-to-scrape noise in a ratio: the interquartile range of its previous
-    ``BASELINE_SCRAPES`` busy scrapes over 1.349 (a standard deviation, were it Gaussian; a
-    quartile is moved by no outlier)."""
-    past = ratio.shift(1)
-    q = {p: past.rolling_quantile(p, window_size=BASELINE_SCRAPES, min_samples=BASELINE_MIN)
-         for p in (0.25, 0.75)}
-    return ((q[0.75] - q[0.25]) / 1.349).over(over)
-
-
-def _episodes(smooth_low: np.ndarray, raw: np.ndarray, limit: float, window: int,
-              cusum: np.ndarray) -> list[tuple[int, int, int]]:
-    """(onset, fire, end) of a GPU's low stretches: the smoothed ratio below ``limit`` for
-    ``PERSIST_SCRAPES``, or its CUSUM past ``CUSUM_THRESHOLD``; overlapping ones are one
-    stretch, timed by whichever fired first. Both lag the change, so the onset is its change
-    point: scanning back from the crossing (over the smoothing window, or the CUSUM's run), the
-    start of the stretch with the most raw scrapes below the ratio net of those above (each
-    below +1, each above -1)."""
-    found = []
-
-    def onset(lo: int, at: int, below: float) -> int:
-        signs = np.where(raw[lo:at + 1] <= below, 1, -1)[::-1].cumsum()
-        return at - int(np.argmax(signs))
-
-    for a, b in runs(smooth_low):
-        if b - a + 1 >= PERSIST_SCRAPES:
-            found.append((onset(max(0, a - window + 1), a, limit), a + PERSIST_SCRAPES - 1, b))
-    found.extend((onset(a, fire, limit), fire, b)
-                 for a, fire, b in cusum_episodes(cusum, CUSUM_THRESHOLD))
-    merged: list[tuple[int, int, int]] = []
-    for first, fire, end in sorted(found):
-        if merged and first <= merged[-1][2]:
-            o, f, e = merged[-1]
-            merged[-1] = (o, min(f, fire), max(e, end))
-        else:
-            merged.append((first, fire, end))
-    return merged
-
-
-def _gpu_ratio_runs(part: pl.DataFrame, entity: str, node: str, peers: str
-                    ) -> list[Finding]:
+def _gpu_ratio_runs(part: pl.DataFrame, entity: str, node: str) -> list[Finding]:
     out: list[Finding] = []
     ts = part["t"].to_numpy()
     ids = part["event_id"].to_list()
     clk = part["clk_s"].to_numpy().astype(np.float64)
     pw = part["pw_s"].to_numpy().astype(np.float64)
+    pw_fast = part["pw_f"].to_numpy().astype(np.float64)
     raw_clk = np.nan_to_num(part["clk_ratio"].to_numpy().astype(np.float64), nan=1.0)
     raw_pw = np.nan_to_num(part["pw_raw"].to_numpy().astype(np.float64), nan=1.0)
-    slow = _episodes(clk <= GPU_CLOCK_RATIO, raw_clk, GPU_CLOCK_RATIO, CLOCK_SMOOTH,
-                     part["clk_cusum"].to_numpy())
-    weak = _episodes(pw <= GPU_POWER_RATIO, raw_pw, GPU_POWER_RATIO, POWER_SMOOTH,
-                     part["pw_cusum"].to_numpy())
-    # A clock that falls takes the power with it: a power stretch within a clock stretch that
-    # fired no later is that stretch's, not an SM stall of its own.
-    weak = [w for w in weak if not any(s[0] <= w[2] and w[0] <= s[2] and s[1] <= w[1]
-                                       for s in slow)]
-    for kind, episodes in (("gpu_slow", slow), ("gpu_power_low", weak)):
-        for onset, fire, end in episodes:
-            seg = slice(onset, end + 1)
-            lo_c = float(min(clk[seg].min(), np.median(raw_clk[seg])))
-            lo_p = float(min(pw[seg].min(), np.median(raw_pw[seg])))
-            whose = "its node's" if peers == "node" else "its job's ranks'"
-            text = (f"{entity} runs at {lo_c:.0%} of {whose} busy SM clock ({lo_p:.0%} of "
+    slow = clk <= GPU_CLOCK_RATIO
+    weak = ((pw <= GPU_POWER_RATIO) | (pw_fast <= GPU_POWER_FAST_RATIO)) & ~slow
+    for mask, kind in ((slow, "gpu_slow"), (weak, "gpu_power_low")):
+        for a, b in runs(mask):
+            if b - a + 1 < PERSIST_SCRAPES:
+                continue
+            fire = a + PERSIST_SCRAPES - 1
+            # The smoothed ratio lags: the onset is the change point within the window behind
+            # the crossing, the start of the stretch with the most raw scrapes below the ratio
+            # net of those above (scanning back, each below +1, each above -1).
+            raw, limit, window = ((raw_clk, GPU_CLOCK_RATIO, CLOCK_SMOOTH) if kind == "gpu_slow"
+                                  else (raw_pw, GPU_POWER_RATIO, POWER_SMOOTH))
+            lo = max(0, a - window + 1)
+            signs = np.where(raw[lo:a + 1] <= limit, 1, -1)[::-1].cumsum()
+            onset = a - int(np.argmax(signs))
+            lo_c, lo_p = float(clk[a:b + 1].min()), float(min(pw[a:b + 1].min(),
+                                                               pw_fast[a:b + 1].min()))
+            text = (f"{entity} runs at {lo_c:.0%} of its node's busy SM clock ({lo_p:.0%} of "
                     "their power) with no thermal throttle" if kind == "gpu_slow" else
-                    f"{entity} draws {lo_p:.0%} of {whose} busy power at full clock: its "
+                    f"{entity} draws {lo_p:.0%} of its node's busy power at full clock: its "
                     "SMs stall (NVLink or memory path degraded?)")
             out.append(Finding(
                 kind=kind, entity=entity, onset_us=int(ts[onset]), detect_us=int(ts[fire]),
-                end_us=int(ts[end]), text=text,
+                end_us=int(ts[b]), text=text,
                 # no hardware evidence (analysis/evidence.py): kept, not cited
                 attrs={"node": node, "clock_ratio": round(lo_c, 3), "power_ratio": round(lo_p, 3),
-                       "against": peers, "samples": (ids[onset], ids[fire])},
+                       "samples": (ids[onset], ids[fire])},
             ))
     return out
 
 
-def _replay_rises(buckets: pl.DataFrame) -> dict[int, int]:
-    """Window seconds -> the separate rising scrapes within it that fire (see
-    ``REPLAY_WINDOWS_S``): the background rate per GPU-hour from the share ``p`` of the
-    analyzed GPUs whose counter rose at all over the span ``T`` (Poisson: ``-ln(1 - p) / T``),
-    then the smallest ``n`` whose false rate, ``rate * P(N >= n - 1)`` over a window (a rise
-    with n - 1 more in the window before it), is under ``REPLAY_FALSE_PER_GPU_HOUR``."""
-    per_gpu = buckets.group_by("node", "gpu").agg(pl.col("rp").fill_null(0).max().alias("rp"))
-    span_us = buckets.select(pl.col("b").max() - pl.col("b").min()).item()
-    span_h = (int(span_us or 0) + BUCKET_S * US) / US / 3600
-    rose = max(1, int((per_gpu["rp"] > 0).sum()))
-    rate = -math.log(1.0 - min(rose / max(per_gpu.height, 1), 0.999)) / span_h
-    out = {}
-    for window_s in REPLAY_WINDOWS_S:
-        mean = rate * window_s / 3600
-        n, below = MIN_RISES, 0.0  # below: P(N <= n - 2)
-        for k in range(MIN_RISES - 1):
-            below += math.exp(-mean) * mean ** k / math.factorial(k)
-        while rate * (1.0 - below) > REPLAY_FALSE_PER_GPU_HOUR and n < 64:
-            below += math.exp(-mean) * mean ** (n - 1) / math.factorial(n - 1)
-            n += 1
-        out[window_s] = n
-    return out
-
-
 def _replay_findings(part: pl.DataFrame, entity: str, node: str, ts: np.ndarray,
-                     ids: list[str], rises: dict[int, int]) -> list[Finding]:
+                     ids: list[str]) -> list[Finding]:
     values = part["rp"].to_numpy()
-    counts = np.cumsum(increments(values) > 0).astype(np.float64)
     out: list[Finding] = []
     seen_until = -1
-    episodes = [ep for window_s, n in rises.items()
-                for ep in rising_episodes(ts, counts, window_s * US, n, min_rises=n)]
+    episodes = [ep for window_s, threshold in REPLAY_RULES
+                for ep in rising_episodes(ts, values, window_s * US, threshold,
+                                          min_rises=MIN_RISES)]
     for ep in sorted(episodes, key=lambda e: e.detect_us):
         if ep.onset_us <= seen_until:
             continue  # the other window's view of the same trend
         seen_until = ep.end_us
-        total = float(np.nansum(increments(values)[ep.onset_index:ep.detect_index + 1]))
         out.append(Finding(
             kind="pcie_replays", entity=entity, onset_us=ep.onset_us, detect_us=ep.detect_us,
             end_us=ep.end_us,
-            text=f"PCIe replays rising on {entity}: +{total:.0f} in {ep.total:.0f} scrapes "
-            f"over {(ep.detect_us - ep.onset_us) / US / 60:.0f} min (a link retraining)",
+            text=f"PCIe replays rising on {entity}: +{ep.total:.0f} over "
+            f"{(ep.end_us - ep.onset_us) / US / 60:.0f} min (a link retraining)",
             evidence=(ids[ep.onset_index], ids[ep.detect_index]),
-            attrs={"node": node, "increase": total, "rising_scrapes": ep.total},
+            attrs={"node": node, "increase": ep.total},
         ))
     return out

@@ -1,14 +1,11 @@
-"""Small vectorised helpers over one entity's time series (numpy arrays, time in microseconds;
-the CUSUM also as a polars expression over many entities at once)."""
+"""Small vectorised helpers over one entity's time series (numpy arrays, time in microseconds)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 Array = np.ndarray[Any, Any]
 
@@ -86,36 +83,3 @@ def runs(mask: Array) -> list[tuple[int, int]]:
     padded = np.concatenate([[False], m, [False]])
     edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
     return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
-
-
-def cusum_low(frame: pl.DataFrame, name: str, deficit: pl.Expr, sigma: pl.Expr,
-              allowance: float, clip: float, over: Sequence[str]) -> pl.DataFrame:
-    """``frame`` (sorted by ``over`` then time) with column ``name``: the one-sided CUSUM (Page)
-    of a part's shortfall against its reference, in units of its own noise,
-    ``S_t = max(0, S_{t-1} + min(d_t, k + clip) - k)`` with ``d_t = deficit / sigma`` and
-    ``k = allowance / sigma``, per group ``over``, vectorised (``S = C - min(0, min C)`` of the
-    running sum ``C``).
-
-    ``allowance`` is half the smallest shortfall worth finding (a shortfall under it never
-    accumulates, however steady), ``clip`` caps what one scrape adds (one wild scrape cannot make
-    a trend). A sustained shortfall of ``x`` adds about ``(x - allowance) / sigma`` per scrape:
-    a deep one is found in a few scrapes, a shallow one in more, none by a fixed window."""
-    k = pl.lit(allowance) / sigma
-    step = (pl.min_horizontal(deficit / sigma, k + clip) - k).fill_null(0.0).fill_nan(0.0)
-    frame = frame.with_columns(step.cum_sum().over(over).alias(name))
-    return frame.with_columns(
-        (pl.col(name) - pl.min_horizontal(pl.col(name).cum_min().over(over), pl.lit(0.0)))
-        .alias(name))
-
-
-def cusum_episodes(score: Array, threshold: float) -> list[tuple[int, int, int]]:
-    """(onset, fire, end) indices of the runs of ``score > 0`` that reach ``threshold``: the
-    onset is the CUSUM's change point (the first scrape after its last zero), the fire the first
-    scrape at or above the threshold, the end the last scrape before it fell back to zero."""
-    s = np.nan_to_num(np.asarray(score, dtype=np.float64))
-    out = []
-    for a, b in runs(s > 0):
-        above = np.flatnonzero(s[a:b + 1] >= threshold)
-        if above.size:
-            out.append((a, a + int(above[0]), b))
-    return out

@@ -1,8 +1,7 @@
-"""Fail-slow parts against wider peers, and found soon (issue #19): GPUs slow against their
-job's ranks on other nodes when their own node cannot tell, ports slow against the same rail
-when their own node's rails cannot tell, and slowly ramping NVLink and PCIe faults found within
-5 minutes of their job running 10 % slower, on noisy telemetry, with no false alarm; and eval
-timing detection from that slowdown as well as from the first symptom."""
+"""Fail-slow parts found soon (issue #19): slowly ramping NVLink and PCIe faults found within 5
+minutes of their job running 10 % slower, on noisy telemetry, with no false alarm; a node slow
+as a whole is the node's; a node moving less on every rail is no link fault; and eval timing
+detection from the job's 10 % slowdown as well as from the first symptom."""
 
 from __future__ import annotations
 
@@ -49,28 +48,6 @@ def noisy_power(cluster: Cluster, spread: float = 0.04) -> None:
         return True
 
     cluster.hooks.append(scatter)
-
-
-def test_gpus_slower_than_their_jobs_ranks_on_other_nodes(db_path: Path) -> None:
-    cluster = Cluster(scrapes=150)
-    job(cluster, "j1", list(range(8)))
-
-    def half_node(s: int, n: str, g: int, v: dict[str, float]) -> bool:
-        # Four GPUs behind one PCIe switch run 9 % slower: the node's median sits halfway, so
-        # against their own node they are ~5 % down (noise); against the job's ranks, 9 %.
-        if n == "n00004" and g < 4 and s >= 40:
-            v["sm_clock_mhz"] *= 0.91
-        return True
-
-    cluster.hooks.append(half_node)
-    incidents = analyze_cluster(cluster, db_path)
-    assert {(i.category, i.root) for i in incidents} == {
-        ("gpu_hw", f"gpu:n00004/{g}") for g in range(4)}
-    for incident in incidents:
-        slow = [f for f in incident.findings if f.kind == "gpu_slow"]
-        assert slow and all(f.attrs["against"] == "job" for f in slow)
-        assert "job's ranks" in slow[0].text
-        assert slow[0].onset_us >= cluster.t(40) - STEP
 
 
 def test_node_slow_as_a_whole_is_the_nodes_not_its_gpus_against_the_job(db_path: Path) -> None:
@@ -158,26 +135,6 @@ def test_eval_times_detection_from_the_jobs_10pct_slowdown(db_path: Path) -> Non
 
 def slow_links(incidents: list[Incident]) -> set[str]:
     return {i.root for i in incidents if i.category == "network"}
-
-
-def test_ports_slower_than_their_rail_when_the_nodes_rails_cannot_tell(db_path: Path) -> None:
-    cluster = Cluster(scrapes=120, traffic=True)
-    job(cluster, "j1", list(range(8)))
-
-    def degraded(s: int, sw: str, port: int, v: dict[str, float]) -> None:
-        # Five of node n00005's eight rails at half rate (one PCIe switch behind its NICs): the
-        # median of its own rails is half, so against them none stands out; against the same
-        # rail's ports facing the job's other nodes, each does.
-        if port == 5 and int(sw.rsplit("-", 1)[1]) < 5 and s >= 30:
-            v["xmit_rate"] = v["rcv_rate"] = 0.5e9
-
-    cluster.port_hooks.append(degraded)
-    incidents = analyze_cluster(cluster, db_path)
-    assert slow_links(incidents) == {f"link:leaf-su01-{rail}/5" for rail in range(5)}
-    for incident in incidents:
-        kinds = [f for f in incident.findings if f.kind == "port_slow"]
-        assert kinds and kinds[0].attrs["against"] == "rail", incident.findings
-        assert "same rail" in kinds[0].text
 
 
 def test_node_moving_less_on_every_rail_is_no_link_fault(db_path: Path) -> None:
