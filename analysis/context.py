@@ -9,9 +9,9 @@ ids of the events that show it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import duckdb
 import polars as pl
@@ -20,6 +20,7 @@ from fleetlog.analysis.events import fold_store
 from fleetlog.analysis.projections import Projections
 
 US: int = 1_000_000
+T = TypeVar("T")
 # DuckDB's memory cap on the connections the analysis reads through (analyze, eval). Its own
 # default is 80 % of the machine's RAM, and its buffer pool keeps every block it read in there:
 # on a 2,048-node day that was 10-12 GB of resident memory for ~1.5 GB of hash tables. Capped,
@@ -60,6 +61,14 @@ class AnalysisContext:
     lookback_us: int  # how far before ``since_us`` detectors read for baselines and precursors
     projections: Projections
     cache: dict[str, Any] = field(default_factory=dict)  # shared scans (e.g. the GPU summary)
+
+    def shared(self, key: str, build: Callable[[], T]) -> T:
+        """``build()``, computed once per analysis and kept under ``key``: the scans several
+        detectors read (the GPU and port buckets, the scrape times, the job events)."""
+        if key not in self.cache:
+            self.cache[key] = build()
+        value: T = self.cache[key]
+        return value
 
     @property
     def read_from_us(self) -> int:

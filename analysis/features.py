@@ -36,6 +36,7 @@ import numpy as np
 import polars as pl
 
 from fleetlog.analysis.context import US, AnalysisContext, query_pl
+from fleetlog.analysis.detectors.scans import job_of_node
 from fleetlog.ingest import contract as c
 
 WINDOW_S: Final = 120  # two minutes: a dozen 10-s scrapes, short enough to see a ramp's onset
@@ -122,11 +123,8 @@ def peer_z(frame: pl.DataFrame, group: list[str],
 
 def gpu_windows(ctx: AnalysisContext) -> pl.DataFrame:
     """Per GPU and window: busy clock and power, slowdown share, counter increases (one scan)."""
-    cached = ctx.cache.get("gpu_windows")
-    if isinstance(cached, pl.DataFrame):
-        return cached
     w = WINDOW_S * US
-    df = query_pl(ctx.con,
+    return ctx.shared("gpu_windows", lambda: query_pl(ctx.con,
         f"SELECT node, gpu, epoch_us(ts) // {w} AS bucket, max(epoch_us(ts)) AS last_us, "
         f"avg(sm_clock_mhz) FILTER (util_pct >= {BUSY_UTIL}) AS clock, "
         f"avg(power_w) FILTER (util_pct >= {BUSY_UTIL}) AS power, "
@@ -135,9 +133,7 @@ def gpu_windows(ctx: AnalysisContext) -> pl.DataFrame:
         "coalesce(max(pcie_replays) - min(pcie_replays), 0) AS pcie, "
         "coalesce(max(nvlink_crc_flit_errors) - min(nvlink_crc_flit_errors), 0) AS nvlink "
         f"FROM gpu_samples WHERE {ctx.ts_filter()} GROUP BY ALL ORDER BY node, bucket, gpu"
-    )
-    ctx.cache["gpu_windows"] = df
-    return df
+    ))
 
 
 def _long(column: str, keys: list[str]) -> pl.Expr:
@@ -160,13 +156,6 @@ def gpu_features(ctx: AnalysisContext) -> pl.DataFrame:
     ]).select("node", "gpu", "bucket", "last_us", *GPU_FEATURES)
 
 
-def _job_of_node(ctx: AnalysisContext) -> pl.DataFrame:
-    """(node, job, start_us, end_us) for every placement (open placements end far ahead)."""
-    rows = [(node, p.job, p.start_us, p.end_us if p.end_us is not None else 2**62)
-            for p in ctx.projections.jobs.placements for node in p.nodes]
-    return pl.DataFrame(rows, schema={"node": pl.String, "job": pl.String,
-                                      "start_us": pl.Int64, "end_us": pl.Int64}, orient="row")
-
 
 def node_features(ctx: AnalysisContext) -> pl.DataFrame:
     """Node rows: node, job, bucket, last_us and ``NODE_FEATURES`` (against the job's nodes)."""
@@ -174,7 +163,7 @@ def node_features(ctx: AnalysisContext) -> pl.DataFrame:
         pl.col("last_us").max(), pl.col("clock").median(), pl.col("power").median(),
         pl.col("throttle").median(),
     )
-    placed = per_node.join(_job_of_node(ctx), on="node").filter(
+    placed = per_node.join(job_of_node(ctx), on="node").filter(
         (pl.col("last_us") >= pl.col("start_us")) & (pl.col("last_us") < pl.col("end_us"))
     ).sort("start_us").unique(subset=["node", "bucket"], keep="last")
     # A job too small to be its own peer group (one node, say) is compared with the other

@@ -62,17 +62,15 @@ LIFE_MARGIN_US: Final = 120 * US
 
 def scrape_times(ctx: AnalysisContext) -> np.ndarray:
     """Every scrape time in the read window (sorted, microseconds)."""
-    cached = ctx.cache.get("scrapes")
-    if isinstance(cached, np.ndarray):
-        return cached
-    frame = query_pl(
-        ctx.con,
-        f"SELECT epoch_us(ts) AS t FROM (SELECT ts FROM gpu_samples WHERE {ctx.ts_filter()} "
-        "GROUP BY ts) ORDER BY 1",
-    )
-    times = frame["t"].to_numpy().astype(np.int64)
-    ctx.cache["scrapes"] = times
-    return times
+    def build() -> np.ndarray:
+        frame = query_pl(
+            ctx.con,
+            f"SELECT epoch_us(ts) AS t FROM (SELECT ts FROM gpu_samples WHERE {ctx.ts_filter()} "
+            "GROUP BY ts) ORDER BY 1",
+        )
+        times: np.ndarray = frame["t"].to_numpy().astype(np.int64)
+        return times
+    return ctx.shared("scrapes", build)
 
 
 def _series(ctx: AnalysisContext, keys: pl.DataFrame, columns: list[str]) -> pl.DataFrame:

@@ -37,17 +37,12 @@ _PROGRESS: Final = ("job.step_reported", "job.started", "job.restarted", "job.mi
 
 
 def job_frame(ctx: AnalysisContext) -> pl.DataFrame:
-    cached = ctx.cache.get("jobs")
-    if isinstance(cached, pl.DataFrame):
-        return cached
-    df = query_pl(ctx.con,
+    return ctx.shared("jobs", lambda: query_pl(ctx.con,
         "SELECT epoch_us(ts) AS t, job, type, step, step_time_s, duration_s, exit_code, reason, "
         "TRY_CAST(payload->>'size_gb' AS DOUBLE) AS size_gb, "
         "payload->>'loss' AS loss_text, TRY_CAST(payload->>'loss' AS DOUBLE) AS loss, event_id "
         f"FROM job_events WHERE {ctx.ts_filter()} ORDER BY job, ts, event_id"
-    )
-    ctx.cache["jobs"] = df
-    return df
+    ))
 
 
 def _segments(df: pl.DataFrame) -> pl.DataFrame:

@@ -40,6 +40,7 @@ from fleetlog.analysis.detectors.scans import (
     SLOW_BITS,
     THERMAL_BITS,
     gpu_buckets,
+    job_of_node,
     keyed_series,
 )
 from fleetlog.analysis.detectors.series import rising_episodes, runs
@@ -82,13 +83,6 @@ def _buckets(ctx: AnalysisContext) -> pl.DataFrame:
     return gpu_buckets(ctx).select("node", "gpu", "b", "clk", "pw", "rp", "slow_bits")
 
 
-def _job_of_node(ctx: AnalysisContext) -> pl.DataFrame:
-    """(node, job, start_us, end_us): who held each node when."""
-    rows = [(node, p.job, p.start_us, p.end_us if p.end_us is not None else 2**62)
-            for p in ctx.projections.jobs.placements for node in p.nodes]
-    return pl.DataFrame(rows, schema={"node": pl.String, "job": pl.String,
-                                      "start_us": pl.Int64, "end_us": pl.Int64}, orient="row")
-
 
 def detect_peers(ctx: AnalysisContext) -> list[Finding]:
     buckets = _buckets(ctx)
@@ -109,7 +103,7 @@ def _node_findings(ctx: AnalysisContext, buckets: pl.DataFrame) -> list[Finding]
     per_node = per_node.filter(pl.col("busy") >= MIN_PEERS)
     if per_node.is_empty():
         return []
-    jobs = _job_of_node(ctx)
+    jobs = job_of_node(ctx)
     if not jobs.is_empty():
         per_node = (per_node.join(jobs, on="node", how="left")
                     .filter(pl.col("job").is_null()

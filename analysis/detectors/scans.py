@@ -4,7 +4,7 @@ A 2,048-node day is ~140 M GPU rows and ~210 M port rows: every pass over either
 and pulling raw samples into Python costs gigabytes. So the detectors that need aggregates of
 every GPU or every port (presence, counters, thermal and peers over ``gpu_samples``; error
 counters and data rates over ``port_samples``) take them from these grouped scans, computed in
-DuckDB (GROUP BY, only the columns needed) and kept in ``ctx.cache``:
+DuckDB (GROUP BY, only the columns needed) and kept for the analysis (``ctx.shared``):
 
 - ``gpu_summary``: per GPU over the window, the row count and times, each counter's increase,
   the flags and throttle bits seen (presence, counters, thermal);
@@ -102,59 +102,51 @@ def gpu_buckets(ctx: AnalysisContext) -> pl.DataFrame:
     """Per (node, gpu, b): ``b`` the window's start (µs); ``clk``/``pw`` the mean busy SM clock
     and power (utilization at least ``BUSY_UTIL``, no thermal bit; null when never busy), ``rp``
     the PCIe replay increase, ``slow_bits`` the scrapes with HW slowdown or power brake."""
-    cached = ctx.cache.get("gpu_buckets")
-    if isinstance(cached, pl.DataFrame):
-        return cached
-    df = _chunked(ctx, GPU_BUCKETS_SQL)
-    ctx.cache["gpu_buckets"] = df
-    return df
+    return ctx.shared("gpu_buckets", lambda: _chunked(ctx, GPU_BUCKETS_SQL))
 
 
 def gpu_summary(ctx: AnalysisContext) -> pl.DataFrame:
     """Per GPU over the window: row count, first/last sample, counter increases (``sbe``,
     ``dbe``, ``sram``, ``nvl``), row-remap flags, every throttle bit seen, hottest and mean
     temperature."""
-    cached = ctx.cache.get("gpu_summary")
-    if isinstance(cached, pl.DataFrame):
-        return cached
     counters = "".join(f"max({col}) - min({col}) AS {name}, "
                        for name, col in GPU_COUNTERS.items())
-    df = query_pl(ctx.con,
+    return ctx.shared("gpu_summary", lambda: query_pl(ctx.con,
         "SELECT node, gpu, count(*) AS n, epoch_us(min(ts)) AS first_us, "
         f"epoch_us(max(ts)) AS last_us, {counters}"
         "max(row_remap_pending) AS rrp, max(row_remap_failure) AS rrf, "
         f"bit_or({_throttle()}) AS throttle, max(gpu_temp_c) AS tmax, avg(gpu_temp_c) AS tavg "
         f"FROM gpu_samples WHERE {ctx.ts_filter()} GROUP BY node, gpu"
-    )
-    ctx.cache["gpu_summary"] = df
-    return df
+    ))
 
 
 def port_buckets(ctx: AnalysisContext) -> pl.DataFrame:
     """Per (switch, port, b): ``x``/``r`` the transmit/receive data increase within the window,
     the row count, each error counter's minimum and maximum and the lowest link state (for
     ``port_summary``)."""
-    cached = ctx.cache.get("port_buckets")
-    if isinstance(cached, pl.DataFrame):
-        return cached
-    df = _chunked(ctx, PORT_BUCKETS_SQL)
-    ctx.cache["port_buckets"] = df
-    return df
+    return ctx.shared("port_buckets", lambda: _chunked(ctx, PORT_BUCKETS_SQL))
 
 
 def port_summary(ctx: AnalysisContext) -> pl.DataFrame:
     """Per port over the window: row count, error counter increases (``sym``, ``rcv``,
     ``downed``, ``ler``) and the lowest link state, rolled up from ``port_buckets``."""
-    cached = ctx.cache.get("port_summary")
-    if isinstance(cached, pl.DataFrame):
-        return cached
-    df = port_buckets(ctx).group_by("switch", "port").agg(
+    return ctx.shared("port_summary", lambda: port_buckets(ctx).group_by("switch", "port").agg(
         pl.col("n").sum(),
         *[_increase(name) for name in PORT_COUNTERS],
         pl.col("min_state").min(),
-    ).sort("switch", "port")
-    ctx.cache["port_summary"] = df
-    return df
+    ).sort("switch", "port"))
+
+
+def job_of_node(ctx: AnalysisContext) -> pl.DataFrame:
+    """(node, job, start_us, end_us): who held each node when (an open placement ends far
+    ahead), from the folded job placements."""
+    def build() -> pl.DataFrame:
+        rows = [(node, p.job, p.start_us, p.end_us if p.end_us is not None else 2**62)
+                for p in ctx.projections.jobs.placements for node in p.nodes]
+        return pl.DataFrame(rows, schema={"node": pl.String, "job": pl.String,
+                                          "start_us": pl.Int64, "end_us": pl.Int64},
+                            orient="row")
+    return ctx.shared("job_of_node", build)
 
 
 def keyed_series(ctx: AnalysisContext, table: str, keys: pl.DataFrame, columns: str,
