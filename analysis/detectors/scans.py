@@ -53,13 +53,21 @@ def _throttle(column: str = "throttle_reasons") -> str:
 _BUSY: Final = f"util_pct >= {BUSY_UTIL} AND ({_throttle()} & {THERMAL_BITS}) = 0"
 # The bucketed scans' SQL, ``{where}`` left for the chunk's time predicate (``_chunked``).
 # Integer division, not time_bucket: several times faster over a day of scrapes.
+# Each bucket row also carries its node's peer medians at that bucket (``node_clk``,
+# ``node_pw``, ``busy``; ``lead`` marks one row per node and bucket): computed on the chunk's
+# grouped rows in the same query, they cost DuckDB ~1 s a day where polars' group-and-join over
+# the day's 12 M rows took ~3 s, twice (the node and the GPU rules).
 GPU_BUCKETS_SQL: Final = (
-    f"SELECT node, gpu, epoch_us(ts) // {GPU_BUCKET_S * US} * {GPU_BUCKET_S * US} AS b, "
-    f"avg(sm_clock_mhz) FILTER (WHERE {_BUSY}) AS clk, "
+    f"WITH g AS (SELECT node, gpu, epoch_us(ts) // {GPU_BUCKET_S * US} * {GPU_BUCKET_S * US} "
+    f"AS b, avg(sm_clock_mhz) FILTER (WHERE {_BUSY}) AS clk, "
     f"avg(power_w) FILTER (WHERE {_BUSY}) AS pw, "
     "max(pcie_replays) - min(pcie_replays) AS rp, "
     f"count(*) FILTER (WHERE ({_throttle()} & {SLOW_BITS}) <> 0) AS slow_bits "
-    "FROM gpu_samples WHERE {where} GROUP BY ALL"
+    "FROM gpu_samples WHERE {where} GROUP BY ALL), "
+    "m AS (SELECT node, b, median(clk) AS node_clk, median(pw) AS node_pw, "
+    "count(clk) AS busy, min(gpu) AS lead FROM g GROUP BY ALL) "
+    "SELECT g.*, m.node_clk, m.node_pw, m.busy, g.gpu = m.lead AS lead "
+    "FROM g JOIN m ON g.node = m.node AND g.b = m.b"
 )
 PORT_BUCKETS_SQL: Final = (
     f"SELECT switch, port, epoch_us(ts) // {PORT_BUCKET_S * US} * {PORT_BUCKET_S * US} AS b, "
@@ -101,7 +109,10 @@ def _increase(name: str) -> pl.Expr:
 def gpu_buckets(ctx: AnalysisContext) -> pl.DataFrame:
     """Per (node, gpu, b): ``b`` the window's start (µs); ``clk``/``pw`` the mean busy SM clock
     and power (utilization at least ``BUSY_UTIL``, no thermal bit; null when never busy), ``rp``
-    the PCIe replay increase, ``slow_bits`` the scrapes with HW slowdown or power brake."""
+    the PCIe replay increase, ``slow_bits`` the scrapes with HW slowdown or power brake; the
+    node's median ``clk`` and ``pw`` over its GPUs in that window (``node_clk``, ``node_pw``),
+    how many of them were busy (``busy``), and ``lead`` true on one row of each node and
+    window (for the node rules)."""
     return ctx.shared("gpu_buckets", lambda: _chunked(ctx, GPU_BUCKETS_SQL))
 
 
@@ -149,6 +160,31 @@ def job_of_node(ctx: AnalysisContext) -> pl.DataFrame:
     return ctx.shared("job_of_node", build)
 
 
+def flagged_windows(ctx: AnalysisContext, flags: pl.DataFrame, keys: Sequence[str],
+                    bucket_s: int, before_us: int, after_us: int) -> pl.DataFrame:
+    """(keys..., ``lo``, ``hi``): the stretches of time a second pass reads for each key — from
+    ``before_us`` before the start of each bucket in ``flags`` (rows of ``keys`` and ``b``) to
+    ``after_us`` after its end, clamped to the read window, overlapping stretches of one key
+    merged. Why: the rules that look closer need a key's series only around what its buckets
+    flagged (plus their own look-back), not the whole window: a hung job's 160 nodes flagged
+    for ten minutes of a day were 11 M rows read whole, ~1 M read this way."""
+    step = bucket_s * US
+    frame = (flags.select(*keys, "b").unique().sort(*keys, "b")
+             .with_columns((pl.col("b") - before_us).clip(lower_bound=ctx.read_from_us)
+                           .alias("lo"),
+                           (pl.col("b") + step + after_us).clip(upper_bound=ctx.until_us)
+                           .alias("hi"))
+             .filter(pl.col("lo") < pl.col("hi")))  # a bucket outside the read window
+    if frame.is_empty():
+        return frame.select(*keys, "lo", "hi")
+    # A stretch opens where its start passes every earlier stretch's end (of the same key).
+    opens = pl.col("hi").cum_max().shift(1).over(keys)
+    return (frame.with_columns((opens.is_null() | (pl.col("lo") > opens)).cum_sum().over(keys)
+                               .alias("_stretch"))
+            .group_by(*keys, "_stretch").agg(pl.col("lo").min(), pl.col("hi").max())
+            .drop("_stretch").sort(*keys, "lo"))
+
+
 def keyed_series(ctx: AnalysisContext, table: str, keys: pl.DataFrame, columns: str,
                  then_by: Sequence[str] = ()) -> pl.DataFrame:
     """``columns`` (SQL over ``table`` as ``s``; among them ``t``, the time in µs) of the rows
@@ -156,15 +192,60 @@ def keyed_series(ctx: AnalysisContext, table: str, keys: pl.DataFrame, columns: 
     ordered by those keys, then ``then_by``, then ``t``: what ``ORDER BY`` in the query would
     give, but sorted by polars on an integer key. DuckDB sorting the ~15 M rows of the 1,755
     candidate ports of a 2,048-node day took 3x their scan (and 4x under the memory cap, where
-    the sort spills); polars sorts them outside the cap, by integers, not strings."""
-    names = keys.columns
-    indexed = keys.unique().sort(names).with_row_index(_KEY)
+    the sort spills); polars sorts them outside the cap, by integers, not strings.
+
+    When ``keys`` has ``lo`` and ``hi`` columns (µs; ``flagged_windows``), only the rows of
+    each key within ``[lo, hi)`` are read, and the frame gets a column ``w`` (the stretch's
+    ``lo``): one series per key and stretch, ordered by keys, ``w``, ``then_by``, ``t``. The
+    stretches are read a span of time at a time (``_spans``), so the zone maps skip the hours
+    no stretch covers."""
+    names = [name for name in keys.columns if name not in ("lo", "hi")]
+    if "lo" not in keys.columns:
+        indexed = keys.unique().sort(names).with_row_index(_KEY)
+        frame = _join_read(ctx, table, indexed, names, columns, ctx.ts_filter("s.ts"), False)
+        return frame.sort(_KEY, *then_by, "t").drop(_KEY)
+    indexed = keys.unique().sort(*names, "lo").with_row_index(_KEY).with_columns(
+        pl.col("lo").cast(pl.Datetime("us", "UTC")).alias("lo_ts"),
+        pl.col("hi").cast(pl.Datetime("us", "UTC")).alias("hi_ts"))
+    parts = [_join_read(ctx, table, part, names, columns,
+                        f"s.ts >= make_timestamptz({lo}) AND s.ts < make_timestamptz({hi})", True)
+             for lo, hi, part in _spans(indexed)]
+    if not parts:
+        parts = [_join_read(ctx, table, indexed, names, columns, "false", True)]
+    return pl.concat(parts, how="vertical").sort(_KEY, *then_by, "t").drop(_KEY)
+
+
+SPAN_GAP_US: Final = 600 * US  # stretches closer than this in time are read in one query
+
+
+def _spans(indexed: pl.DataFrame) -> list[tuple[int, int, pl.DataFrame]]:
+    """The stretches grouped into spans of time that overlap (or nearly): (start, end, the
+    stretches)."""
+    ordered = indexed.sort("lo")
+    spans: list[tuple[int, int, pl.DataFrame]] = []
+    if ordered.is_empty():
+        return spans
+    opens = (pl.col("hi").cum_max().shift(1) + SPAN_GAP_US)
+    ordered = ordered.with_columns((opens.is_null() | (pl.col("lo") > opens)).cum_sum()
+                                   .alias("_span"))
+    for (_span,), part in ordered.group_by(["_span"], maintain_order=True):
+        lo, hi = part["lo"].min(), part["hi"].max()
+        spans.append((int(lo), int(hi), part.drop("_span")))  # type: ignore[arg-type]
+    return spans
+
+
+def _join_read(ctx: AnalysisContext, table: str, indexed: pl.DataFrame, names: Sequence[str],
+               columns: str, where: str, windowed: bool) -> pl.DataFrame:
+    """One read of ``table`` joined to the key rows ``indexed`` (with ``_KEY``)."""
     ctx.con.register("_fleetlog_series_keys", indexed.to_arrow())
     try:
         on = " AND ".join(f"s.{name} = k.{name}" for name in names)
-        frame = query_pl(ctx.con,
-            f"SELECT k.{_KEY}, {columns} FROM {table} s JOIN _fleetlog_series_keys k ON {on} "
-            f"WHERE {ctx.ts_filter('s.ts')}")
+        extra = ""
+        if windowed:
+            on += " AND s.ts >= k.lo_ts AND s.ts < k.hi_ts"
+            extra = ", k.lo AS w"
+        return query_pl(ctx.con,
+            f"SELECT k.{_KEY}{extra}, {columns} FROM {table} s "
+            f"JOIN _fleetlog_series_keys k ON {on} WHERE {ctx.ts_filter('s.ts')} AND {where}")
     finally:
         ctx.con.unregister("_fleetlog_series_keys")
-    return frame.sort(_KEY, *then_by, "t").drop(_KEY)
