@@ -58,6 +58,12 @@ CADENCE_TOLERANCE: Final = 0.5  # each of those intervals within ±50 % of their
 # Life signs count from this long after the last sample: a dying node's job can still report a
 # step or two, and its ports carry the last bytes in flight.
 LIFE_MARGIN_US: Final = 120 * US
+# Traffic on its ports is looked for in the first minutes of the silence (a collector down
+# leaves the node's traffic going; reading hours of every port sample for it cost seconds).
+LIFE_TRAFFIC_US: Final = 900 * US
+# The silent span, as a predicate on ts itself (not epoch_us(ts)): the zone maps can skip the
+# rest of the day.
+_SPAN: Final = "ts > make_timestamptz($start) AND ts <= make_timestamptz($end)"
 
 
 def scrape_times(ctx: AnalysisContext) -> np.ndarray:
@@ -206,7 +212,7 @@ def _telemetry_gap(ctx: AnalysisContext, f: Finding) -> Finding:
     signs: list[str] = []
     row = ctx.con.execute(
         "SELECT count(*), min(event_id) FROM xid_events WHERE node = $node "
-        "AND epoch_us(ts) > $start AND epoch_us(ts) <= $end", window).fetchall()[0]
+        f"AND {_SPAN}", window).fetchall()[0]
     if row and row[0]:
         signs.append(f"{row[0]} kernel XID lines")
     jobs = ctx.projections.jobs
@@ -215,19 +221,24 @@ def _telemetry_gap(ctx: AnalysisContext, f: Finding) -> Finding:
     if held:
         row = ctx.con.execute(
             "SELECT count(*) FROM job_events WHERE type = 'job.step_reported' "
-            "AND list_contains($jobs, job) AND epoch_us(ts) > $start AND epoch_us(ts) <= $end",
+            f"AND list_contains($jobs, job) AND {_SPAN}",
             {"start": start, "end": end, "jobs": sorted(held)}).fetchall()[0]
         if row and row[0]:
             signs.append(f"{row[0]} step reports of job(s) holding it")
     ports = [(sw, port) for (sw, port), peer in ctx.projections.topology.links.items()
              if peer.startswith(f"nic:{node}/")]
     if ports:
+        # Literals, not parameters: with a list parameter DuckDB read every row group (0.36 s
+        # a node on a 2,048-node day, against 0.02 s).
+        which = " OR ".join(
+            f"(switch = '{sw.replace(chr(39), chr(39) * 2)}' AND port = {int(port)})"
+            for sw, port in ports)
         row = ctx.con.execute(
             "SELECT count(*) FROM (SELECT switch, port FROM port_samples "
-            "WHERE list_contains($ports, switch || '/' || port) "
-            "AND epoch_us(ts) > $start AND epoch_us(ts) <= $end GROUP BY switch, port "
-            "HAVING max(rcv_data) > min(rcv_data) OR max(xmit_data) > min(xmit_data))",
-            {"start": start, "end": end, "ports": [f"{sw}/{port}" for sw, port in ports]}
+            f"WHERE ({which}) AND ts > make_timestamptz({start}) "
+            f"AND ts <= make_timestamptz({min(end, start + LIFE_TRAFFIC_US)}) "
+            "GROUP BY switch, port "
+            "HAVING max(rcv_data) > min(rcv_data) OR max(xmit_data) > min(xmit_data))"
         ).fetchall()[0]
         if row and row[0]:
             signs.append(f"traffic on {row[0]} of the ports facing its NICs")

@@ -6,10 +6,11 @@ ports of the same node (one per rail, rail i on leaf i): the same job's collecti
 over every rail alike, so at each scrape they carry about the same ``xmit_data`` / ``rcv_data``
 rate, whatever the job's phase. A port whose rate stays well below the median of its node's
 other ports (``PORT_RATE_RATIO``), in either direction, while they carry traffic, for
-``PERSIST_SCRAPES`` smoothed scrapes -> ``port_slow`` (the link, facing that NIC).
+``PERSIST_SCRAPES`` smoothed scrapes in a row -> ``port_slow`` (the link, facing that NIC).
 
 Same two-pass plan as the GPU detectors: ``BUCKET_S`` buckets of every port pick the few nodes
-where one port lags, then the scrape-level rule runs on those nodes' ports.
+where one port lags, then the scrape-level rule runs on those nodes' ports, around the buckets
+that picked them (``scans.flagged_windows``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ import numpy as np
 import polars as pl
 
 from fleetlog.analysis.context import US, AnalysisContext, Finding
-from fleetlog.analysis.detectors.scans import PORT_BUCKET_S, keyed_series, port_buckets
+from fleetlog.analysis.detectors.scans import (
+    PORT_BUCKET_S,
+    flagged_windows,
+    keyed_series,
+    port_buckets,
+)
 from fleetlog.analysis.detectors.series import runs
 from fleetlog.ingest import contract as c
 
@@ -71,19 +77,28 @@ def detect_port_rates(ctx: AnalysisContext) -> list[Finding]:
         (pl.col("n") >= MIN_PEERS) & (pl.col("node_x") >= MIN_TRAFFIC_SHARE * typical)
         & ((pl.col("x") <= ratio * pl.col("node_x")) | (pl.col("r") <= ratio * pl.col("node_r")))
     )
-    nodes = candidates["node"].unique().to_list()
-    if not nodes:
+    if candidates.is_empty():
         return []
-    keys = ports.filter(pl.col("node").is_in(nodes))
-    data = keyed_series(ctx, "port_samples", keys.select("switch", "port"),
+    # Every port of those nodes, from the first bucket that made the node a candidate to the
+    # last (the rule's runs bridge the scrapes where the node carries too little to compare),
+    # with a bucket each side (the rate before the first scrape; a run that goes on while the
+    # median catches up).
+    step = BUCKET_S * US
+    spans = candidates.group_by("node").agg(pl.int_ranges(pl.col("b").min(),
+                                                          pl.col("b").max() + step, step)
+                                            .first().alias("b")).explode("b")
+    stretches = flagged_windows(ctx, spans, ["node"], BUCKET_S, step, step)
+    keys = ports.join(stretches, on="node")
+    data = keyed_series(ctx, "port_samples", keys.select("switch", "port", "lo", "hi"),
         "s.switch, CAST(s.port AS BIGINT) AS port, epoch_us(s.ts) AS t, "
         "s.xmit_data AS x, s.rcv_data AS r, s.event_id")
+    keys = keys.select("switch", "port", "node", "peer").unique()
     per_scrape_floor = MIN_TRAFFIC_SHARE * typical * ctx.interval_us / (BUCKET_S * US)
     # Per-scrape rates (a counter reset or a gap counts as no rate), then each port's rate as a
     # share of the median of its node's ports at the same scrape.
     data = data.join(keys, on=["switch", "port"]).with_columns(
-        (pl.col("x").diff().over("switch", "port")).alias("dx"),
-        (pl.col("r").diff().over("switch", "port")).alias("dr"),
+        (pl.col("x").diff().over("switch", "port", "w")).alias("dx"),
+        (pl.col("r").diff().over("switch", "port", "w")).alias("dr"),
     ).with_columns(
         pl.when(pl.col("dx") >= 0).then(pl.col("dx")).alias("dx"),
         pl.when(pl.col("dr") >= 0).then(pl.col("dr")).alias("dr"),
@@ -96,9 +111,16 @@ def detect_port_rates(ctx: AnalysisContext) -> list[Finding]:
         .then(pl.min_horizontal(pl.col("dx") / pl.col("mx"), pl.col("dr") / pl.col("mr")))
         .alias("ratio")
     )
+    # Runs over the scrapes that compare, in a row: a pause in the node's traffic longer than
+    # the smoothing (nothing to compare) ends one; a run bridging 39 minutes of a node that had
+    # stopped sending was a "slow" link 39 minutes after the last scrape that showed it.
+    series = ["switch", "port", "w"]
+    valid = data.filter(pl.col("ratio").is_not_null()).with_columns(
+        (pl.col("t").diff().over(series) > SMOOTH_SCRAPES * ctx.interval_us).fill_null(False)
+        .cum_sum().over(series).alias("run"))
     findings: list[Finding] = []
-    for (switch, port), part in data.group_by(["switch", "port"], maintain_order=True):
-        part = part.filter(pl.col("ratio").is_not_null())
+    for (switch, port, _w, _run), part in valid.group_by([*series, "run"],
+                                                         maintain_order=True):
         if part.height < PERSIST_SCRAPES:
             continue
         smooth = part["ratio"].rolling_median(SMOOTH_SCRAPES, min_samples=PERSIST_SCRAPES)

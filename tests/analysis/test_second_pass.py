@@ -14,7 +14,7 @@ import pytest
 from fleet_builders import T0, Cluster, job
 
 from fleetlog.analysis.context import US, AnalysisContext, Finding, build_context
-from fleetlog.analysis.detectors import network, peers, scans
+from fleetlog.analysis.detectors import network, peers, port_rates, scans
 from fleetlog.ingest.store import open_store
 from fleetlog.ingest.store.writer import land
 
@@ -24,9 +24,10 @@ SCRAPES = 1200  # 3 h 20 min at 10 s: longer than any stretch a second pass read
 def _cluster() -> Cluster:
     """A GPU drawing 20 % less power late in the run; one low only for a few minutes early; a
     PCIe replay trickle; a port whose symbol errors rise; one that goes down for a while; one
-    whose symbol-error counter (flat at 40) is missing from three scrapes, and that goes down
+    at half the data rate of its node's other rails late in the run; one whose symbol-error
+    counter (flat at 40) is missing from three scrapes, and that goes down
     for half a minute (so its series is read)."""
-    cluster = Cluster(scrapes=SCRAPES, gpus=8)
+    cluster = Cluster(scrapes=SCRAPES, gpus=8, traffic=True)
     job(cluster, "j1", list(range(8)))
     noise = np.random.default_rng(5).normal(0.0, 0.03, (SCRAPES, 8, 8))
     replay_at = np.arange(600, 900, 25)
@@ -47,6 +48,8 @@ def _cluster() -> Cluster:
             v["symbol_error"] = float(3 * ((min(s, 420) - 300) // 20))
         if switch == "leaf-su01-4" and p == 7 and 1000 <= s < 1010:
             v["link_state"] = 1.0
+        if switch == "leaf-su01-6" and p == 4 and s >= 1000:
+            v["xmit_rate"] = v["rcv_rate"] = 0.5e9  # a link at half its peers' rate
         if switch == "leaf-su01-5" and p == 3:
             v["symbol_error"] = float("nan") if s in (200, 230, 260) else 40.0
             v["link_state"] = 1.0 if 700 <= s < 703 else 4.0
@@ -95,22 +98,23 @@ def test_windowed_second_passes_find_what_whole_reads_find(
         read.append(frame)
         return frame
 
-    monkeypatch.setattr(network, "flagged_windows", spy)
-    monkeypatch.setattr(peers, "flagged_windows", spy)
-    found = {name: sorted(map(_key, detect(ctx))) for name, detect in
-             (("ports", network.detect_ports), ("peers", peers.detect_peers))}
+    passes = (("ports", network, network.detect_ports), ("peers", peers, peers.detect_peers),
+              ("port_rates", port_rates, port_rates.detect_port_rates))
+    for _name, module, _detect in passes:
+        monkeypatch.setattr(module, "flagged_windows", spy)
+    found = {name: sorted(map(_key, detect(ctx))) for name, _module, detect in passes}
     kinds = {(k[0], k[1]) for keys in found.values() for k in keys}
     assert {("gpu_power_low", "gpu:n00003/6"), ("pcie_replays", "gpu:n00002/3"),
-            ("port_errors", "link:leaf-su01-1/2"), ("link_down", "link:leaf-su01-4/7")} <= kinds
+            ("port_errors", "link:leaf-su01-1/2"), ("link_down", "link:leaf-su01-4/7"),
+            ("port_slow", "link:leaf-su01-6/4")} <= kinds
     # The stretches read are narrower than the data (each pass read some).
-    assert len(read) == 2 and all(frame.height for frame in read)
+    assert len(read) == 3 and all(frame.height for frame in read)
     for frame in read:
         assert ((frame["hi"] - frame["lo"]) < ctx.until_us - ctx.read_from_us).all()
     ctx.cache.clear()
-    monkeypatch.setattr(network, "flagged_windows", _whole)
-    monkeypatch.setattr(peers, "flagged_windows", _whole)
-    assert sorted(map(_key, network.detect_ports(ctx))) == found["ports"]
-    assert sorted(map(_key, peers.detect_peers(ctx))) == found["peers"]
+    for name, module, detect in passes:
+        monkeypatch.setattr(module, "flagged_windows", _whole)
+        assert sorted(map(_key, detect(ctx))) == found[name], name
 
 
 def test_a_counter_missing_from_a_few_scrapes_is_no_rise(ctx: AnalysisContext) -> None:
