@@ -26,13 +26,10 @@ the bulk would cost more than the rest of the analysis.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import polars as pl
-from sklearn.ensemble import IsolationForest
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer
 
 from fleetlog.analysis.context import US, AnalysisContext, Finding
 from fleetlog.analysis.features import (
@@ -45,6 +42,9 @@ from fleetlog.analysis.features import (
     port_features,
 )
 from fleetlog.ingest import contract as c
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 RANDOM_STATE: Final = 19
 FIT_ROWS: Final = 50_000
@@ -61,6 +61,12 @@ def _cap(x: np.ndarray) -> np.ndarray:
 
 def build_model(random_state: int = RANDOM_STATE) -> Pipeline:
     """The scorer: cap the z-scores, then an isolation forest (``contamination="auto"``)."""
+    # Imported here: scikit-learn takes 0.7 s to import, and the learned detector is off by
+    # default; every other command (and every analysis without it) starts that much sooner.
+    from sklearn.ensemble import IsolationForest
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
     return Pipeline([
         ("cap", FunctionTransformer(_cap)),
         ("forest", IsolationForest(n_estimators=100, max_samples="auto", contamination="auto",
