@@ -107,11 +107,13 @@ def _node_findings(ctx: AnalysisContext, buckets: pl.DataFrame) -> list[Finding]
         return []
     jobs = job_of_node(ctx)
     if not jobs.is_empty():
-        per_node = (per_node.join(jobs, on="node", how="left")
-                    .filter(pl.col("job").is_null()
-                            | ((pl.col("start_us") <= pl.col("b"))
-                               & (pl.col("b") < pl.col("end_us"))))
-                    .unique(["node", "b"], keep="last", maintain_order=True))
+        # The job holding the node at each bucket: the latest placement started by then, if it
+        # had not ended (an as-of join: a join on the node alone was ~6 placements a node).
+        per_node = (per_node.sort("b")
+                    .join_asof(jobs.sort("start_us"), left_on="b", right_on="start_us",
+                               by="node", strategy="backward", check_sortedness=False)
+                    .with_columns(pl.when(pl.col("b") < pl.col("end_us")).then(pl.col("job"))
+                                  .alias("job")))
     else:
         per_node = per_node.with_columns(pl.lit(None, pl.String).alias("job"))
     per_node = per_node.with_columns(pl.col("job").fill_null(""))
@@ -320,18 +322,27 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame,
 def _ratio_findings(data: pl.DataFrame) -> list[Finding]:
     """``gpu_slow`` / ``gpu_power_low`` over the busy scrapes of every GPU in ``data`` at once
     (smoothing, usual offset), then a look at the few GPUs that went below."""
+    def smooth(column: str, window: int) -> pl.Expr:
+        return pl.col(column).rolling_median(window, min_samples=window // 2 + 1).over(SERIES)
+
+    busy = data.filter(pl.col("clk_ratio").is_not_null()).with_columns(
+        smooth("clk_ratio", CLOCK_SMOOTH).fill_null(1.0).alias("clk_s"),
+        smooth("pw_ratio", POWER_SMOOTH).alias("pw_m"),
+        smooth("pw_ratio", CLOCK_SMOOTH).alias("pw_fm"),
+    )
+    # The usual ratio (a rolling median over BASELINE_SCRAPES: the costly part) only for the
+    # GPUs that could fire: it is never above 1, so a smoothed power ratio that never goes below
+    # the thresholds (nor to 0 or under, where dividing flips) cannot go below them divided by it.
+    could = ((pl.col("clk_s") <= GPU_CLOCK_RATIO) | (pl.col("pw_m") <= GPU_POWER_RATIO)
+             | (pl.col("pw_fm") <= GPU_POWER_FAST_RATIO) | (pl.col("pw_ratio") <= 0))
     usual = (pl.col("pw_ratio").shift(1).rolling_median(BASELINE_SCRAPES,
                                                         min_samples=BASELINE_MIN)
              .fill_null(1.0).clip(upper_bound=1.0)).over(SERIES)
-    busy = (data.filter(pl.col("clk_ratio").is_not_null())
+    busy = (busy.filter(could.any().over(SERIES))
             .with_columns(usual.alias("usual"))
             .with_columns(
-                pl.col("clk_ratio").rolling_median(CLOCK_SMOOTH, min_samples=CLOCK_SMOOTH // 2 + 1)
-                .over(SERIES).fill_null(1.0).alias("clk_s"),
-                (pl.col("pw_ratio").rolling_median(POWER_SMOOTH, min_samples=POWER_SMOOTH // 2 + 1)
-                 .over(SERIES) / pl.col("usual")).fill_null(1.0).alias("pw_s"),
-                (pl.col("pw_ratio").rolling_median(CLOCK_SMOOTH, min_samples=CLOCK_SMOOTH // 2 + 1)
-                 .over(SERIES) / pl.col("usual")).fill_null(1.0).alias("pw_f"),
+                (pl.col("pw_m") / pl.col("usual")).fill_null(1.0).alias("pw_s"),
+                (pl.col("pw_fm") / pl.col("usual")).fill_null(1.0).alias("pw_f"),
                 (pl.col("pw_ratio") / pl.col("usual")).alias("pw_raw"),
             ))
     low = busy.filter(((pl.col("clk_s") <= GPU_CLOCK_RATIO) | (pl.col("pw_s") <= GPU_POWER_RATIO)

@@ -58,17 +58,20 @@ _BUSY: Final = f"util_pct >= {BUSY_UTIL} AND ({_throttle()} & {THERMAL_BITS}) = 
 # grouped rows in the same query, they cost DuckDB ~1 s a day where polars' group-and-join over
 # the day's 12 M rows took ~3 s, twice (the node and the GPU rules).
 GPU_BUCKETS_SQL: Final = (
-    f"WITH g AS (SELECT node, gpu, epoch_us(ts) // {GPU_BUCKET_S * US} * {GPU_BUCKET_S * US} "
-    f"AS b, avg(sm_clock_mhz) FILTER (WHERE {_BUSY}) AS clk, "
-    f"avg(power_w) FILTER (WHERE {_BUSY}) AS pw, "
-    "max(pcie_replays) - min(pcie_replays) AS rp, "
-    f"count(*) FILTER (WHERE ({_throttle()} & {SLOW_BITS}) <> 0) AS slow_bits "
-    "FROM gpu_samples WHERE {where} GROUP BY ALL), "
+    "WITH g AS (SELECT node, gpu, b, avg(sm_clock_mhz) FILTER (WHERE busy) AS clk, "
+    "avg(power_w) FILTER (WHERE busy) AS pw, max(pcie_replays) - min(pcie_replays) AS rp, "
+    "count(*) FILTER (WHERE slow) AS slow_bits FROM ("
+    # Each row's flags computed once, not in every aggregate's FILTER (~10 % of the scan).
+    f"SELECT node, gpu, epoch_us(ts) // {GPU_BUCKET_S * US} * {GPU_BUCKET_S * US} AS b, "
+    f"sm_clock_mhz, power_w, pcie_replays, {_BUSY} AS busy, "
+    f"({_throttle()} & {SLOW_BITS}) <> 0 AS slow "
+    "FROM gpu_samples WHERE {where}) GROUP BY ALL), "
     "m AS (SELECT node, b, median(clk) AS node_clk, median(pw) AS node_pw, "
     "count(clk) AS busy, min(gpu) AS lead FROM g GROUP BY ALL) "
     "SELECT g.*, m.node_clk, m.node_pw, m.busy, g.gpu = m.lead AS lead "
     "FROM g JOIN m ON g.node = m.node AND g.b = m.b"
 )
+
 PORT_BUCKETS_SQL: Final = (
     f"SELECT switch, port, epoch_us(ts) // {PORT_BUCKET_S * US} * {PORT_BUCKET_S * US} AS b, "
     "max(xmit_data) - min(xmit_data) AS x, max(rcv_data) - min(rcv_data) AS r, count(*) AS n, "
