@@ -22,6 +22,7 @@ candidate ports read whole were 15 M rows; their stretches are 0.35 M).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Final
 
 import numpy as np
@@ -30,10 +31,12 @@ import polars as pl
 from fleetlog.analysis.context import US, AnalysisContext, Finding
 from fleetlog.analysis.detectors.scans import (
     PORT_BUCKET_S,
+    cited_ids,
     flagged_windows,
     keyed_series,
     port_buckets,
     port_summary,
+    row_ref,
 )
 from fleetlog.analysis.detectors.series import Episode, rising_episodes, runs
 from fleetlog.ingest import contract as c
@@ -138,7 +141,7 @@ def detect_ports(ctx: AnalysisContext) -> list[Finding]:
         return []
     data = keyed_series(ctx, "port_samples", windows,
         "s.switch, s.port, epoch_us(s.ts) AS t, s.symbol_error, s.rcv_errors, "
-        "s.link_downed, s.link_error_recovery, s.link_state, s.event_id",
+        "s.link_error_recovery, s.link_state",
     ).with_columns(
         (_carried("symbol_error") + _carried("link_error_recovery")).alias("errors"),
         _carried("rcv_errors").alias("rcv"),
@@ -152,7 +155,7 @@ def detect_ports(ctx: AnalysisContext) -> list[Finding]:
         node = peer[4:].split("/", 1)[0] if peer.startswith("nic:") else ""
         attrs = {"switch": sw, "port": pt, "peer": peer, "node": node}
         ts = part["t"].to_numpy()
-        ids = part["event_id"].to_list()
+        ids = [row_ref(sw, pt, t) for t in ts.tolist()]
         errors = part["errors"].to_numpy()
         for ep in _episodes(ts, errors):
             findings.append(Finding(
@@ -185,4 +188,7 @@ def detect_ports(ctx: AnalysisContext) -> list[Finding]:
                    f" for {(int(ts[b]) - int(ts[a])) / US + ctx.interval_us / US:.0f} s"),
                 evidence=(ids[a],), attrs={**attrs, "ongoing": ongoing},
             ))
-    return findings
+    cited = cited_ids(ctx, "port_samples", ("switch", "port"),
+                      {ref for f in findings for ref in f.evidence})
+    return [replace(f, evidence=tuple(cited[ref] for ref in f.evidence if ref in cited))
+            for f in findings]

@@ -29,6 +29,7 @@ day's hung job flagged 160 nodes for ten minutes: 11.4 M rows read whole, ~2 M t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Final
 
 import numpy as np
@@ -40,10 +41,12 @@ from fleetlog.analysis.detectors.scans import (
     GPU_BUCKET_S,
     SLOW_BITS,
     THERMAL_BITS,
+    cited_ids,
     flagged_windows,
     gpu_buckets,
     job_of_node,
     keyed_series,
+    row_ref,
 )
 from fleetlog.analysis.detectors.series import rising_episodes, runs
 from fleetlog.ingest import contract as c
@@ -259,7 +262,7 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame,
     data = keyed_series(ctx, "gpu_samples", windows,
         "s.node, s.gpu, epoch_us(s.ts) AS t, s.util_pct AS util, s.sm_clock_mhz AS clk, "
         "s.power_w AS pw, s.pcie_replays AS rp, "
-        "CAST(coalesce(s.throttle_reasons, 0) AS UBIGINT) AS throttle, s.event_id",
+        "CAST(coalesce(s.throttle_reasons, 0) AS UBIGINT) AS throttle",
         then_by=["gpu"])
     busy = (pl.col("util") >= BUSY_UTIL) & ((pl.col("throttle") & THERMAL_BITS) == 0)
     data = data.with_columns(
@@ -285,7 +288,7 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame,
         node_s = str(node)
         entity = c.gpu_entity(node_s, int(gpu))
         ts = part["t"].to_numpy()
-        ids = part["event_id"].to_list()
+        ids = [row_ref(node_s, int(gpu), t) for t in ts.tolist()]
         findings.extend(_replay_findings(part, entity, node_s, ts, ids))
         bits = part["bits"].to_numpy()
         share = part["bit_share"].to_numpy()
@@ -316,7 +319,21 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame,
                     text=f"{entity} reports {names} ({what:#x}) for {b - a + 1} scrapes",
                     evidence=(ids[a], ids[fire]), attrs={"node": node_s, "bits": what},
                 ))
-    return findings
+    return _cite(ctx, findings)
+
+
+def _cite(ctx: AnalysisContext, findings: list[Finding]) -> list[Finding]:
+    """The findings with the event ids of the rows they cite (``scans.row_ref`` until now)."""
+    refs = {ref for f in findings
+            for ref in (*f.evidence, *f.attrs.get("samples", ())) if "\x1f" in ref}
+    cited = cited_ids(ctx, "gpu_samples", ("node", "gpu"), refs)
+
+    def ids(refs: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(cited.get(ref, ref) for ref in refs if ref in cited or "\x1f" not in ref)
+
+    return [replace(f, evidence=ids(f.evidence),
+                    attrs={**f.attrs, "samples": ids(f.attrs["samples"])}
+                    if "samples" in f.attrs else f.attrs) for f in findings]
 
 
 def _ratio_findings(data: pl.DataFrame) -> list[Finding]:
@@ -356,7 +373,8 @@ def _ratio_findings(data: pl.DataFrame) -> list[Finding]:
 def _gpu_ratio_runs(part: pl.DataFrame, entity: str, node: str) -> list[Finding]:
     out: list[Finding] = []
     ts = part["t"].to_numpy()
-    ids = part["event_id"].to_list()
+    gpu = int(part["gpu"][0])
+    ids = [row_ref(node, gpu, t) for t in ts.tolist()]
     clk = part["clk_s"].to_numpy().astype(np.float64)
     pw = part["pw_s"].to_numpy().astype(np.float64)
     pw_fast = part["pw_f"].to_numpy().astype(np.float64)

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from fleet_builders import T0, Cluster, job
 
-from fleetlog.analysis.context import US, AnalysisContext, Finding, build_context
+from fleetlog.analysis.context import US, AnalysisContext, Finding, build_context, query_pl
 from fleetlog.analysis.detectors import network, peers, port_rates, scans
 from fleetlog.ingest.store import open_store
 from fleetlog.ingest.store.writer import land
@@ -150,3 +150,22 @@ def test_a_windowed_read_is_each_keys_rows_within_its_stretches(ctx: AnalysisCon
         part = got.filter(pl.col("w") == lo)
         assert part["t"].min() >= lo and part["t"].max() < hi
         assert part.sort("node", "gpu", "t").equals(part)
+
+
+def test_findings_cite_the_event_ids_of_their_rows(ctx: AnalysisContext) -> None:
+    # The series carry no ids (scans.row_ref); the few cited rows get theirs at the end.
+    cited = [(f, "port_samples") for f in network.detect_ports(ctx)] + [
+        (f, "gpu_samples") for f in peers.detect_peers(ctx)]
+    assert cited
+    for finding, table in cited:
+        refs = (*finding.evidence, *finding.attrs.get("samples", ()))
+        assert refs and not any("\x1f" in ref for ref in refs), finding
+        rows = query_pl(ctx.con, f"SELECT * FROM {table} WHERE list_contains(?, event_id)",
+                        [list(refs)])
+        # An event is a batch (a scrape of a rack or of the switches): each cited one holds a
+        # row of the finding's own port or node.
+        own = (rows.filter((pl.col("switch") == finding.attrs["switch"])
+                           & (pl.col("port") == finding.attrs["port"]))
+               if table == "port_samples" else
+               rows.filter(pl.col("node") == finding.attrs["node"]))
+        assert set(own["event_id"]) == set(refs), finding
