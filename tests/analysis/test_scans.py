@@ -109,7 +109,7 @@ def test_port_summary_rolled_up_from_buckets_equals_a_scan_per_port(store: Path)
         assert ctx is not None
         rolled = scans.port_summary(ctx)
         direct = query_pl(con,
-            "SELECT switch, port, count(*) AS n, "
+            "SELECT switch, port, "
             "max(symbol_error) - min(symbol_error) AS sym, "
             "max(rcv_errors) - min(rcv_errors) AS rcv, "
             "max(link_downed) - min(link_downed) AS downed, "
