@@ -36,7 +36,7 @@ import polars as pl
 
 from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
 from fleetlog.analysis.detectors.jobs import job_frame
-from fleetlog.analysis.detectors.scans import BUSY_UTIL, THERMAL_BITS
+from fleetlog.analysis.detectors.scans import BUSY_UTIL, THERMAL_BITS, gpu_buckets, gpu_summary
 from fleetlog.ingest import contract as c
 
 SLOW_SHARE: Final = 0.07  # the issue's 10 % slowdown, with room for its first steps
@@ -52,7 +52,10 @@ USUAL_MIN: Final = 30  # busy scrapes before the slowdown to know a GPU's usual 
 RATIO_WEAK: Final = 0.95
 Z_OUTLIER: Final = 6.0
 MAD_FLOOR: Final = 0.005  # a job whose GPUs agree better than this is not that precise
-COUNTERS: Final = ("pcie_replays", "nvlink_crc_flit_errors")
+# A lone counter rise names a GPU only where chance would rarely put one among the job's GPUs
+# in the window: at most this many expected, from the fleet's own rate of GPUs whose replay or
+# CRC counter rose at all (a fleet where some links always replay a little sets it higher).
+CHANCE_MAX: Final = 0.2
 
 
 @dataclass(frozen=True)
@@ -145,8 +148,10 @@ def _localize(ctx: AnalysisContext, slow: _Slowdown, nodes: tuple[str, ...]) -> 
     if data.is_empty():
         return None
     data = data.sort("node", "gpu", "t")
-    candidates = [x for x in (_counter_rise(data, slow), _ratio_outlier(data, slow))
-                  if x is not None]
+    gpus = data.select("node", "gpu").n_unique()
+    chance = _rises_per_gpu_hour(ctx) * gpus * (until - start) / US / 3600
+    counter = _counter_rise(data) if chance <= CHANCE_MAX else None
+    candidates = [x for x in (counter, _ratio_outlier(data, slow)) if x is not None]
     if not candidates:
         return None
     if len({(node, gpu) for node, gpu, *_ in candidates}) > 1:
@@ -167,7 +172,23 @@ def _localize(ctx: AnalysisContext, slow: _Slowdown, nodes: tuple[str, ...]) -> 
 Candidate = tuple[str, int, int, int, str, str]  # node, gpu, first sign, localized at, what, id
 
 
-def _counter_rise(data: pl.DataFrame, slow: _Slowdown) -> Candidate | None:
+def _rises_per_gpu_hour(ctx: AnalysisContext) -> float:
+    """The fleet's background: the share of GPUs whose PCIe replay or NVLink CRC counter rose
+    at all in the read window, per hour of it (each GPU counted once, so a degrading part that
+    rises all day weighs no more than a blip)."""
+    def build() -> float:
+        summary = gpu_summary(ctx)
+        if summary.is_empty():
+            return 0.0
+        rose = (gpu_buckets(ctx).filter(pl.col("rp") > 0).select("node", "gpu")
+                .vstack(summary.filter(pl.col("nvl") > 0).select("node", "gpu"))
+                .n_unique())
+        hours = max((ctx.until_us - ctx.read_from_us) / US / 3600, 1.0)
+        return rose / summary.height / hours
+    return ctx.shared("job_parts.rises_per_gpu_hour", build)
+
+
+def _counter_rise(data: pl.DataFrame) -> Candidate | None:
     """The one GPU whose PCIe replay or NVLink CRC counter rose, with when it first rose."""
     rises = (data.with_columns(*(pl.col(name).diff().over("node", "gpu").alias(name)
                                  for name in ("rp", "crc")))
