@@ -136,3 +136,16 @@ def test_a_node_held_back_keeps_the_slowed_jobs_blip_as_its_evidence(db_path: Pa
     assert (incident.category, incident.root) == ("host_hw", "node:n00006")
     assert "gpu_slows_job" in {f.kind for f in incident.findings}
 
+
+
+def test_a_lone_replay_names_nothing_where_the_fleet_replays_often(db_path: Path) -> None:
+    # Half the GPUs of the idle nodes blip once early on: replays are common on this fleet, so
+    # one on the slowed job's 64 GPUs could be chance; the power of its GPUs shows nothing.
+    cluster = Cluster(nodes=16, scrapes=150)
+    noisy_power(cluster)
+    slowed_job(cluster, "j1", list(range(8)), at=100, slowdown=0.10)
+    replay_once(cluster, "n00004", 2, at=95)
+    for n in range(8, 16):
+        for g in range(0, 8, 2):
+            replay_once(cluster, cluster.name(n), g, at=3)
+    assert gpu_incidents(analyze_cluster(cluster, db_path)) == []
