@@ -6,12 +6,16 @@ evidence; the finding cites no hardware evidence (no drain on it)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+from click.testing import CliRunner
 from fleet_builders import STEP, Cluster, analyze_cluster, only
 
 from fleetlog.analysis.diagnosis import Incident
+from fleetlog.analysis.evidence import CAPACITY_ACTIONS
+from fleetlog.cli.main import cli
 from fleetlog.ingest import contract as c
 
 MIN_US = 60 * 1_000_000
@@ -75,6 +79,12 @@ def test_one_replay_on_a_slowed_jobs_gpu_names_it_at_once(db_path: Path) -> None
     assert incident.detect_us - slowed <= 3 * STEP
     # A slower job and one replay are no hardware evidence: nothing cited, nothing to drain on.
     assert all(f.evidence == () for f in incident.findings if f.kind == "gpu_slows_job")
+    for command in ("analyze", "recommend"):
+        result = CliRunner().invoke(cli, [command, "--db", str(db_path), "--json"])
+        assert result.exit_code == 0, result.output
+    actions = json.loads(result.output)
+    assert [a["action"] for a in actions if a["target"] == "gpu:n00004/2"] == ["investigate"]
+    assert not {a["action"] for a in actions} & CAPACITY_ACTIONS
 
 
 def test_power_a_little_low_on_a_slowed_jobs_gpu_names_it_within_minutes(
