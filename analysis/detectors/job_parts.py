@@ -17,7 +17,10 @@ Rules (docs/faults.md#fail-slow-gray-faults):
   ``EVIDENCE_S`` after it, either a rise of ``pcie_replays`` or ``nvlink_crc_flit_errors``, or a
   busy power or SM clock ratio to its node's other busy GPUs (over its own usual ratio, averaged
   since the slowdown) at most ``RATIO_WEAK`` and an outlier among the job's GPUs (``Z_OUTLIER``
-  robust deviations below their median, no other GPU half as far out).
+  robust deviations below their median, no other GPU half as far out). A lone counter rise
+  counts only where the fleet's own rate of GPUs whose counter rose at all puts at most
+  ``CHANCE_MAX`` such rises among the job's GPUs in that window by chance (a 500-node job
+  always has a blip somewhere).
 
 A slowdown with no such GPU stays the straggler's (a job-level finding); two candidate GPUs
 are no localization either. The finding cites no samples: a slower job and a weak signal are
@@ -225,7 +228,8 @@ def _ratio_outlier(data: pl.DataFrame, slow: _Slowdown) -> Candidate | None:
                     .otherwise(1.0).clip(upper_bound=1.0).alias(f"u_{r}")
                     for r in ("clk_r", "pw_r"))))
     after = (frame.filter(pl.col("t") >= slow.onset_us)
-             .join(usual, on=["node", "gpu"], how="left")
+             # in time order per GPU (the running means below are causal)
+             .join(usual, on=["node", "gpu"], how="left", maintain_order="left")
              .with_columns(*(
                  (pl.col(r) / pl.col(f"u_{r}").fill_null(1.0)).clip(0.5, 1.5)
                  .cum_sum().over("node", "gpu") / pl.int_range(1, pl.len() + 1)
