@@ -55,6 +55,8 @@ GPU_KINDS: Final = frozenset({
 # Fail-slow evidence (analysis/detectors/peers.py, port_rates.py): a part slower than its peers.
 GPU_SLOW_KINDS: Final = frozenset({"gpu_slow", "gpu_power_low", "hw_slowdown"})
 NODE_SLOW_KINDS: Final = frozenset({"node_slow", "node_throttled"})
+# A slowed job's weak signal on one GPU (analysis/detectors/job_parts.py).
+JOB_PART_KIND: Final = "gpu_slows_job"
 PORT_KINDS: Final = frozenset({"port_errors", "rcv_errors", "link_down", "port_slow"})
 NODE_KINDS: Final = frozenset({"node_silent", "node_down", "maintenance", "node_fail"})
 JOB_KINDS: Final = frozenset({"job_failed", "job_stalled", "loss_anomaly"})
@@ -495,6 +497,35 @@ class _Diagnosis:
                 self.incidents.append(_new(category, entity, cluster, scores,
                                            nodes={node} if node else ()))
 
+    # ---- 6c. the GPU a slowed job points at ---------------------------------------------------
+
+    def job_parts(self) -> None:
+        """``gpu_slows_job``: a job that just got slower and a weak signal on one GPU of its
+        nodes (detectors.job_parts). When that GPU's own rules found it too, this is the same
+        incident, found when the job slowed (its detection moves up). Another incident on the
+        job's nodes during the slowdown explains it better (a link, a node held back, a part
+        found by its own rule): it joins that one as evidence. Otherwise it opens the GPU's
+        incident (``gpu_hw``; advice to investigate: no hardware evidence is cited)."""
+        for f in self.take(lambda f: f.kind == JOB_PART_KIND):
+            same = next((i for i in self.incidents if i.root == f.entity
+                         and i.start_us - HOLD_DOWN <= f.end_us
+                         and f.onset_us <= i.end_us + HOLD_DOWN), None)
+            if same is not None:
+                same.add(f)
+                same.start_us = min(same.start_us, f.onset_us)
+                same.detect_us = min(same.detect_us, f.detect_us)
+                continue
+            nodes = set(f.attrs.get("nodes") or ())
+            other = next((i for i in self.incidents if i.nodes & nodes
+                          and i.start_us - 2 * MIN <= f.end_us
+                          and f.onset_us <= i.end_us + 30 * MIN), None)
+            if other is not None:
+                other.add(f)
+                continue
+            node = f.node or ""
+            scores = {("gpu_hw", f.entity): 1.0, ("host_hw", c.node_entity(node)): 0.3}
+            self.incidents.append(_new("gpu_hw", f.entity, [f], scores, nodes={node}))
+
     # ---- 7. job -------------------------------------------------------------------------------
 
     def attribute_jobs(self) -> None:
@@ -606,6 +637,7 @@ class _Diagnosis:
         self.absorb_kinds({"port_slow"})
         self.links()
         self.outliers()
+        self.job_parts()
         self.attribute_jobs()
         self.jobs()
         self.release(self.deferred)

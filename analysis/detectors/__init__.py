@@ -12,6 +12,7 @@ from typing import Final
 from fleetlog.analysis.context import AnalysisContext, Finding
 from fleetlog.analysis.detectors.gpu import detect_gpu_counters, detect_presence
 from fleetlog.analysis.detectors.host import detect_host_events
+from fleetlog.analysis.detectors.job_parts import detect_job_parts
 from fleetlog.analysis.detectors.jobs import (
     detect_job_failures,
     detect_loss,
@@ -41,6 +42,7 @@ DETECTORS: Final[dict[str, Detector]] = {
     "stalls": detect_stalls,
     "loss": detect_loss,
     "stragglers": detect_stragglers,
+    "job_parts": detect_job_parts,
     "checkpoints": detect_slow_checkpoints,
 }
 # Off by default, run when asked (`analyze --learned`): docs/analysis.md#learned-detector
