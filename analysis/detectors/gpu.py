@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
-from fleetlog.analysis.detectors.scans import gpu_summary
+from fleetlog.analysis.detectors.scans import gpu_summary, keyed_series
 from fleetlog.analysis.detectors.series import rising_episodes, runs
 from fleetlog.ingest import contract as c
 
@@ -80,17 +80,11 @@ def scrape_times(ctx: AnalysisContext) -> np.ndarray:
 
 
 def _series(ctx: AnalysisContext, keys: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
-    """Full series of the GPUs in ``keys`` (node, gpu), one filtered scan."""
-    ctx.con.register("_fleetlog_keys", keys.select("node", "gpu").to_arrow())
-    try:
-        cols = ", ".join(f"s.{col}" for col in columns)
-        return query_pl(ctx.con,
-            f"SELECT s.node, s.gpu, epoch_us(s.ts) AS t, {cols}, s.event_id FROM gpu_samples s "
-            f"SEMI JOIN _fleetlog_keys k ON s.node = k.node AND s.gpu = k.gpu "
-            f"WHERE {ctx.ts_filter('s.ts')} ORDER BY s.node, s.gpu, s.ts"
-        )
-    finally:
-        ctx.con.unregister("_fleetlog_keys")
+    """Full series of the GPUs in ``keys`` (node, gpu), one filtered scan, ordered by GPU and
+    time (``scans.keyed_series``: sorted by polars, not by DuckDB)."""
+    cols = ", ".join(f"s.{col}" for col in columns)
+    return keyed_series(ctx, "gpu_samples", keys.select("node", "gpu"),
+                        f"s.node, s.gpu, epoch_us(s.ts) AS t, {cols}, s.event_id")
 
 
 def detect_gpu_counters(ctx: AnalysisContext) -> list[Finding]:

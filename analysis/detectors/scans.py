@@ -21,13 +21,17 @@ few GPUs or ports these aggregates pick, in a filtered scan of their own (``keye
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
+import duckdb
 import polars as pl
 
 from fleetlog.analysis.context import US, AnalysisContext, query_pl
 from fleetlog.ingest import contract as c
+from fleetlog.ingest.store import reader_cursor
 
 GPU_BUCKET_S: Final = 120  # the peer rules' first pass: fine enough to find a slow node in minutes
 # The port rate rule's first pass: ten minutes (fewer groups is a cheaper scan; a port at half
@@ -35,6 +39,7 @@ GPU_BUCKET_S: Final = 120  # the peer rules' first pass: fine enough to find a s
 PORT_BUCKET_S: Final = 600
 CHUNK_S: Final = 3600  # the bucketed scans run an hour at a time (_chunked); both widths divide it
 MAX_CHUNKS: Final = 64
+CHUNK_READERS: Final = 2  # chunks read at once (the machine's two cores)
 _KEY: Final = "_fleetlog_key"  # keyed_series' sort key (the index of the key row)
 BUSY_UTIL: Final = 80.0  # clock and power compare only while the GPU works (not comm/ckpt)
 THERMAL_BITS: Final = c.THROTTLE_SW_THERMAL | c.THROTTLE_HW_THERMAL
@@ -88,19 +93,45 @@ def _chunked(ctx: AnalysisContext, sql: str) -> pl.DataFrame:
     straddles two chunks. Why: grouped by GPU and 2-minute window, a day is ~12 M groups, and a
     hash table that size misses the cache on every row; an hour's ~0.5 M groups do not, and
     the ts predicate of each chunk lets the zone maps skip the rest of the day (2x faster on the
-    2,048-node day, the same frame)."""
+    2,048-node day, the same frame). Two chunks run at once, each on its own connection to the
+    store (``reader_cursor``): a chunk's last steps (merging, handing the rows to Arrow and
+    polars) keep one core busy, and the other chunk fills the other (15-20 % less time)."""
     step = CHUNK_S * US
     # Long windows (weeks of history) take longer chunks rather than thousands of queries.
     step *= max(1, -(-(ctx.until_us - ctx.read_from_us) // (step * MAX_CHUNKS)))
-    parts = []
+    wheres = []
     start = ctx.read_from_us // step * step
     while start < ctx.until_us:
         lo, hi = max(start, ctx.read_from_us), min(start + step, ctx.until_us)
-        parts.append(query_pl(ctx.con, sql.format(
-            where=f"ts >= make_timestamptz({lo}) AND ts < make_timestamptz({hi})")))
+        wheres.append(f"ts >= make_timestamptz({lo}) AND ts < make_timestamptz({hi})")
         start += step
-    return pl.concat(parts, how="vertical") if parts else query_pl(
-        ctx.con, sql.format(where="false"))
+    if not wheres:
+        return query_pl(ctx.con, sql.format(where="false"))
+    made = [reader_cursor(ctx.con) for _ in range(CHUNK_READERS if len(wheres) > 1 else 0)]
+    readers = [reader for reader in made if reader is not None]
+    if len(readers) < CHUNK_READERS:  # one chunk, or a store no second connection can read
+        for reader in readers:
+            reader.close()
+        return pl.concat([query_pl(ctx.con, sql.format(where=w)) for w in wheres],
+                         how="vertical")
+    free: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
+    for reader in readers:
+        free.put(reader)
+
+    def read(where: str) -> pl.DataFrame:
+        reader = free.get()
+        try:
+            return query_pl(reader, sql.format(where=where))
+        finally:
+            free.put(reader)
+
+    try:
+        with ThreadPoolExecutor(len(readers)) as pool:
+            parts = list(pool.map(read, wheres))  # in chunk order: the same frame every time
+    finally:
+        for reader in readers:
+            reader.close()
+    return pl.concat(parts, how="vertical")
 
 
 def _increase(name: str) -> pl.Expr:

@@ -22,8 +22,8 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from fleetlog.analysis.context import AnalysisContext, Finding, query_pl
-from fleetlog.analysis.detectors.scans import gpu_summary
+from fleetlog.analysis.context import AnalysisContext, Finding
+from fleetlog.analysis.detectors.scans import gpu_summary, keyed_series
 from fleetlog.analysis.detectors.series import runs
 from fleetlog.ingest import contract as c
 
@@ -46,17 +46,10 @@ def detect_thermal(ctx: AnalysisContext) -> list[Finding]:
     )
     if flagged.is_empty():
         return []
-    nodes = flagged["node"].unique().sort().to_list()
-    ctx.con.register("_fleetlog_hot", pl.DataFrame({"node": nodes}).to_arrow())
-    try:
-        data = query_pl(ctx.con,
-            "SELECT s.node, s.gpu, epoch_us(s.ts) AS t, s.gpu_temp_c AS temp, "
-            "CAST(coalesce(s.throttle_reasons, 0) AS UBIGINT) AS throttle, s.sm_clock_mhz, "
-            "s.event_id FROM gpu_samples s SEMI JOIN _fleetlog_hot k ON s.node = k.node "
-            f"WHERE {ctx.ts_filter('s.ts')} ORDER BY s.node, s.gpu, s.ts"
-        )
-    finally:
-        ctx.con.unregister("_fleetlog_hot")
+    data = keyed_series(ctx, "gpu_samples", flagged.select("node").unique(),
+        "s.node, s.gpu, epoch_us(s.ts) AS t, s.gpu_temp_c AS temp, "
+        "CAST(coalesce(s.throttle_reasons, 0) AS UBIGINT) AS throttle, s.sm_clock_mhz, "
+        "s.event_id", then_by=["gpu"])
     # dev: above its peers, the node's GPUs at the same scrape that are not themselves abnormal
     # (robust: further than PEER_MADS scaled MADs, at least HOT_DELTA_C, from the node's median
     # are left out, so a really hot GPU does not make its siblings look hot or cold); excess:

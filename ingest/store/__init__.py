@@ -15,6 +15,7 @@ from fleetlog.ingest.store.database import decode_stored as decode_stored
 from fleetlog.ingest.store.database import describe_store as describe_store
 from fleetlog.ingest.store.database import open_store as open_store
 from fleetlog.ingest.store.database import open_union as open_union
+from fleetlog.ingest.store.database import reader_cursor as reader_cursor
 from fleetlog.ingest.store.database import store_files as store_files
 from fleetlog.ingest.store.database import table_counts as table_counts
 from fleetlog.ingest.store.schema import PUBLIC_VIEWS as PUBLIC_VIEWS

@@ -165,6 +165,23 @@ def _open_reader(files: Sequence[Path], *, memory_limit: str | None = None,
     return con
 
 
+def reader_cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection | None:
+    """A second connection to the store behind ``con`` that reads what ``con`` reads, for
+    queries run in parallel with it (DuckDB runs one call at a time per connection). A cursor
+    does not see the TEMP views ``open_union`` defines, so they are made again on it, in their
+    order. None where that cannot be done: the union of several shards also keeps TEMP tables
+    (the cross-shard duplicates), which are ``con``'s own."""
+    (temporary_tables,), = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall()
+    if temporary_tables:
+        return None
+    cursor = con.cursor()
+    for (sql,) in con.execute("SELECT sql FROM duckdb_views() WHERE temporary AND NOT internal "
+                              "ORDER BY view_oid").fetchall():
+        cursor.execute(sql)
+    return cursor
+
+
 def _define_views(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> None:
     """The raw tables as the union of the shards, and the public views over them."""
     try:

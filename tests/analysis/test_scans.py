@@ -12,7 +12,7 @@ import pytest
 
 from fleetlog.analysis.context import US, AnalysisContext, build_context, query_pl
 from fleetlog.analysis.detectors import scans
-from fleetlog.ingest.store import open_store
+from fleetlog.ingest.store import open_store, open_union, reader_cursor
 from fleetlog.ingest.store.writer import land
 from tests.analysis.fleet_builders import Cluster
 
@@ -153,3 +153,41 @@ def test_keyed_series_is_the_ordered_query(store: Path) -> None:
             f"WHERE s.node = 'n00003' AND {ctx.ts_filter('s.ts')} ORDER BY s.gpu, s.ts"))
     finally:
         con.close()
+
+
+def test_chunks_read_in_parallel_through_a_union_give_the_same_frame(
+        store: Path, tmp_path: Path) -> None:
+    # The analysis reads through open_union (TEMP views, which a second connection does not
+    # see: reader_cursor makes them again); a union of two shards keeps TEMP tables too, so it
+    # reads its chunks one at a time. Every way gives the frame one connection gives.
+    con = _open(store)
+    try:
+        ctx = build_context(con)
+        assert ctx is not None
+        want = _keys(scans.gpu_buckets(ctx), "node", "gpu", "b")
+    finally:
+        con.close()
+    union = open_union([store], memory_limit="1GB")
+    try:
+        reader = reader_cursor(union)
+        assert reader is not None
+        assert reader.execute("SELECT count(*) FROM gpu_samples").fetchall() == \
+            union.execute("SELECT count(*) FROM gpu_samples").fetchall()
+        reader.close()
+        ctx = build_context(union)
+        assert ctx is not None
+        assert _keys(scans.gpu_buckets(ctx), "node", "gpu", "b").equals(want)
+    finally:
+        union.close()
+    events = _varied_cluster().build()
+    halves = [tmp_path / "a.duckdb", tmp_path / "b.duckdb"]
+    land(halves[0], events[::2])
+    land(halves[1], events[1::2])
+    union = open_union(halves, memory_limit="1GB")
+    try:
+        assert reader_cursor(union) is None
+        ctx = build_context(union)
+        assert ctx is not None
+        assert _keys(scans.gpu_buckets(ctx), "node", "gpu", "b").equals(want)
+    finally:
+        union.close()
