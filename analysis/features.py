@@ -36,12 +36,11 @@ import numpy as np
 import polars as pl
 
 from fleetlog.analysis.context import US, AnalysisContext, query_pl
-from fleetlog.analysis.detectors.scans import job_of_node
+from fleetlog.analysis.detectors.scans import BUSY_UTIL, job_of_node
 from fleetlog.ingest import contract as c
 
 WINDOW_S: Final = 120  # two minutes: a dozen 10-s scrapes, short enough to see a ramp's onset
 LONG_WINDOWS: Final = 15  # the long rate: windows with errors in the last 30 minutes
-BUSY_UTIL: Final = 80.0  # clock and power are compared only while the GPU is this busy
 SLOWDOWN_BITS: Final = 0x8 | 0x20 | 0x40 | 0x80
 MIN_PEERS: Final = 4  # a window's peer group (self included) must be at least this large
 SMALL_GROUP: Final = 16  # peer groups up to this size are reduced as a numpy array

@@ -37,9 +37,9 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
-from fleetlog.analysis.detectors.jobs import job_frame
-from fleetlog.analysis.detectors.scans import BUSY_UTIL, THERMAL_BITS, gpu_buckets, gpu_summary
+from fleetlog.analysis.context import US, AnalysisContext, Finding
+from fleetlog.analysis.detectors.jobs import job_frame, segments
+from fleetlog.analysis.detectors.scans import busy_expr, gpu_buckets, gpu_summary, keyed_series
 from fleetlog.ingest import contract as c
 
 SLOW_SHARE: Final = 0.07  # the issue's 10 % slowdown, with room for its first steps
@@ -85,11 +85,8 @@ def detect_job_parts(ctx: AnalysisContext) -> list[Finding]:
 def _slowdowns(ctx: AnalysisContext) -> list[_Slowdown]:
     """Each run of a job's steps whose median of ``RUN_STEPS`` is over its threshold."""
     frame = job_frame(ctx)
-    steps = (frame.with_columns(
-                 pl.col("type").is_in(["job.started", "job.restarted", "job.migrated"])
-                 .cast(pl.Int32).cum_sum().over("job").alias("segment"))
-             .filter((pl.col("type") == "job.step_reported")
-                     & pl.col("step_time_s").is_not_null()))
+    steps = segments(frame).filter((pl.col("type") == "job.step_reported")
+                                   & pl.col("step_time_s").is_not_null())
     if steps.is_empty():
         return []
     over = ["job", "segment"]
@@ -144,18 +141,14 @@ def _localize(ctx: AnalysisContext, slow: _Slowdown, nodes: tuple[str, ...]) -> 
     """The one GPU of ``nodes`` with a weak signal around ``slow``, as a finding, or None."""
     start = max(slow.onset_us - LOOKBACK_S * US, ctx.read_from_us)
     until = min(slow.onset_us + EVIDENCE_S * US, ctx.until_us)
-    ctx.con.register("_fleetlog_slow_nodes", pl.DataFrame({"node": list(nodes)}).to_arrow())
-    try:
-        data = query_pl(ctx.con,
-            "SELECT s.node, s.gpu, epoch_us(s.ts) AS t, s.util_pct AS util, "
-            "s.sm_clock_mhz AS clk, s.power_w AS pw, s.pcie_replays AS rp, "
-            "s.nvlink_crc_flit_errors AS crc, "
-            "CAST(coalesce(s.throttle_reasons, 0) AS UBIGINT) AS throttle, s.event_id "
-            "FROM gpu_samples s SEMI JOIN _fleetlog_slow_nodes k ON s.node = k.node "
-            "WHERE s.ts >= make_timestamptz(?) AND s.ts < make_timestamptz(?) "
-            "ORDER BY s.node, s.gpu, s.ts", [start, until])
-    finally:
-        ctx.con.unregister("_fleetlog_slow_nodes")
+    stretches = pl.DataFrame({"node": list(nodes)}).with_columns(
+        pl.lit(start).alias("lo"), pl.lit(until).alias("hi"))
+    data = keyed_series(ctx, "gpu_samples", stretches,
+        "s.node, s.gpu, epoch_us(s.ts) AS t, s.util_pct AS util, "
+        "s.sm_clock_mhz AS clk, s.power_w AS pw, s.pcie_replays AS rp, "
+        "s.nvlink_crc_flit_errors AS crc, "
+        "CAST(coalesce(s.throttle_reasons, 0) AS UBIGINT) AS throttle, s.event_id",
+        then_by=["gpu"]).drop("w")
     if data.is_empty():
         return None
     gpus = data.select("node", "gpu").n_unique()
@@ -214,7 +207,7 @@ def _counter_rise(data: pl.DataFrame) -> Candidate | None:
 def _ratio_outlier(data: pl.DataFrame, slow: _Slowdown) -> Candidate | None:
     """The one GPU whose busy power or clock, to its node's other busy GPUs and over its own
     usual ratio, averaged since the slowdown, stands out low among the job's GPUs."""
-    busy = (pl.col("util") >= BUSY_UTIL) & ((pl.col("throttle") & THERMAL_BITS) == 0)
+    busy = busy_expr()
     at = ["node", "t"]
     frame = (data.with_columns(pl.when(busy).then(pl.col("clk")).alias("bclk"),
                                pl.when(busy).then(pl.col("pw")).alias("bpw"))

@@ -51,7 +51,7 @@ def job_frame(ctx: AnalysisContext) -> pl.DataFrame:
     ).sort("job", "t", "event_id"))
 
 
-def _segments(df: pl.DataFrame) -> pl.DataFrame:
+def segments(df: pl.DataFrame) -> pl.DataFrame:
     """Number each run of a job (a start, restart or migration begins a new one): baselines of
     loss and step time restart with it (a restarted job's loss is its checkpoint's, not its
     last step's)."""
@@ -166,7 +166,7 @@ def detect_stalls(ctx: AnalysisContext) -> list[Finding]:
 
 def detect_loss(ctx: AnalysisContext) -> list[Finding]:
     """Loss NaN (reported as null while the job reports a loss) or a spike."""
-    steps = _segments(job_frame(ctx)).filter(pl.col("type") == "job.step_reported")
+    steps = segments(job_frame(ctx)).filter(pl.col("type") == "job.step_reported")
     if steps.is_empty():
         return []
     reports_loss = steps.group_by("job").agg(pl.col("loss").is_not_null().mean().alias("share"))
@@ -200,7 +200,7 @@ def detect_loss(ctx: AnalysisContext) -> list[Finding]:
 
 def detect_stragglers(ctx: AnalysisContext) -> list[Finding]:
     """Step time above the job's own recent median for ``STRAGGLER_STEPS`` steps in a row."""
-    steps = _segments(job_frame(ctx)).filter(pl.col("type") == "job.step_reported")
+    steps = segments(job_frame(ctx)).filter(pl.col("type") == "job.step_reported")
     if steps.is_empty():
         return []
     marked = (

@@ -22,7 +22,6 @@ candidate ports read whole were 15 M rows; their stretches are 0.35 M).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Final
 
 import numpy as np
@@ -31,7 +30,7 @@ import polars as pl
 from fleetlog.analysis.context import US, AnalysisContext, Finding
 from fleetlog.analysis.detectors.scans import (
     PORT_BUCKET_S,
-    cited_ids,
+    cite,
     flagged_windows,
     keyed_series,
     port_buckets,
@@ -188,7 +187,4 @@ def detect_ports(ctx: AnalysisContext) -> list[Finding]:
                    f" for {(int(ts[b]) - int(ts[a])) / US + ctx.interval_us / US:.0f} s"),
                 evidence=(ids[a],), attrs={**attrs, "ongoing": ongoing},
             ))
-    cited = cited_ids(ctx, "port_samples", ("switch", "port"),
-                      {ref for f in findings for ref in f.evidence})
-    return [replace(f, evidence=tuple(cited[ref] for ref in f.evidence if ref in cited))
-            for f in findings]
+    return cite(ctx, "port_samples", ("switch", "port"), findings)

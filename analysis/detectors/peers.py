@@ -29,7 +29,6 @@ day's hung job flagged 160 nodes for ten minutes: 11.4 M rows read whole, ~2 M t
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Final
 
 import numpy as np
@@ -37,11 +36,11 @@ import polars as pl
 
 from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
 from fleetlog.analysis.detectors.scans import (
-    BUSY_UTIL,
     GPU_BUCKET_S,
     SLOW_BITS,
-    THERMAL_BITS,
-    cited_ids,
+    busy_expr,
+    busy_sql,
+    cite,
     flagged_windows,
     gpu_buckets,
     job_of_node,
@@ -176,8 +175,7 @@ def _node_finding(ctx: AnalysisContext, node: str, part: pl.DataFrame, first: in
     against = f"the other nodes of job {job}" if job else "the other busy nodes"
     step = BUCKET_S * US
     start, end = int(seg["b"][0]), int(seg["b"][-1]) + step
-    busy = (f"s.util_pct >= {BUSY_UTIL} AND (CAST(coalesce(s.throttle_reasons, 0) AS UBIGINT) "
-            f"& {THERMAL_BITS}) = 0")
+    busy = busy_sql("s.")
     scrapes = query_pl(ctx.con,
         f"SELECT epoch_us(s.ts) AS t, median(s.sm_clock_mhz) FILTER (WHERE {busy}) AS clk, "
         f"median(s.power_w) FILTER (WHERE {busy}) AS pw, min(s.event_id) AS event_id "
@@ -264,7 +262,7 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame,
         "s.power_w AS pw, s.pcie_replays AS rp, "
         "CAST(coalesce(s.throttle_reasons, 0) AS UBIGINT) AS throttle",
         then_by=["gpu"])
-    busy = (pl.col("util") >= BUSY_UTIL) & ((pl.col("throttle") & THERMAL_BITS) == 0)
+    busy = busy_expr()
     data = data.with_columns(
         pl.when(busy).then(pl.col("clk")).alias("bclk"),
         pl.when(busy).then(pl.col("pw")).alias("bpw"),
@@ -319,21 +317,7 @@ def _gpu_findings(ctx: AnalysisContext, buckets: pl.DataFrame,
                     text=f"{entity} reports {names} ({what:#x}) for {b - a + 1} scrapes",
                     evidence=(ids[a], ids[fire]), attrs={"node": node_s, "bits": what},
                 ))
-    return _cite(ctx, findings)
-
-
-def _cite(ctx: AnalysisContext, findings: list[Finding]) -> list[Finding]:
-    """The findings with the event ids of the rows they cite (``scans.row_ref`` until now)."""
-    refs = {ref for f in findings
-            for ref in (*f.evidence, *f.attrs.get("samples", ())) if "\x1f" in ref}
-    cited = cited_ids(ctx, "gpu_samples", ("node", "gpu"), refs)
-
-    def ids(refs: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(cited.get(ref, ref) for ref in refs if ref in cited or "\x1f" not in ref)
-
-    return [replace(f, evidence=ids(f.evidence),
-                    attrs={**f.attrs, "samples": ids(f.attrs["samples"])}
-                    if "samples" in f.attrs else f.attrs) for f in findings]
+    return cite(ctx, "gpu_samples", ("node", "gpu"), findings)
 
 
 def _ratio_findings(data: pl.DataFrame) -> list[Finding]:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import queue
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Final
 
 import duckdb
 import polars as pl
 
-from fleetlog.analysis.context import US, AnalysisContext, query_pl
+from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.store import reader_cursor
 
@@ -41,6 +42,7 @@ CHUNK_S: Final = 3600  # the bucketed scans run an hour at a time (_chunked); bo
 MAX_CHUNKS: Final = 64
 CHUNK_READERS: Final = 2  # chunks read at once (the machine's two cores)
 _KEY: Final = "_fleetlog_key"  # keyed_series' sort key (the index of the key row)
+_REF: Final = "\x1f"  # joins a row_ref's parts (no key value holds it)
 BUSY_UTIL: Final = 80.0  # clock and power compare only while the GPU works (not comm/ckpt)
 THERMAL_BITS: Final = c.THROTTLE_SW_THERMAL | c.THROTTLE_HW_THERMAL
 SLOW_BITS: Final = c.THROTTLE_HW_SLOWDOWN | c.THROTTLE_POWER_BRAKE
@@ -55,7 +57,20 @@ def _throttle(column: str = "throttle_reasons") -> str:
     return f"CAST(coalesce({column}, 0) AS UBIGINT)"
 
 
-_BUSY: Final = f"util_pct >= {BUSY_UTIL} AND ({_throttle()} & {THERMAL_BITS}) = 0"
+def busy_sql(prefix: str = "") -> str:
+    """SQL: the scrape counts as busy (utilization at least ``BUSY_UTIL``, no thermal bit):
+    only then are clock and power compared with peers (not in a communication, checkpoint or
+    thermal phase). ``prefix`` is the table alias with its dot."""
+    return (f"{prefix}util_pct >= {BUSY_UTIL} "
+            f"AND ({_throttle(prefix + 'throttle_reasons')} & {THERMAL_BITS}) = 0")
+
+
+def busy_expr(util: str = "util", throttle: str = "throttle") -> pl.Expr:
+    """``busy_sql`` over a frame's ``util`` and integer ``throttle`` columns."""
+    return (pl.col(util) >= BUSY_UTIL) & ((pl.col(throttle) & THERMAL_BITS) == 0)
+
+
+_BUSY: Final = busy_sql()
 # The bucketed scans' SQL, ``{where}`` left for the chunk's time predicate (``_chunked``).
 # Integer division, not time_bucket: several times faster over a day of scrapes.
 # Each bucket row also carries its node's peer medians at that bucket (``node_clk``,
@@ -208,10 +223,7 @@ def flagged_windows(ctx: AnalysisContext, flags: pl.DataFrame, keys: Sequence[st
              .filter(pl.col("lo") < pl.col("hi")))  # a bucket outside the read window
     if frame.is_empty():
         return frame.select(*keys, "lo", "hi")
-    # A stretch opens where its start passes every earlier stretch's end (of the same key).
-    opens = pl.col("hi").cum_max().shift(1).over(keys)
-    return (frame.with_columns((opens.is_null() | (pl.col("lo") > opens)).cum_sum().over(keys)
-                               .alias("_stretch"))
+    return (frame.with_columns(_merged_runs(over=keys).alias("_stretch"))
             .group_by(*keys, "_stretch").agg(pl.col("lo").min(), pl.col("hi").max())
             .drop("_stretch").sort(*keys, "lo"))
 
@@ -249,6 +261,16 @@ def keyed_series(ctx: AnalysisContext, table: str, keys: pl.DataFrame, columns: 
 SPAN_GAP_US: Final = 600 * US  # stretches closer than this in time are read in one query
 
 
+def _merged_runs(gap_us: int = 0, over: Sequence[str] = ()) -> pl.Expr:
+    """Numbers the runs of ``[lo, hi)`` intervals (rows sorted by ``lo``, within each group of
+    ``over``) that overlap or lie within ``gap_us`` of each other: a run opens where an
+    interval starts past every earlier one's end."""
+    ends = pl.col("hi").cum_max().shift(1)
+    ends = ends.over(over) if over else ends
+    runs = (ends.is_null() | (pl.col("lo") > ends + gap_us)).cum_sum()
+    return runs.over(over) if over else runs
+
+
 def _spans(indexed: pl.DataFrame) -> list[tuple[int, int, pl.DataFrame]]:
     """The stretches grouped into spans of time that overlap (or nearly): (start, end, the
     stretches)."""
@@ -256,9 +278,7 @@ def _spans(indexed: pl.DataFrame) -> list[tuple[int, int, pl.DataFrame]]:
     spans: list[tuple[int, int, pl.DataFrame]] = []
     if ordered.is_empty():
         return spans
-    opens = (pl.col("hi").cum_max().shift(1) + SPAN_GAP_US)
-    ordered = ordered.with_columns((opens.is_null() | (pl.col("lo") > opens)).cum_sum()
-                                   .alias("_span"))
+    ordered = ordered.with_columns(_merged_runs(gap_us=SPAN_GAP_US).alias("_span"))
     for (_span,), part in ordered.group_by(["_span"], maintain_order=True):
         lo, hi = part["lo"].min(), part["hi"].max()
         spans.append((int(lo), int(hi), part.drop("_span")))  # type: ignore[arg-type]
@@ -286,7 +306,7 @@ def row_ref(*key: object) -> str:
     """A stand-in for the event id of one row of a second pass (its key values and ``t``),
     resolved by ``cited_ids``: the series carry no id strings (one per row of millions), only
     the few rows findings cite get theirs."""
-    return "\x1f".join(str(part) for part in key)
+    return _REF.join(str(part) for part in key)
 
 
 def cited_ids(ctx: AnalysisContext, table: str, keys: Sequence[str],
@@ -296,7 +316,7 @@ def cited_ids(ctx: AnalysisContext, table: str, keys: Sequence[str],
     rows share a key and a time, the smallest id."""
     if not refs:
         return {}
-    rows = [ref.split("\x1f") for ref in sorted(refs)]
+    rows = [ref.split(_REF) for ref in sorted(refs)]
     frame = pl.DataFrame({**{name: [row[i] for row in rows] for i, name in enumerate(keys)},
                           "t": [int(row[-1]) for row in rows]})
     times = ", ".join(f"make_timestamptz({t})" for t in sorted(set(frame["t"].to_list())))
@@ -310,3 +330,20 @@ def cited_ids(ctx: AnalysisContext, table: str, keys: Sequence[str],
     finally:
         ctx.con.unregister("_fleetlog_cited")
     return {row_ref(*row[:-1]): str(row[-1]) for row in found.rows()}
+
+
+def cite(ctx: AnalysisContext, table: str, keys: Sequence[str],
+         findings: list[Finding]) -> list[Finding]:
+    """``findings`` with the event ids of the rows they cite in their evidence and their
+    ``samples`` (``row_ref`` until now; real ids are kept as they are), from one read
+    (``cited_ids``); a reference no row answers is dropped."""
+    refs = {ref for f in findings
+            for ref in (*f.evidence, *f.attrs.get("samples", ())) if _REF in ref}
+    ids = cited_ids(ctx, table, keys, refs)
+
+    def resolved(refs: Sequence[str]) -> tuple[str, ...]:
+        return tuple(ids.get(ref, ref) for ref in refs if ref in ids or _REF not in ref)
+
+    return [replace(f, evidence=resolved(f.evidence),
+                    attrs={**f.attrs, "samples": resolved(f.attrs["samples"])}
+                    if "samples" in f.attrs else f.attrs) for f in findings]
