@@ -31,38 +31,29 @@ import duckdb
 import polars as pl
 
 from fleetlog.analysis.context import US, AnalysisContext, Finding, query_pl
-from fleetlog.ingest import contract as c
-from fleetlog.ingest.store import reader_cursor
+from fleetlog.ingest.store import reader_cursor, rollups
+from fleetlog.ingest.store.rollups import (
+    BUSY_UTIL,
+    CHUNK_S,
+    GPU_BUCKET_S,
+    GPU_COUNTERS,
+    PORT_BUCKET_S,
+    PORT_COUNTERS,
+    SLOW_BITS,
+    THERMAL_BITS,
+    Rollup,
+    busy_sql,
+)
 
-GPU_BUCKET_S: Final = 120  # the peer rules' first pass: fine enough to find a slow node in minutes
-# The port rate rule's first pass: ten minutes (fewer groups is a cheaper scan; a port at half
-# rate for a third of a bucket already sits below the candidate ratio).
-PORT_BUCKET_S: Final = 600
-CHUNK_S: Final = 3600  # the bucketed scans run an hour at a time (_chunked); both widths divide it
+__all__ = ["BUSY_UTIL", "CHUNK_S", "GPU_BUCKET_S", "PORT_BUCKET_S", "SLOW_BITS", "THERMAL_BITS",
+           "busy_expr", "busy_sql", "cite", "cited_ids", "flagged_windows", "gpu_buckets",
+           "gpu_summary", "job_of_node", "keyed_series", "port_buckets", "port_summary",
+           "row_ref"]
+
 MAX_CHUNKS: Final = 64
 CHUNK_READERS: Final = 2  # chunks read at once (the machine's two cores)
 _KEY: Final = "_fleetlog_key"  # keyed_series' sort key (the index of the key row)
 _REF: Final = "\x1f"  # joins a row_ref's parts (no key value holds it)
-BUSY_UTIL: Final = 80.0  # clock and power compare only while the GPU works (not comm/ckpt)
-THERMAL_BITS: Final = c.THROTTLE_SW_THERMAL | c.THROTTLE_HW_THERMAL
-SLOW_BITS: Final = c.THROTTLE_HW_SLOWDOWN | c.THROTTLE_POWER_BRAKE
-# Counters whose increase over the window the detectors read: summary name -> column.
-GPU_COUNTERS: Final = {"sbe": "ecc_sbe_vol_total", "dbe": "ecc_dbe_vol_total",
-                       "sram": "sram_ecc_total", "nvl": "nvlink_crc_flit_errors"}
-PORT_COUNTERS: Final = {"sym": "symbol_error", "rcv": "rcv_errors", "downed": "link_downed",
-                        "ler": "link_error_recovery"}
-
-
-def _throttle(column: str = "throttle_reasons") -> str:
-    return f"CAST(coalesce({column}, 0) AS UBIGINT)"
-
-
-def busy_sql(prefix: str = "") -> str:
-    """SQL: the scrape counts as busy (utilization at least ``BUSY_UTIL``, no thermal bit):
-    only then are clock and power compared with peers (not in a communication, checkpoint or
-    thermal phase). ``prefix`` is the table alias with its dot."""
-    return (f"{prefix}util_pct >= {BUSY_UTIL} "
-            f"AND ({_throttle(prefix + 'throttle_reasons')} & {THERMAL_BITS}) = 0")
 
 
 def busy_expr(util: str = "util", throttle: str = "throttle") -> pl.Expr:
@@ -70,79 +61,77 @@ def busy_expr(util: str = "util", throttle: str = "throttle") -> pl.Expr:
     return (pl.col(util) >= BUSY_UTIL) & ((pl.col(throttle) & THERMAL_BITS) == 0)
 
 
-_BUSY: Final = busy_sql()
-# The bucketed scans' SQL, ``{where}`` left for the chunk's time predicate (``_chunked``).
-# Integer division, not time_bucket: several times faster over a day of scrapes.
-# Each bucket row also carries its node's peer medians at that bucket (``node_clk``,
-# ``node_pw``, ``busy``; ``lead`` marks one row per node and bucket): computed on the chunk's
-# grouped rows in the same query, they cost DuckDB ~1 s a day where polars' group-and-join over
-# the day's 12 M rows took ~3 s, twice (the node and the GPU rules).
-GPU_BUCKETS_SQL: Final = (
-    "WITH g AS (SELECT node, gpu, b, avg(sm_clock_mhz) FILTER (WHERE busy) AS clk, "
-    "avg(power_w) FILTER (WHERE busy) AS pw, max(pcie_replays) - min(pcie_replays) AS rp, "
-    "count(*) FILTER (WHERE slow) AS slow_bits FROM ("
-    # Each row's flags computed once, not in every aggregate's FILTER (~10 % of the scan).
-    f"SELECT node, gpu, epoch_us(ts) // {GPU_BUCKET_S * US} * {GPU_BUCKET_S * US} AS b, "
-    f"sm_clock_mhz, power_w, pcie_replays, {_BUSY} AS busy, "
-    f"({_throttle()} & {SLOW_BITS}) <> 0 AS slow "
-    "FROM gpu_samples WHERE {where}) GROUP BY ALL), "
-    "m AS (SELECT node, b, median(clk) AS node_clk, median(pw) AS node_pw, "
-    "count(clk) AS busy, min(gpu) AS lead FROM g GROUP BY ALL) "
-    "SELECT g.*, m.node_clk, m.node_pw, m.busy, g.gpu = m.lead AS lead "
-    "FROM g JOIN m ON g.node = m.node AND g.b = m.b"
-)
+def _chunked(ctx: AnalysisContext, rollup: Rollup) -> pl.DataFrame:
+    """``rollup``'s grouped SELECT over the read window: the hours the store keeps exactly
+    (``rollups.valid_chunks``: stored at landing, from as many rows as the store holds now) read
+    from their rollup, the rest computed from the samples a time chunk at a time, all stacked in
+    time order. The same rows as one query over the whole window, since every group is a window
+    of a bucket width that divides ``CHUNK_S`` (or, for ``gpu_hours``, is rolled up again by the
+    caller), so no group straddles two chunks.
 
-PORT_BUCKETS_SQL: Final = (
-    f"SELECT switch, port, epoch_us(ts) // {PORT_BUCKET_S * US} * {PORT_BUCKET_S * US} AS b, "
-    "max(xmit_data) - min(xmit_data) AS x, max(rcv_data) - min(rcv_data) AS r, "
-    + "".join(f"min({col}) AS {name}_lo, max({col}) AS {name}_hi, "
-              for name, col in PORT_COUNTERS.items())
-    + "min(link_state) AS min_state FROM port_samples WHERE {where} GROUP BY ALL"
-)
-
-
-def _chunked(ctx: AnalysisContext, sql: str) -> pl.DataFrame:
-    """``sql`` (a grouped SELECT whose WHERE is ``{where}``) run over the read window one time
-    chunk at a time, the results stacked: the same rows as one query over the whole window,
-    since every group is a window of a bucket width that divides ``CHUNK_S``, so no group
-    straddles two chunks. Why: grouped by GPU and 2-minute window, a day is ~12 M groups, and a
-    hash table that size misses the cache on every row; an hour's ~0.5 M groups do not, and
-    the ts predicate of each chunk lets the zone maps skip the rest of the day (2x faster on the
-    2,048-node day, the same frame). Two chunks run at once, each on its own connection to the
-    store (``reader_cursor``): a chunk's last steps (merging, handing the rows to Arrow and
-    polars) keep one core busy, and the other chunk fills the other (15-20 % less time)."""
-    step = CHUNK_S * US
+    Why chunks: grouped by GPU and 2-minute window, a day is ~12 M groups, and a hash table that
+    size misses the cache on every row; an hour's ~0.5 M groups do not, and the ts predicate of
+    each chunk lets the zone maps skip the rest of the day (2x faster on the 2,048-node day).
+    Two chunks run at once, each on its own connection to the store (``reader_cursor``): a
+    chunk's last steps (merging, handing the rows to Arrow and polars) keep one core busy, and
+    the other chunk fills the other (15-20 % less time). Why rollups: the grouping is most of an
+    analysis' time (17 of 30 s on a 2,048-node day); a stored hour is read in a fraction of it."""
+    if ctx.read_from_us >= ctx.until_us:
+        return query_pl(ctx.con, rollup.sql.format(where="false"))
+    hour = CHUNK_S * US
+    first_full = -(-ctx.read_from_us // hour) * hour
+    full = list(range(first_full, ctx.until_us - hour + 1, hour))
+    stored = set(rollups.valid_chunks(ctx.con, rollup, full, _source_counts(ctx, rollup, full)))
     # Long windows (weeks of history) take longer chunks rather than thousands of queries.
-    step *= max(1, -(-(ctx.until_us - ctx.read_from_us) // (step * MAX_CHUNKS)))
-    wheres = []
-    start = ctx.read_from_us // step * step
+    step = hour * max(1, -(-(ctx.until_us - ctx.read_from_us) // (hour * MAX_CHUNKS)))
+    tasks: list[str] = []
+    start = ctx.read_from_us
     while start < ctx.until_us:
-        lo, hi = max(start, ctx.read_from_us), min(start + step, ctx.until_us)
-        wheres.append(f"ts >= make_timestamptz({lo}) AND ts < make_timestamptz({hi})")
-        start += step
-    if not wheres:
-        return query_pl(ctx.con, sql.format(where="false"))
-    made = [reader_cursor(ctx.con) for _ in range(CHUNK_READERS if len(wheres) > 1 else 0)]
+        if start in stored:  # a run of stored hours: one read
+            end = start
+            while end in stored:
+                end += hour
+            tasks.append(rollups.stored_sql(ctx.con, rollup, start, end))
+        else:  # up to the next stored hour or step boundary, computed from the samples
+            end = min((start // step + 1) * step, ctx.until_us,
+                      min((h for h in stored if h > start), default=ctx.until_us))
+            tasks.append(rollup.sql.format(where=rollups.chunk_where(start, end)))
+        start = end
+    return _read_all(ctx, tasks)
+
+
+def _source_counts(ctx: AnalysisContext, rollup: Rollup, chunks: list[int]) -> dict[int, int]:
+    """Rows per hour of ``rollup``'s source over ``chunks``: one count, shared by the rollups of
+    one source."""
+    if not chunks or rollups.location(ctx.con) is None:
+        return {}
+    return ctx.shared(f"rollup_counts:{rollup.source}", lambda: rollups.source_counts(
+        ctx.con, rollup.source, chunks[0], chunks[-1] + CHUNK_S * US))
+
+
+def _read_all(ctx: AnalysisContext, queries: list[str]) -> pl.DataFrame:
+    """The frames of ``queries``, stacked in their order, two read at once where the store
+    allows a second connection."""
+    made = [reader_cursor(ctx.con) for _ in range(CHUNK_READERS if len(queries) > 1 else 0)]
     readers = [reader for reader in made if reader is not None]
-    if len(readers) < CHUNK_READERS:  # one chunk, or a store no second connection can read
+    if len(readers) < CHUNK_READERS:  # one query, or a store no second connection can read
         for reader in readers:
             reader.close()
-        return pl.concat([query_pl(ctx.con, sql.format(where=w)) for w in wheres],
-                         how="vertical")
+        return pl.concat([query_pl(ctx.con, sql) for sql in queries], how="vertical")
     free: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
     for reader in readers:
         free.put(reader)
 
-    def read(where: str) -> pl.DataFrame:
+    def read(sql: str) -> pl.DataFrame:
         reader = free.get()
         try:
-            return query_pl(reader, sql.format(where=where))
+            return query_pl(reader, sql)
         finally:
             free.put(reader)
 
     try:
         with ThreadPoolExecutor(len(readers)) as pool:
-            parts = list(pool.map(read, wheres))  # in chunk order: the same frame every time
+            parts = list(pool.map(read, queries))  # in order: the same frame every time
     finally:
         for reader in readers:
             reader.close()
@@ -162,27 +151,26 @@ def gpu_buckets(ctx: AnalysisContext) -> pl.DataFrame:
     node's median ``clk`` and ``pw`` over its GPUs in that window (``node_clk``, ``node_pw``),
     how many of them were busy (``busy``), and ``lead`` true on one row of each node and
     window (for the node rules)."""
-    return ctx.shared("gpu_buckets", lambda: _chunked(ctx, GPU_BUCKETS_SQL))
+    return ctx.shared("gpu_buckets", lambda: _chunked(ctx, rollups.ROLLUPS["gpu_buckets"]))
 
 
 def gpu_summary(ctx: AnalysisContext) -> pl.DataFrame:
     """Per GPU over the window: row count, first sample, counter increases (``sbe``, ``dbe``,
     ``sram``, ``nvl``), row-remap flags, every throttle bit seen, hottest temperature (only
     what a detector reads: each aggregate over a day's 141 M rows costs ~0.2 s)."""
-    counters = "".join(f"max({col}) - min({col}) AS {name}, "
-                       for name, col in GPU_COUNTERS.items())
-    return ctx.shared("gpu_summary", lambda: query_pl(ctx.con,
-        f"SELECT node, gpu, count(*) AS n, epoch_us(min(ts)) AS first_us, {counters}"
-        "max(row_remap_pending) AS rrp, max(row_remap_failure) AS rrf, "
-        f"bit_or({_throttle()}) AS throttle, max(gpu_temp_c) AS tmax "
-        f"FROM gpu_samples WHERE {ctx.ts_filter()} GROUP BY node, gpu"
-    ))
+    return ctx.shared("gpu_summary", lambda: _chunked(ctx, rollups.ROLLUPS["gpu_hours"])
+                      .group_by("node", "gpu").agg(
+        pl.col("n").sum(), pl.col("first_us").min(),
+        *[_increase(name) for name in GPU_COUNTERS],
+        pl.col("rrp").nan_max(), pl.col("rrf").nan_max(), pl.col("throttle").bitwise_or(),
+        pl.col("tmax").nan_max(),
+    ).sort("node", "gpu"))
 
 
 def port_buckets(ctx: AnalysisContext) -> pl.DataFrame:
     """Per (switch, port, b): ``x``/``r`` the transmit/receive data increase within the window,
     each error counter's minimum and maximum and the lowest link state (for ``port_summary``)."""
-    return ctx.shared("port_buckets", lambda: _chunked(ctx, PORT_BUCKETS_SQL))
+    return ctx.shared("port_buckets", lambda: _chunked(ctx, rollups.ROLLUPS["port_buckets"]))
 
 
 def port_summary(ctx: AnalysisContext) -> pl.DataFrame:

@@ -35,6 +35,7 @@ from fleetlog.ingest.contract import (
     FleetlogError,
     Signal,
 )
+from fleetlog.ingest.store import rollups
 
 _SQL_TYPES: Final = {"<f4": "FLOAT", "<f8": "DOUBLE"}
 
@@ -275,7 +276,11 @@ _V2_AFTER: Final = [
 ]
 
 # (version, statements). Append only: never edit a released step, add a new one.
-MIGRATIONS: Final[list[tuple[int, list[str]]]] = [(1, _V1_TABLES), (2, _V2_AFTER)]
+# Version 3: the record of the hourly rollups (``rollups``; their tables are made from their SQL).
+_V3_ROLLUPS: Final = [rollups.CHUNKS_TABLE]
+
+MIGRATIONS: Final[list[tuple[int, list[str]]]] = [
+    (1, _V1_TABLES), (2, _V2_AFTER), (3, _V3_ROLLUPS)]
 
 # How a shard that predates a column reads as the current schema (shards in a union are opened
 # read-only, so they keep the version they were written with): table -> (the column, the select
@@ -292,7 +297,7 @@ SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 # (a view in their place would run the file's SQL in fleetlog; ``check_catalog``).
 RAW_TABLES: Final = (
     *(m.group(1) for m in (re.match(r"CREATE TABLE (\w+)", s) for s in _V1_TABLES) if m),
-    "schema_migrations", "schema_meta",
+    "schema_migrations", "schema_meta", *rollups.TABLES,
 )
 
 

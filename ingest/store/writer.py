@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.contract import DeadLetter
-from fleetlog.ingest.store import StoreError, open_store, tables
+from fleetlog.ingest.store import StoreError, StoreMissing, open_store, rollups, tables
 
 # Where an event came from: (Kafka topic or file, partition or None, offset or line number).
 Origin = tuple[str, int | None, int | None]
@@ -147,6 +147,9 @@ class StoreWriter:
         self.shed_every_s = shed_every_s
         self.shed_target = shed_target  # another only to measure it (bench/writer_memory.py)
         self._next_shed = time.monotonic() + shed_every_s
+        # Rolls up each hour of samples once it has closed (store/rollups.py).
+        self.rollups = rollups.RollupKeeper(con)
+        self._sample_span: tuple[int, int] | None = None  # of the last commit's new samples
         # As DuckDB prints it ("488.2 MiB" for 512MB), which is rounded: set once here, so
         # every restore after a shed sets the same number of bytes as the limit it replaces.
         row = con.execute("SELECT current_setting('memory_limit')").fetchone()
@@ -161,6 +164,7 @@ class StoreWriter:
             del self._elsewhere[stale]
 
     def close(self) -> None:
+        self._keep_rollups(self.rollups.close)
         if self.snapshot is not None and self.totals.events:
             self.snapshot.maybe(self.con, force=True)  # the final state, for batch readers
         self.con.close()
@@ -201,6 +205,9 @@ class StoreWriter:
                 [events[i] for i in kept], [*dead, *extra], offsets or {},
                 None if origins is None else [origins[i] for i in kept], commit=True)
         self.totals.add(result)
+        if self._sample_span is not None:
+            span, self._sample_span = self._sample_span, None
+            self._keep_rollups(lambda: self.rollups.landed([span]))
         if self.snapshot is not None:
             self.snapshot.maybe(self.con)
         if time.monotonic() >= self._next_shed:
@@ -219,6 +226,14 @@ class StoreWriter:
             pass  # as intended ("could not free up enough memory"): it walked every queue
         finally:
             self._restore_memory_limit()
+
+    def _keep_rollups(self, step: Callable[[], None]) -> None:
+        """Run a step of the rollup keeper; a failure of the store is a ``StoreError`` (the
+        batches stay landed: the rollups are rebuilt from them by ``fleetlog rollup``)."""
+        try:
+            step()
+        except duckdb.Error as exc:
+            raise _storage_error(exc) from exc
 
     def _restore_memory_limit(self) -> None:
         try:
@@ -254,6 +269,10 @@ class StoreWriter:
                 self.con.execute("INSERT OR REPLACE INTO ingest_offsets "
                                  "SELECT * FROM _fleetlog_offsets")
             self.con.execute("COMMIT" if commit else "ROLLBACK")
+            times = [e.time_us for e in fresh
+                     if isinstance(e.payload, c.GpuSampled | c.PortSampled)]
+            if commit and times:
+                self._sample_span = (min(times), max(times))
         except BaseException as exc:
             self._rollback()
             if isinstance(exc, duckdb.Error) and not isinstance(exc, _DATA_ERRORS):
@@ -458,3 +477,22 @@ def land(path: str | Path, events: Sequence[c.Envelope]) -> BatchResult:
         return writer.write_batch(events)
     finally:
         writer.close()
+
+
+def rollup_store(path: str | Path,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, object]:
+    """Roll up every closed hour of the store ``path`` that is not stored exactly
+    (``rollups.rebuild``): a store landed before rollups existed, or samples that landed late.
+    The writer's lock is needed (stop an ingester writing the file first)."""
+    if not Path(path).is_file():
+        raise StoreMissing(f"no database at {path}: pass --db of a store file (a folder of "
+                           "shards is read through its samples; roll up each file)")
+    con = open_store(path)
+    try:
+        started = time.monotonic()
+        done = rollups.rebuild(con, progress)
+    except duckdb.Error as exc:
+        raise _storage_error(exc) from exc
+    finally:
+        con.close()
+    return {"db": str(path), **done, "seconds": round(time.monotonic() - started, 1)}

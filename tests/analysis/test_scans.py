@@ -12,7 +12,7 @@ import pytest
 
 from fleetlog.analysis.context import US, AnalysisContext, build_context, query_pl
 from fleetlog.analysis.detectors import scans
-from fleetlog.ingest.store import open_store, open_union, reader_cursor
+from fleetlog.ingest.store import open_store, open_union, reader_cursor, rollups
 from fleetlog.ingest.store.writer import land
 from tests.analysis.fleet_builders import Cluster
 
@@ -46,19 +46,30 @@ def _varied_cluster() -> Cluster:
     return cluster
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=["rollups", "samples"])
+def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The store read through its hourly rollups (made at landing) where they are exact, or
+    without any (every hour computed from the samples): the scans must give the same either way."""
     path = tmp_path_factory.mktemp("scans") / "scans.duckdb"
     land(path, _varied_cluster().build())
     con = open_store(path)
     try:
-        # A NaN stored as such (not NULL): DuckDB's max takes it as the largest value.
+        # A NaN stored as such (not NULL): DuckDB's max takes it as the largest value. Samples
+        # are never updated in fleetlog (the rollups count on it), so they are made again here.
         con.execute("UPDATE port_samples_raw SET link_error_recovery = 'nan'::DOUBLE "
                     "WHERE switch = 'leaf-su01-2' AND port = 3 AND ts = (SELECT min(ts) + "
                     "INTERVAL 1 HOUR FROM port_samples_raw)")
+        con.execute("DELETE FROM rollup_chunks")
+        if request.param == "rollups":
+            assert rollups.rebuild(con)["hours"] == 2  # the third hour is still open
     finally:
         con.close()
     return path
+
+
+def _uses_rollups(ctx: AnalysisContext) -> bool:
+    hours = range(ctx.read_from_us // 3600 // US * 3600 * US, ctx.until_us, 3600 * US)
+    return bool(rollups.valid_chunks(ctx.con, rollups.ROLLUPS["gpu_buckets"], hours))
 
 
 def _open(path: Path) -> duckdb.DuckDBPyConnection:
@@ -80,11 +91,11 @@ def test_hourly_bucket_scans_equal_one_query_over_the_window(store: Path) -> Non
         assert ctx is not None
         gpu = scans.gpu_buckets(ctx)
         assert gpu.height > 0 and gpu["slow_bits"].sum() > 0 and gpu["clk"].null_count() > 0
-        whole = _one_query(ctx, scans.GPU_BUCKETS_SQL)
+        whole = _one_query(ctx, rollups.GPU_BUCKETS_SQL)
         assert _keys(gpu, "node", "gpu", "b").equals(_keys(whole, "node", "gpu", "b"))
         ports = scans.port_buckets(ctx)
         assert _keys(ports, "switch", "port", "b").equals(
-            _keys(_one_query(ctx, scans.PORT_BUCKETS_SQL), "switch", "port", "b"))
+            _keys(_one_query(ctx, rollups.PORT_BUCKETS_SQL), "switch", "port", "b"))
     finally:
         con.close()
 
@@ -97,7 +108,7 @@ def test_a_long_window_takes_longer_chunks_and_the_same_rows(store: Path) -> Non
         assert ctx is not None
         assert (ctx.until_us - ctx.read_from_us) > scans.MAX_CHUNKS * scans.CHUNK_S * US
         assert _keys(scans.gpu_buckets(ctx), "node", "gpu", "b").equals(
-            _keys(_one_query(ctx, scans.GPU_BUCKETS_SQL), "node", "gpu", "b"))
+            _keys(_one_query(ctx, rollups.GPU_BUCKETS_SQL), "node", "gpu", "b"))
     finally:
         con.close()
 
@@ -122,6 +133,29 @@ def test_port_summary_rolled_up_from_buckets_equals_a_scan_per_port(store: Path)
         assert rising["sym"].item() == (SCRAPES - 1) // 40 and rising["min_state"].item() == 1
         nan_port = rolled.filter((pl.col("switch") == "leaf-su01-2") & (pl.col("port") == 3))
         assert nan_port["ler"].is_nan().item()
+    finally:
+        con.close()
+
+
+def test_gpu_summary_rolled_up_from_hours_equals_a_scan_per_gpu(
+        store: Path, request: pytest.FixtureRequest) -> None:
+    con = _open(store)
+    try:
+        ctx = build_context(con)
+        assert ctx is not None
+        assert _uses_rollups(ctx) == (request.node.callspec.params["store"] == "rollups")
+        counters = "".join(f"max({col}) - min({col}) AS {name}, "
+                           for name, col in rollups.GPU_COUNTERS.items())
+        direct = query_pl(con,
+            f"SELECT node, gpu, count(*) AS n, epoch_us(min(ts)) AS first_us, {counters}"
+            "max(row_remap_pending) AS rrp, max(row_remap_failure) AS rrf, "
+            "bit_or(CAST(coalesce(throttle_reasons, 0) AS UBIGINT)) AS throttle, "
+            f"max(gpu_temp_c) AS tmax FROM gpu_samples WHERE {ctx.ts_filter()} GROUP BY ALL")
+        summary = scans.gpu_summary(ctx)
+        assert summary.schema == direct.schema
+        assert summary.equals(_keys(direct, "node", "gpu"))
+        assert summary["throttle"].max() > 0 and summary["n"].sum() == query_pl(
+            con, f"SELECT count(*) AS n FROM gpu_samples WHERE {ctx.ts_filter()}")["n"].item()
     finally:
         con.close()
 

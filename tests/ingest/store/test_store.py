@@ -121,7 +121,9 @@ def _as_version_1(path: Path) -> None:
     con = duckdb.connect(str(path))
     con.execute("DROP VIEW recommendations")
     con.execute("ALTER TABLE recommendations_raw DROP COLUMN after")
-    con.execute("DELETE FROM schema_migrations WHERE version = 2")
+    con.execute("DELETE FROM schema_migrations WHERE version >= 2")
+    for table in store.rollups.TABLES:  # version 3
+        con.execute(f"DROP TABLE IF EXISTS {table}")
     con.execute("DELETE FROM schema_meta WHERE key = 'views_hash'")
     con.close()
 

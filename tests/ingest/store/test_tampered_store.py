@@ -123,7 +123,7 @@ def test_the_environment_does_not_leak(tmp_path: Path, command: list[str]) -> No
         assert SECRET not in _everything_written(tmp_path / "out")
 
 
-@pytest.mark.parametrize("raw", ["incidents_raw", "event_log", "xid_catalog"])
+@pytest.mark.parametrize("raw", ["incidents_raw", "event_log", "xid_catalog", "rollup_chunks"])
 def test_a_raw_table_swapped_for_a_view_is_refused(tmp_path: Path, secret: Path,
                                                    raw: str) -> None:
     db = _land(tmp_path / "fleet.duckdb")
