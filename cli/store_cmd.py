@@ -29,7 +29,7 @@ def init_command(db: Path, fmt: str | None) -> None:
               help="The DuckDB store file (not a folder of shards).")
 @output_options
 def rollup_command(db: Path, fmt: str | None) -> None:
-    """Roll up every closed hour of the store's samples that has no exact rollup yet.
+    """Roll up every hour of the store's samples that has no exact rollup yet.
 
     Writers keep the hourly rollups as they land samples (docs/design.md#rollups); this is for
     a store landed before they existed, or one whose hours late samples made stale. The

@@ -9,6 +9,9 @@ stored hours and computes only the rest (the window's partial first and last hou
 writer rolled up). The same idea as Prometheus' recording rules or TimescaleDB's continuous
 aggregates, with one difference: a stored hour is never trusted blindly.
 
+- **When.** The writer rolls an hour up once it has closed (the newest sample landed is
+  ``GRACE_US`` past its end), and the hours still open when it closes (a simulation's last
+  hour, an ingester stopped mid-hour).
 - **Exact, or not used.** Each stored hour records the number of source rows it was computed
   from (``rollup_chunks.source_rows``) and the version of its SQL. A reader uses an hour only
   where both still match (``valid_chunks``: one count per hour, a tenth of a second a day); rows
@@ -247,33 +250,30 @@ def _ensure_table(con: duckdb.DuckDBPyConnection, rollup: Rollup) -> None:
                 f"FROM ({rollup.sql.format(where='false')})")
 
 
-def closed_chunks(con: duckdb.DuckDBPyConnection) -> list[int]:
-    """Every hour of the store's samples that has closed (the newest sample is ``GRACE_US``
-    past its end) and is not stored exactly (missing, another version, stale)."""
+def unrolled_chunks(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Every hour of the store's samples that is not stored exactly (missing, another version,
+    stale)."""
     bounds = con.execute(
         "SELECT min(lo), max(hi) FROM (SELECT epoch_us(min(ts)) AS lo, epoch_us(max(ts)) AS hi "
         "FROM gpu_samples UNION ALL SELECT epoch_us(min(ts)), epoch_us(max(ts)) "
         "FROM port_samples)").fetchall()[0]
     if bounds[0] is None:
         return []
-    first = int(bounds[0]) // CHUNK_US * CHUNK_US
-    chunks = list(range(first, int(bounds[1]) - GRACE_US - CHUNK_US + 1, CHUNK_US))
-    if not chunks:
-        return []
-    counts = {source: source_counts(con, source, chunks[0], chunks[-1] + CHUNK_US)
+    first, last = int(bounds[0]) // CHUNK_US * CHUNK_US, int(bounds[1]) // CHUNK_US * CHUNK_US
+    counts = {source: source_counts(con, source, first, last + CHUNK_US)
               for source in SOURCES.values()}
+    chunks = sorted({chunk for part in counts.values() for chunk in part})
     exact = set(chunks)
     for rollup in ROLLUPS.values():
         exact &= set(valid_chunks(con, rollup, chunks, counts[rollup.source]))
-    return [chunk for chunk in chunks
-            if chunk not in exact and any(counts[s].get(chunk) for s in SOURCES.values())]
+    return [chunk for chunk in chunks if chunk not in exact]
 
 
 def rebuild(con: duckdb.DuckDBPyConnection,
             progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
-    """Roll up every closed hour not stored exactly (a store landed before rollups, or after
-    samples landed late); ``progress(done, total)`` after each hour."""
-    todo = closed_chunks(con)
+    """Roll up every hour not stored exactly (a store landed before rollups, or after samples
+    landed late; no writer may be open on it); ``progress(done, total)`` after each hour."""
+    todo = unrolled_chunks(con)
     rows = 0
     for done, chunk in enumerate(todo, 1):
         rows += roll(con, chunk)
@@ -327,8 +327,15 @@ class RollupKeeper:
                 self.rolled += 1
 
     def close(self) -> None:
-        """Roll up the stale hours still waiting for quiet (the writer is done)."""
-        for chunk in sorted(self.stale):
+        """The writer is done: roll up the hours still open and the stale ones waiting for quiet.
+        An open hour rolled up now is exact for what the file holds; should samples land in it
+        later, it is stale until a writer rolls it up again (readers check, see the module)."""
+        todo = set(self.stale)
+        if self.oldest_open is not None and self.newest is not None:
+            todo |= {chunk for source in SOURCES.values() for chunk in source_counts(
+                self.con, source, self.oldest_open, self.newest // CHUNK_US * CHUNK_US + CHUNK_US)}
+        for chunk in sorted(todo):
             roll(self.con, chunk)
             self.rolled += 1
         self.stale.clear()
+        self.oldest_open = None

@@ -481,7 +481,7 @@ def land(path: str | Path, events: Sequence[c.Envelope]) -> BatchResult:
 
 def rollup_store(path: str | Path,
                  progress: Callable[[int, int], None] | None = None) -> dict[str, object]:
-    """Roll up every closed hour of the store ``path`` that is not stored exactly
+    """Roll up every hour of the store ``path`` that is not stored exactly
     (``rollups.rebuild``): a store landed before rollups existed, or samples that landed late.
     The writer's lock is needed (stop an ingester writing the file first)."""
     if not Path(path).is_file():

@@ -61,7 +61,7 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                     "INTERVAL 1 HOUR FROM port_samples_raw)")
         con.execute("DELETE FROM rollup_chunks")
         if request.param == "rollups":
-            assert rollups.rebuild(con)["hours"] == 2  # the third hour is still open
+            assert rollups.rebuild(con)["hours"] == 3
     finally:
         con.close()
     return path

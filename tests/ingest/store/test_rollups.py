@@ -18,7 +18,7 @@ from fleetlog.ingest.store.writer import StoreWriter, land
 from tests.analysis.fleet_builders import T0, Cluster
 
 HOUR = rollups.CHUNK_US
-SCRAPES = 800  # 2 h 13 min at 10 s: hours 0 and 1 close (10-minute grace), hour 2 is open
+SCRAPES = 800  # 2 h 13 min at 10 s: hours 0 and 1 close (10-minute grace); hour 2 at the end
 
 
 def _stored(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], int]:
@@ -39,18 +39,25 @@ def landed(tmp_path: Path) -> Path:
     return path
 
 
-def test_landing_rolls_up_each_hour_once_it_has_closed(landed: Path) -> None:
-    con = open_store(landed, read_only=True)
+def test_a_writer_rolls_up_each_hour_once_it_has_closed_and_the_rest_when_done(
+        tmp_path: Path) -> None:
+    path = tmp_path / "fleet.duckdb"
+    writer = StoreWriter(open_store(path))
+    writer.write_batch(Cluster(nodes=3, racks_of=2, scrapes=SCRAPES, gpus=2).build())
+    stored = _stored(writer.con)
+    assert {hour for _name, hour in stored} == {0, 1}  # hour 2 has not closed
+    assert {name for name, _hour in stored} == set(rollups.ROLLUPS)
+    writer.close()  # done: the open hour too
+    con = open_store(path, read_only=True)
     try:
         stored = _stored(con)
-        assert {hour for _name, hour in stored} == {0, 1}  # hour 2 has not closed
-        assert {name for name, _hour in stored} == set(rollups.ROLLUPS)
+        assert {hour for _name, hour in stored} == {0, 1, 2}
         for (name, hour), rows in stored.items():
             assert rows == _hour_rows(con, rollups.ROLLUPS[name].source, hour) > 0
             assert con.execute(f"SELECT count(*) FROM rollup_{name} WHERE chunk_us = ?",
                                [T0 + hour * HOUR]).fetchall()[0][0] > 0
-        hours = [T0, T0 + HOUR, T0 + 2 * HOUR]
-        assert rollups.valid_chunks(con, rollups.ROLLUPS["gpu_buckets"], hours) == hours[:2]
+        hours = [T0, T0 + HOUR, T0 + 2 * HOUR, T0 + 3 * HOUR]
+        assert rollups.valid_chunks(con, rollups.ROLLUPS["gpu_buckets"], hours) == hours[:3]
     finally:
         con.close()
 
@@ -123,12 +130,12 @@ def test_the_rollup_command_rolls_up_a_store_landed_without_rollups(landed: Path
         con.close()
     result = CliRunner().invoke(cli, ["rollup", "--db", str(landed)])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["hours"] == 2
+    assert json.loads(result.output)["hours"] == 3
     again = CliRunner().invoke(cli, ["rollup", "--db", str(landed)])
     assert json.loads(again.output)["hours"] == 0  # nothing left to do
     con = open_store(landed, read_only=True)
     try:
-        assert {hour for _name, hour in _stored(con)} == {0, 1}
+        assert {hour for _name, hour in _stored(con)} == {0, 1, 2}
     finally:
         con.close()
 
