@@ -100,12 +100,13 @@ def _chunked(ctx: AnalysisContext, rollup: Rollup) -> pl.DataFrame:
     return _read_all(ctx, tasks)
 
 
-def _source_counts(ctx: AnalysisContext, rollup: Rollup, chunks: list[int]) -> dict[int, int]:
-    """Rows per hour of ``rollup``'s source over ``chunks``: one count, shared by the rollups of
-    one source."""
-    if not chunks or rollups.location(ctx.con) is None:
-        return {}
-    return ctx.shared(f"rollup_counts:{rollup.source}", lambda: rollups.source_counts(
+def _source_counts(ctx: AnalysisContext, rollup: Rollup,
+                   chunks: list[int]) -> list[dict[int, int]]:
+    """Rows per hour over ``chunks`` of ``rollup``'s source in each store file: one count,
+    shared by the rollups of one source."""
+    if not chunks:
+        return []
+    return ctx.shared(f"rollup_counts:{rollup.source}", lambda: rollups.shard_counts(
         ctx.con, rollup.source, chunks[0], chunks[-1] + CHUNK_S * US))
 
 

@@ -19,8 +19,10 @@ aggregates, with one difference: a stored hour is never trusted blindly.
   the samples. The writer rolls such an hour up again once it is quiet (``RollupKeeper``).
 - **Derived, never a source.** Rollups are rebuilt from the samples (``fleetlog rollup`` for a
   store landed before they existed); dropping them loses nothing.
-- **One file.** A union of ingester shards reads the samples (a shard's hour is not the union's
-  hour when shards overlap): ``location`` says where a store's rollups are, or None.
+- **Shards.** A union of ingester shards reads each file's rollups of an hour where together
+  they are the union's: each exact, no event of the hour landed by two files, no node (switch)
+  with rows in two files (the partition of a rack moved between ingesters within the hour);
+  otherwise the hour is computed from the samples.
 
 The SQL here is the analysis' (analysis/detectors/scans.py reads it from here): the kernel keeps
 what it pre-computes, the analysis says how to read it.
@@ -122,6 +124,7 @@ class Rollup:
     name: str  # the stored table is rollup_<name>
     source: str  # the public view it aggregates
     sql: str  # a grouped SELECT over ``source`` whose WHERE is ``{where}``
+    key: str  # no two files of a union may both hold rows of one of these in an hour
 
     @property
     def table(self) -> str:
@@ -134,9 +137,9 @@ class Rollup:
 
 
 ROLLUPS: Final = {r.name: r for r in (
-    Rollup("gpu_buckets", "gpu_samples", GPU_BUCKETS_SQL),
-    Rollup("gpu_hours", "gpu_samples", GPU_HOURS_SQL),
-    Rollup("port_buckets", "port_samples", PORT_BUCKETS_SQL),
+    Rollup("gpu_buckets", "gpu_samples", GPU_BUCKETS_SQL, "node"),
+    Rollup("gpu_hours", "gpu_samples", GPU_HOURS_SQL, "node"),
+    Rollup("port_buckets", "port_samples", PORT_BUCKETS_SQL, "switch"),
 )}
 SOURCES: Final = {"gpu_samples_raw": "gpu_samples", "port_samples_raw": "port_samples"}
 TABLES: Final = ("rollup_chunks", *(r.table for r in ROLLUPS.values()))
@@ -154,56 +157,107 @@ def chunk_where(lo_us: int, hi_us: int, column: str = "ts") -> str:
     return f"{column} >= make_timestamptz({lo_us}) AND {column} < make_timestamptz({hi_us})"
 
 
-def location(con: duckdb.DuckDBPyConnection) -> str | None:
-    """The qualified schema (``db.main``) of the rollups the store behind ``con`` keeps, or None:
-    a store without them (landed before they existed), or a union of several shards."""
-    rows = con.execute(
-        "SELECT DISTINCT database_name FROM duckdb_tables() "
-        "WHERE table_name = 'rollup_chunks' AND schema_name = 'main' AND NOT temporary"
-    ).fetchall()
-    shards = con.execute("SELECT count(*) FROM duckdb_databases() "
-                         "WHERE database_name LIKE 'shard%'").fetchall()[0][0]
-    if len(rows) != 1 or shards > 1:
-        return None
-    return f'"{rows[0][0]}".main'
+def stores(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The schemas (``"db".main``) of the store files behind ``con``: the shards of a union
+    (``open_union`` attaches them as shard0, shard1, ...), else the file ``con`` opened."""
+    names = [str(name) for (name,) in con.execute(
+        "SELECT database_name FROM duckdb_databases() WHERE regexp_full_match(database_name, "
+        "'shard[0-9]+') ORDER BY database_oid").fetchall()]
+    if not names:
+        names = [str(con.execute("SELECT current_database()").fetchall()[0][0])]
+    return [f'"{name}".main' for name in names]
 
 
 def source_counts(con: duckdb.DuckDBPyConnection, source: str, lo_us: int,
                   hi_us: int) -> dict[int, int]:
-    """Rows of ``source`` per hour in ``[lo_us, hi_us)`` (hour-aligned): a count, ~0.01 s an hour
-    of 2,048 nodes."""
+    """Rows of ``source`` (a table or view on ``con``) per hour in ``[lo_us, hi_us)``
+    (hour-aligned): a count, ~0.01 s an hour of 2,048 nodes."""
     rows = con.execute(
         f"SELECT epoch_us(ts) // {CHUNK_US} * {CHUNK_US}, count(*) FROM {source} "
         f"WHERE {chunk_where(lo_us, hi_us)} GROUP BY 1").fetchall()
     return {int(chunk): int(n) for chunk, n in rows}
 
 
+def shard_counts(con: duckdb.DuckDBPyConnection, source: str, lo_us: int,
+                 hi_us: int) -> list[dict[int, int]]:
+    """``source_counts`` of each store file behind ``con`` (``stores``), from its raw table:
+    what its writer counted when it rolled an hour up."""
+    raw = next(table for table, view in SOURCES.items() if view == source)
+    return [source_counts(con, f"{schema}.{raw}", lo_us, hi_us) for schema in stores(con)]
+
+
 def valid_chunks(con: duckdb.DuckDBPyConnection, rollup: Rollup, chunks: Iterable[int],
-                 counts: dict[int, int] | None = None) -> list[int]:
-    """Of the hours ``chunks`` (their starts, µs), those whose stored rollup is exact: stored by
-    this version from as many source rows as ``source`` holds now (``counts``, when the caller
-    has them)."""
+                 counts: list[dict[int, int]] | None = None) -> list[int]:
+    """Of the hours ``chunks`` (their starts, µs), those whose stored rollups are exact and
+    together are the store's: every file holding samples of the hour stored it by this
+    version from as many rows as it holds now (``counts``: ``shard_counts``, when the caller
+    has them), and, in a union of shards, no event of the hour is in two files and no node
+    (switch) in two files' rows, so the files' groups are the union's groups."""
     wanted = sorted(set(chunks))
-    where = location(con)
-    if not wanted or where is None or not _has_table(con, where, rollup.table):
-        return []
-    stored = dict(con.execute(
-        f"SELECT chunk_us, source_rows FROM {where}.rollup_chunks WHERE name = ? AND version = ? "
-        f"AND chunk_us >= ? AND chunk_us <= ?",
-        [rollup.name, rollup.version, wanted[0], wanted[-1]]).fetchall())
-    wanted = [chunk for chunk in wanted if chunk in stored]
+    schemas = stores(con)
     if not wanted:
         return []
     if counts is None:
-        counts = source_counts(con, rollup.source, wanted[0], wanted[-1] + CHUNK_US)
-    return [chunk for chunk in wanted if counts.get(chunk, 0) == stored[chunk]]
+        counts = shard_counts(con, rollup.source, wanted[0], wanted[-1] + CHUNK_US)
+    stored = [_stored_rows(con, schema, rollup, wanted) for schema in schemas]
+    exact = [chunk for chunk in wanted
+             if any(rows.get(chunk) for rows in counts)
+             and all(not rows.get(chunk) or rows[chunk] == kept.get(chunk)
+                     for rows, kept in zip(counts, stored, strict=True))]
+    if len(schemas) == 1 or not exact:
+        return exact
+    if _has_duplicates(con):  # an event two shards landed is read once: count the union
+        union = source_counts(con, rollup.source, exact[0], exact[-1] + CHUNK_US)
+        exact = [chunk for chunk in exact
+                 if union.get(chunk, 0) == sum(rows.get(chunk, 0) for rows in counts)]
+    shared = _shared_keys(con, rollup, [i for i, kept in enumerate(stored) if kept], exact)
+    return [chunk for chunk in exact if chunk not in shared]
+
+
+def _stored_rows(con: duckdb.DuckDBPyConnection, schema: str, rollup: Rollup,
+                 wanted: list[int]) -> dict[int, int]:
+    """The hours of ``wanted`` the file ``schema`` keeps of ``rollup`` at this version, and the
+    source rows each was computed from."""
+    if not (_has_table(con, schema, "rollup_chunks") and _has_table(con, schema, rollup.table)):
+        return {}
+    return {int(chunk): int(rows) for chunk, rows in con.execute(
+        f"SELECT chunk_us, source_rows FROM {schema}.rollup_chunks WHERE name = ? "
+        "AND version = ? AND chunk_us >= ? AND chunk_us <= ?",
+        [rollup.name, rollup.version, wanted[0], wanted[-1]]).fetchall()}
+
+
+def _has_duplicates(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the union behind ``con`` found events landed by two shards (database.py)."""
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary "
+                       "AND table_name = 'fleetlog_duplicates'").fetchall()[0][0]:
+        return False
+    return bool(con.execute("SELECT count(*) FROM fleetlog_duplicates").fetchall()[0][0])
+
+
+def _shared_keys(con: duckdb.DuckDBPyConnection, rollup: Rollup, holders: list[int],
+                 chunks: list[int]) -> set[int]:
+    """The hours in which a node (for the GPU rollups; a switch for the port one) has rows in
+    two files: its groups there, and its node's medians, span files (a partition that moved
+    between ingesters within the hour)."""
+    if len(holders) < 2:
+        return set()
+    schemas = stores(con)
+    key = rollup.key
+    parts = " UNION ALL ".join(
+        f"SELECT {i} AS f, chunk_us, {key} FROM {schemas[i]}.{rollup.table} "
+        f"WHERE chunk_us >= {chunks[0]} AND chunk_us <= {chunks[-1]}" for i in holders)
+    return {int(chunk) for (chunk,) in con.execute(
+        f"SELECT DISTINCT chunk_us FROM (SELECT chunk_us, {key} FROM ({parts}) "
+        f"GROUP BY ALL HAVING count(DISTINCT f) > 1)").fetchall()}
 
 
 def stored_sql(con: duckdb.DuckDBPyConnection, rollup: Rollup, lo_us: int, hi_us: int) -> str:
     """SQL reading the stored rows of the hours in ``[lo_us, hi_us)`` (valid ones:
-    ``valid_chunks``), the rollup's columns without the hour."""
-    return (f"SELECT * EXCLUDE (chunk_us) FROM {location(con)}.{rollup.table} "
-            f"WHERE chunk_us >= {lo_us} AND chunk_us < {hi_us}")
+    ``valid_chunks``) from every file that keeps them, the rollup's columns without the hour."""
+    parts = [f"SELECT * EXCLUDE (chunk_us) FROM {schema}.{rollup.table} "
+             f"WHERE chunk_us >= {lo_us} AND chunk_us < {hi_us}"
+             for schema in stores(con) if _has_table(con, schema, rollup.table)]
+    return " UNION ALL ".join(parts)
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, where: str, table: str) -> bool:
@@ -260,9 +314,9 @@ def unrolled_chunks(con: duckdb.DuckDBPyConnection) -> list[int]:
     if bounds[0] is None:
         return []
     first, last = int(bounds[0]) // CHUNK_US * CHUNK_US, int(bounds[1]) // CHUNK_US * CHUNK_US
-    counts = {source: source_counts(con, source, first, last + CHUNK_US)
+    counts = {source: shard_counts(con, source, first, last + CHUNK_US)
               for source in SOURCES.values()}
-    chunks = sorted({chunk for part in counts.values() for chunk in part})
+    chunks = sorted({chunk for files in counts.values() for part in files for chunk in part})
     exact = set(chunks)
     for rollup in ROLLUPS.values():
         exact &= set(valid_chunks(con, rollup, chunks, counts[rollup.source]))

@@ -8,9 +8,12 @@ import json
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from fleetlog.analysis.context import build_context
+from fleetlog.analysis.detectors import scans
 from fleetlog.cli.main import cli
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.store import open_store, open_union, rollups
@@ -103,19 +106,91 @@ def test_late_samples_make_an_hour_stale_until_the_writer_rolls_it_up_again(
         con.close()
 
 
-def test_a_union_of_shards_reads_the_samples_not_the_rollups(tmp_path: Path,
-                                                              landed: Path) -> None:
-    other = tmp_path / "other.duckdb"
-    land(other, Cluster(nodes=2, racks_of=2, scrapes=SCRAPES, gpus=2).build())
-    con = open_union([landed])
+def _split(events: list[c.Envelope]) -> tuple[list[c.Envelope], list[c.Envelope]]:
+    """The cluster's events as two ingesters of one group would land them: racks and switches
+    split between them (each sample event is one rack's or one switch's scrape)."""
+    first: list[c.Envelope] = []
+    second: list[c.Envelope] = []
+    for event in events:
+        payload = event.payload
+        if isinstance(payload, c.GpuSampled):
+            (second if "n00003" in payload.nodes else first).append(event)
+        elif isinstance(payload, c.PortSampled):
+            (second if payload.switches[0].endswith(("1", "3", "5", "7")) else first).append(event)
+        else:
+            first.append(event)
+    return first, second
+
+
+def _union_scans(paths: list[Path]) -> tuple[list[int], dict[str, pl.DataFrame]]:
+    """The hours read from rollups through the union of ``paths``, and its scans."""
+    con = open_union(paths)
     try:
-        assert rollups.location(con) is not None
+        ctx = build_context(con)
+        assert ctx is not None
+        hours = list(range(T0, T0 + 3 * HOUR, HOUR))
+        used = rollups.valid_chunks(con, rollups.ROLLUPS["gpu_buckets"], hours)
+        frames = {"gpu_buckets": scans.gpu_buckets(ctx).sort("node", "gpu", "b"),
+                  "gpu_summary": scans.gpu_summary(ctx),
+                  "port_buckets": scans.port_buckets(ctx).sort("switch", "port", "b")}
+        return used, frames
     finally:
         con.close()
-    con = open_union([landed, other])
+
+
+def _without_rollups(path: Path) -> None:
+    con = open_store(path)
     try:
-        assert rollups.location(con) is None
-        assert rollups.valid_chunks(con, rollups.ROLLUPS["port_buckets"], [T0]) == []
+        con.execute("DELETE FROM rollup_chunks")
+    finally:
+        con.close()
+
+
+def test_a_union_of_shards_reads_their_rollups_where_they_are_the_unions(tmp_path: Path) -> None:
+    first, second = _split(Cluster(nodes=4, racks_of=2, scrapes=SCRAPES, gpus=2).build())
+    a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    land(a, first)
+    land(b, second)
+    used, frames = _union_scans([a, b])
+    assert used == [T0, T0 + HOUR, T0 + 2 * HOUR]
+    _without_rollups(a)
+    _without_rollups(b)
+    none, samples = _union_scans([a, b])
+    assert none == []
+    for name, frame in frames.items():
+        assert frame.height > 0 and frame.equals(samples[name]), name
+
+
+def test_a_union_reads_the_samples_of_an_hour_whose_node_two_shards_hold(tmp_path: Path) -> None:
+    events = Cluster(nodes=4, racks_of=2, scrapes=SCRAPES, gpus=2).build()
+    first, second = _split(events)
+    # Rack 2 moved to the first ingester for the last 20 minutes of hour 1 (a rebalance).
+    moved = [e for e in second if isinstance(e.payload, c.GpuSampled)
+             and T0 + HOUR + 40 * 60 * 1_000_000 <= e.time_us < T0 + 2 * HOUR]
+    assert moved
+    a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    land(a, first + moved)
+    land(b, [e for e in second if e not in moved])
+    used, frames = _union_scans([a, b])
+    assert used == [T0, T0 + 2 * HOUR]
+    _without_rollups(a)
+    _without_rollups(b)
+    for name, frame in _union_scans([a, b])[1].items():
+        assert frame.equals(frames[name]), name
+
+
+def test_a_union_reads_the_samples_of_an_hour_with_events_both_shards_landed(
+        tmp_path: Path) -> None:
+    first, second = _split(Cluster(nodes=4, racks_of=2, scrapes=SCRAPES, gpus=2).build())
+    again = [e for e in first if isinstance(e.payload, c.PortSampled) and e.time_us < T0 + HOUR]
+    a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    land(a, first)
+    land(b, second + again[:5])  # five scrapes of hour 0 sent again after a move
+    con = open_union([a, b])
+    try:
+        hours = [T0, T0 + HOUR]
+        assert rollups.valid_chunks(con, rollups.ROLLUPS["port_buckets"], hours) == [T0 + HOUR]
+        assert rollups.valid_chunks(con, rollups.ROLLUPS["gpu_buckets"], hours) == hours
     finally:
         con.close()
 
