@@ -485,8 +485,8 @@ def rollup_store(path: str | Path,
     (``rollups.rebuild``): a store landed before rollups existed, or samples that landed late.
     The writer's lock is needed (stop an ingester writing the file first)."""
     if not Path(path).is_file():
-        raise StoreMissing(f"no database at {path}: pass --db of a store file (a folder of "
-                           "shards is read through its samples; roll up each file)")
+        raise StoreMissing(f"no database at {path}: pass --db of one store file (roll up "
+                           "the files of a folder of shards one at a time)")
     con = open_store(path)
     try:
         started = time.monotonic()
