@@ -10,12 +10,13 @@ just after the broker stops, rare later; CI met it two seconds after a stop. The
 certain with a setting of kafka-python, no reconnect backoff (``reconnect_backoff_max_ms=0``): every
 retry connects, is refused, and ``poll`` raises each time, through the real code path.
 
-Two calls are wrapped, to hit the window and to know it was hit: the consumer's rebalance
-listener (``KafkaSource._on_assigned``, which kafka-python runs on its IO thread) stops the
-test's own real broker right after the first partitions were assigned and paused, before
-anything was fetched, so kafka-python's next steps (committed offsets, resets, fetches and their
-validation) meet a broker that is gone; and ``KafkaConsumer.poll`` records what it raised and
-re-raises it unchanged.
+In the first two tests two calls are wrapped, to hit the window and to know it was hit: the
+consumer's rebalance listener (``KafkaSource._on_assigned``, which kafka-python runs on its IO
+thread) stops the test's own real broker right after the first partitions were assigned and
+paused, before anything was fetched, so kafka-python's next steps (committed offsets, resets,
+fetches and their validation) meet a broker that is gone; and ``KafkaConsumer.poll`` records
+what it raised and re-raises it unchanged. The third wraps ``poll`` to fail (its docstring says
+why).
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ from ingest_support import (
     wait_for,
 )
 from kafka import KafkaConsumer
-from kafka.errors import KafkaConnectionError
+from kafka.errors import KafkaConnectionError, NodeNotReadyError
 
 from fleetlog.ingest.ingester import KafkaIngest, default_topics, ingest_kafka
 from fleetlog.ingest.kafka.consumer import BrokerUnavailable, ConsumerTuning, KafkaSource
-from fleetlog.ingest.kafka.settings import resolve
+from fleetlog.ingest.kafka.settings import KafkaSettings, resolve
 from fleetlog.ingest.pipeline import IngestStats
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -196,4 +197,33 @@ def test_a_broker_that_stays_away_ends_ingestion_with_the_one_line_error(
     message = str(ingester.error)
     assert message.startswith(f"Kafka at {own_broker.bootstrap} has not answered for ")
     assert "(--broker-timeout 5)" in message and len(message.splitlines()) == 1
+    assert store_counts(db)["events"] == 0
+
+
+def test_polls_that_keep_failing_while_the_broker_answers_end_with_the_one_line_error(
+    kafka_settings: KafkaSettings, unique_name, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A retriable error out of every poll bounds the wait too, though the broker answers the
+    probe. No broker fault does that on demand, so ``KafkaConsumer.poll`` is wrapped: once the
+    consumer has partitions, each call raises NodeNotReadyError instead of polling (nothing is
+    drained). After --broker-timeout the ingester stops with BrokerUnavailable naming it."""
+    prefix, db = unique_name("failing"), tmp_path / "fleet.duckdb"
+    producer = Producer(kafka_settings, prefix)
+    _send(producer, 0, 20)
+    producer.close()
+    poll = KafkaConsumer.poll
+
+    def failing_once_assigned(consumer: KafkaConsumer, *args: Any, **kwargs: Any) -> Any:
+        if consumer.assignment():
+            raise NodeNotReadyError("node 1 (wrapped by the test)")
+        return poll(consumer, *args, **kwargs)
+
+    monkeypatch.setattr(KafkaConsumer, "poll", failing_once_assigned)
+    ingester = Ingester(KafkaIngest(db=db, topics=default_topics(prefix), group=unique_name("g"),
+                                    broker_timeout_s=2), kafka_settings.bootstrap)
+    ingester.thread.join(120)
+    assert not ingester.thread.is_alive()
+    assert isinstance(ingester.error, BrokerUnavailable), repr(ingester.error)
+    assert ", last error NodeNotReadyError: node 1 (wrapped by the test) (--broker-timeout 2)" in (
+        str(ingester.error))
     assert store_counts(db)["events"] == 0
