@@ -13,6 +13,13 @@ on its IO thread while the main thread waits inside ``poll()``; the callbacks do
 Every returned record is checked against the next expected offset of its partition, so a record
 already landed is never handed out twice. Kafka's committed offsets are written after each batch
 (``commit``) for lag monitoring only.
+
+A broker outage is one thing however kafka-python reports it. Mostly it retries inside ``poll()``
+and returns nothing; sometimes it raises a retriable error out of it instead (a coordinator
+lookup that fails, then the metadata refresh it waits for: ``KafkaConnectionError: 111
+ECONNREFUSED``). ``poll`` takes that as "nothing arrived": what the rebalance callbacks recorded
+is still handed over and positioned, and ``check_broker`` decides, as for any silence, when the
+broker has been away longer than ``broker_timeout_s``.
 """
 
 from __future__ import annotations
@@ -106,6 +113,7 @@ class KafkaSource:
         self.end_offsets: dict[TP, int] = {}
         self.last_contact = time.monotonic()
         self._last_probe = 0.0
+        self._poll_failing: tuple[float, str] | None = None  # since when, and the last error
         self._tuning = tuning or ConsumerTuning()
         # kafka-python can (rarely) stay in a join that never completes while the group goes on
         # without it; after this long out of a stable group the consumer is built anew.
@@ -179,7 +187,7 @@ class KafkaSource:
     # -- main thread ------------------------------------------------------------------------
 
     def poll(self, timeout_s: float, max_records: int | None = None) -> Polled:
-        raw = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        raw = self._poll_kafka(timeout_s, max_records)
         self._watchdog()
         with self._lock:
             polled = Polled(revoked=self._revoked, assigned=self._assigned)
@@ -201,6 +209,34 @@ class KafkaSource:
         if polled.count:
             self.last_contact = time.monotonic()
         return polled
+
+    def _poll_kafka(self, timeout_s: float, max_records: int | None) -> Mapping[Any, list[Any]]:
+        """kafka-python's poll; a retriable error out of it (the broker away) is no records.
+
+        For a broker that does not answer, kafka-python 3 raises ``RetriableError`` subclasses
+        (``KafkaConnectionError``, ``NodeNotReadyError``, ``Cancelled``, timeouts), from the
+        group coordinator's or the committed offsets' step of its poll: before any record is
+        drained, so nothing fetched is dropped, and its state stays consistent for the next
+        call (the join, the positions it was establishing and their validation resume there).
+        Anything else (authentication, a bad setting, a truncated log) still propagates:
+        retrying would not help.
+        """
+        from kafka.errors import RetriableError
+
+        started = time.monotonic()
+        try:
+            raw: Mapping[Any, list[Any]] = self._consumer.poll(
+                timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except RetriableError as exc:
+            now = time.monotonic()
+            since = self._poll_failing[0] if self._poll_failing else now
+            self._poll_failing = (since, self.settings.redact(str(exc)))
+            # kafka-python may raise at once, again and again: wait out the poll's time, as a
+            # poll would have, so the loop does not spin while the broker is away.
+            time.sleep(max(0.0, started + timeout_s - now))
+            return {}
+        self._poll_failing = None
+        return raw
 
     def _position(self, assigned: set[TP]) -> None:
         from kafka import TopicPartition
@@ -269,12 +305,15 @@ class KafkaSource:
         now = time.monotonic()
         if now - self._last_probe < 1.0:
             return
-        if self.probe():
+        answered, failing = self.probe(), self._poll_failing
+        if answered and failing is None:
             return
-        silent = now - self.last_contact
+        # A broker that answers the probe while every poll fails is away too, for polling.
+        silent = now - (failing[0] if answered and failing else self.last_contact)
         if silent > self.broker_timeout_s:
+            cause = f", last error {failing[1]}" if failing else ""
             raise BrokerUnavailable(
-                f"Kafka at {self.settings.bootstrap} has not answered for {silent:.0f}s "
+                f"Kafka at {self.settings.bootstrap} has not answered for {silent:.0f}s{cause} "
                 f"(--broker-timeout {self.broker_timeout_s:g}): start it or check the address, "
                 "then run again; every committed batch is kept and ingestion resumes after it"
             )

@@ -1,4 +1,5 @@
-"""Helpers for the ingest tests: realistic events, garbage, ingester subprocesses, store counts."""
+"""Helpers for the ingest tests: realistic events, garbage, ingester subprocesses, store counts,
+a broker of a test's own to stop and start."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import duckdb
 import numpy as np
 
 from fleetlog.ingest import contract as c
+from fleetlog.ingest.kafka import broker
 from fleetlog.ingest.kafka.producer import Publisher
 from fleetlog.ingest.kafka.settings import KafkaSettings
 from fleetlog.ingest.store.shards import read_sidecar
@@ -39,6 +41,28 @@ def job_event(i: int) -> c.Envelope:
 
 
 GARBAGE = [b"\x93not msgpack", b"{\"id\": 1}", b"", b"\xc1"]
+
+
+# A test that stops its broker starts one of its own: on this port and the next when set (so a
+# developer on a shared machine keeps to the ports they were given), else on two free ports.
+OWN_BROKER_PORT_ENV = "FLEETLOG_TEST_OWN_BROKER_PORT"
+
+
+class OwnBroker:
+    """A local broker a test starts, stops and starts again (same data, same ports)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        given = os.environ.get(OWN_BROKER_PORT_ENV)
+        self.port = int(given) if given else broker.free_port()
+        self.controller_port = self.port + 1 if given else broker.free_port()
+        self.data_dir = data_dir
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    def up(self) -> None:
+        broker.up(self.data_dir, port=self.port, controller_port=self.controller_port)
+
+    def down(self) -> None:
+        broker.down(self.data_dir)
 
 
 def create_topics(settings: KafkaSettings, prefix: str, partitions: int = 4) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from ingest_support import (
+    OwnBroker,
     Producer,
     group_landed,
     ingest_cmd,
@@ -152,21 +153,20 @@ def test_sigkill_in_the_middle_of_batches_loses_and_duplicates_nothing(
 
 @pytest.mark.slow
 def test_a_broker_restart_while_following_loses_nothing(unique_name, tmp_path: Path):
-    data = tmp_path / "kafka"
-    port, controller = broker.free_port(), broker.free_port()
-    state = broker.up(data, port=port, controller_port=controller)
+    own = OwnBroker(tmp_path / "kafka")
+    own.up()
     try:
-        settings = resolve(state.bootstrap, env={})
+        settings = resolve(own.bootstrap, env={})
         prefix, db, log = unique_name("restart"), tmp_path / "fleet.duckdb", tmp_path / "i.log"
         with Feed(settings, prefix, events=600, per_s=2000) as first:
             pass
-        process = start([*ingest_cmd(state.bootstrap, prefix, db, "--follow", "--in-process",
+        process = start([*ingest_cmd(own.bootstrap, prefix, db, "--follow", "--in-process",
                                      "--broker-timeout", "120")], log)
         wait_for(lambda: group_landed(db) == first.sent, 60, "the first events to land")
-        broker.down(data)
+        own.down()
         time.sleep(2)
         assert process.poll() is None, "the ingester must wait for the broker"
-        broker.up(data, port=port, controller_port=controller)
+        own.up()
         with Feed(settings, prefix, events=600, per_s=2000) as second:
             pass
         # Events 0..599 again: same ids, so they land once; the offsets still count them.
@@ -174,7 +174,7 @@ def test_a_broker_restart_while_following_loses_nothing(unique_name, tmp_path: P
                  "the events sent after the restart to land")
         assert stop(process) == 0
     finally:
-        broker.down(data)
+        own.down()
     _check_exactly_once([first, second], db)
     assert summary(log)["duplicates"] == second.sent - second.producer.garbage + (
         first.sent - first.producer.garbage - 600)
