@@ -46,16 +46,21 @@ PERSIST_SCRAPES: Final = 6
 MIN_TRAFFIC_SHARE: Final = 0.05
 
 
-def _node_ports(ctx: AnalysisContext) -> pl.DataFrame:
-    rows = [(sw, port, peer[4:].split("/", 1)[0], peer)
-            for (sw, port), peer in ctx.projections.topology.links.items()
-            if peer.startswith("nic:")]
+def node_ports(ctx: AnalysisContext) -> pl.DataFrame:
+    """(switch, port, node, peer, rail): every node-facing port, the NIC it faces and that
+    NIC's index (its rail: rail i of every node goes to leaf i of its scalable unit)."""
+    rows = []
+    for (sw, port), peer in ctx.projections.topology.links.items():
+        if not peer.startswith("nic:"):
+            continue
+        node, _, index = peer[4:].partition("/")
+        rows.append((sw, port, node, peer, int(index) if index.isdigit() else None))
     return pl.DataFrame(rows, schema={"switch": pl.String, "port": pl.Int64, "node": pl.String,
-                                      "peer": pl.String}, orient="row")
+                                      "peer": pl.String, "rail": pl.Int64}, orient="row")
 
 
 def detect_port_rates(ctx: AnalysisContext) -> list[Finding]:
-    ports = _node_ports(ctx)
+    ports = node_ports(ctx)
     if ports.is_empty():
         return []
     # The shared grouped scan of every port (scans.port_buckets, PORT_BUCKET_S windows).
