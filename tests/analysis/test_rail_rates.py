@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-from fleet_builders import Cluster, job
+from fleet_builders import Cluster, analyze_cluster, job, only
 
 from fleetlog.analysis.context import AnalysisContext, Finding, build_context
 from fleetlog.analysis.detectors import rail_rates
@@ -131,19 +131,21 @@ def test_the_bounded_peer_sample_gives_the_verdict_of_all_peers(node_network: Pa
             assert abs(detect - first(everyone)[key]) <= 2 * ctx.interval_us
 
 
-def _half_node(job_nodes: list[int], other_nodes: list[int]) -> Cluster:
-    """Two jobs carrying the same traffic per rail (5 % noise); every port of n00001, in the
-    first job, at half its rate after the first 10 minutes."""
+def _half_node(job_nodes: list[int], other_nodes: list[int],
+               rails: range = range(8)) -> Cluster:
+    """Two jobs carrying the same traffic per rail (5 % noise); the ports of n00001 (in the
+    first job) on ``rails`` at half their rate after the first 10 minutes."""
     cluster = Cluster(nodes=8, scrapes=240, traffic=True)
     job(cluster, "j1", job_nodes)
-    job(cluster, "j2", other_nodes)
+    if other_nodes:
+        job(cluster, "j2", other_nodes)
     noise = np.random.default_rng(3).normal(0.0, 0.05, (240, 8, 9, 2))
 
     def rates(s: int, switch: str, port: int, v: dict[str, float]) -> None:
         leaf = int(switch.rsplit("-", 1)[1])
         v["xmit_rate"] = 1e9 * (1.0 + float(noise[s, leaf, port, 0]))
         v["rcv_rate"] = 1e9 * (1.0 + float(noise[s, leaf, port, 1]))
-        if port == 1 and s >= 60:  # n00001 faces port 1 of every leaf
+        if port == 1 and leaf in rails and s >= 60:  # n00001 faces port 1 of every leaf
             v["xmit_rate"] *= 0.5
             v["rcv_rate"] *= 0.5
 
@@ -162,3 +164,15 @@ def test_a_job_of_too_few_nodes_compares_nothing(db_path: Path, job_nodes: list[
         findings = rail_rates.detect_rail_rates(ctx)
         assert [(f.kind, f.entity) for f in findings] == (
             [("node_ports_slow", "node:n00001")] if found else [])
+
+
+def test_half_the_rails_slow_is_the_nodes_incident_with_its_ports_as_evidence(
+        db_path: Path) -> None:
+    """Four of eight rails at half: against the node's median each of them is a ``port_slow``
+    too; they are the node's evidence, not four link incidents."""
+    incident = only(analyze_cluster(_half_node(list(range(8)), [], rails=range(4)), db_path))
+    assert (incident.category, incident.root) == ("host_hw", "node:n00001")
+    assert incident.candidates[1][:2] in {("nic", f"nic:n00001/{r}") for r in range(4)}
+    slow_ports = {f.entity for f in incident.findings if f.kind == "port_slow"}
+    assert slow_ports == {f"link:leaf-su01-{r}/1" for r in range(4)}
+    assert "node_ports_slow" in {f.kind for f in incident.findings}
