@@ -7,6 +7,8 @@ over every rail alike, so at each scrape they carry about the same ``xmit_data``
 rate, whatever the job's phase. A port whose rate stays well below the median of its node's
 other ports (``PORT_RATE_RATIO``), in either direction, while they carry traffic, for
 ``PERSIST_SCRAPES`` smoothed scrapes in a row -> ``port_slow`` (the link, facing that NIC).
+A node whose rails are all slow lags against none of them: ``rail_rates`` compares each rail
+with the same rail of the job's other nodes for that.
 
 Same two-pass plan as the GPU detectors: ``BUCKET_S`` buckets of every port pick the few nodes
 where one port lags, then the scrape-level rule runs on those nodes' ports, around the buckets
