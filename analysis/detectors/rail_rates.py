@@ -283,7 +283,8 @@ def _finding(node: str, run: pl.DataFrame, onset: pl.DataFrame) -> Finding:
         detect_us=int(fire["t"][0]), end_us=int(run["t"][-1]),
         text=f"node {node}'s NIC ports carry {ratio:.0%} of the data rate of the same rails on "
         f"job {job}'s other nodes ({len(slow_rails)} of {len(lowest)} rails slow at once), with "
-        "no error counter: the node's path to its NICs (PCIe, NIC mode), not one link",
+        "no error counter: the node's path to its NICs, not one link (check the NICs' PCIe "
+        "link width and speed, lspci -vv LnkSta, and their rate and mode, ibstat)",
         # a lower data rate is no link error (analysis/evidence.py): kept, not cited
         attrs={"node": node, "job": job, "nic": nic, "rails": slow_rails,
                "rate_ratio": round(ratio, 3),
