@@ -242,7 +242,6 @@ def _node_runs(ctx: AnalysisContext, ratios: pl.DataFrame,
                 .group_by("node", "w", "slot", maintain_order=True).agg(
                     pl.col("t").min(), pl.col("job").first(), pl.col("event_id").first(),
                     (pl.col("smooth") <= PORT_RATE_RATIO).sum().alias("low"),
-                    pl.col("smooth").median().alias("node_ratio"),
                     pl.col("rail"), pl.col("smooth"))
                 .join(rails, on="node")
                 .with_columns((pl.col("low") >= (pl.col("rails") * NODE_RAIL_SHARE).ceil())
@@ -276,13 +275,14 @@ def _finding(node: str, run: pl.DataFrame, onset: pl.DataFrame) -> Finding:
             lowest[int(rail)] = min(float(value), lowest.get(int(rail), math.inf))
     slow_rails = sorted(r for r, v in lowest.items() if v <= PORT_RATE_RATIO)
     nic = c.nic_entity(node, min(lowest, key=lambda r: (lowest[r], r)))
-    ratio = float(run["node_ratio"].min())  # type: ignore[arg-type]
+    # the slow rails' typical share (every rail of a run is at or below it at some scrape)
+    ratio = float(np.median([lowest[r] for r in slow_rails]))
     job = str(run["job"][0])
     return Finding(
         kind="node_ports_slow", entity=c.node_entity(node), onset_us=int(onset["t"][0]),
         detect_us=int(fire["t"][0]), end_us=int(run["t"][-1]),
-        text=f"node {node}'s NIC ports carry {ratio:.0%} of the data rate of the same rails on "
-        f"job {job}'s other nodes ({len(slow_rails)} of {len(lowest)} rails slow at once), with "
+        text=f"{len(slow_rails)} of the {len(lowest)} NIC ports of node {node} carry {ratio:.0%} "
+        f"of the data rate of the same rails on job {job}'s other nodes, with "
         "no error counter: the node's path to its NICs, not one link (check the NICs' PCIe "
         "link width and speed, lspci -vv LnkSta, and their rate and mode, ibstat)",
         # a lower data rate is no link error (analysis/evidence.py): kept, not cited
