@@ -54,7 +54,9 @@ GPU_KINDS: Final = frozenset({
 })
 # Fail-slow evidence (analysis/detectors/peers.py, port_rates.py): a part slower than its peers.
 GPU_SLOW_KINDS: Final = frozenset({"gpu_slow", "gpu_power_low", "hw_slowdown"})
-NODE_SLOW_KINDS: Final = frozenset({"node_slow", "node_throttled"})
+# A node whose NIC ports all carry less than the same rails of its job (detectors/rail_rates.py).
+NODE_PORTS_KIND: Final = "node_ports_slow"
+NODE_SLOW_KINDS: Final = frozenset({"node_slow", "node_throttled", NODE_PORTS_KIND})
 # A slowed job's weak signal on one GPU (analysis/detectors/job_parts.py).
 JOB_PART_KIND: Final = "gpu_slows_job"
 PORT_KINDS: Final = frozenset({"port_errors", "rcv_errors", "link_down", "port_slow"})
@@ -369,9 +371,13 @@ class _Diagnosis:
 
     def slow_nodes(self) -> None:
         """A node held back as a whole (its busy clock or power below its job's other nodes,
-        or most of its GPUs reporting HW slowdown / power brake together): ``host_hw`` on the
-        node, not one incident per GPU. Its GPUs' own slow findings during it are its evidence."""
+        most of its GPUs reporting HW slowdown / power brake together, or its NIC ports
+        carrying less than the same rails of its job's other nodes): ``host_hw`` on the node,
+        not one incident per GPU or port. Its GPUs' own slow findings during it are its
+        evidence, and its ports' (``port_slow``) when its NICs are what is slow: the slowest
+        NIC is the second candidate."""
         self.set_aside_hung()
+        self.node_ports_of_incidents()
         slow = self.take(lambda f: f.kind in NODE_SLOW_KINDS)
         by_node: dict[str, list[Finding]] = defaultdict(list)
         for f in slow:
@@ -383,10 +389,30 @@ class _Diagnosis:
                 end = max(f.end_us for f in cluster)
                 cluster += self.take(_slow_gpu_of(node, start, end))
                 scores = {("host_hw", entity): 0.8, ("host_maintenance", entity): 0.05}
+                nics = [f for f in cluster if f.kind == NODE_PORTS_KIND]
+                if nics:
+                    cluster += self.take(_slow_port_of(node, start, end))
+                    scores[("nic", str(nics[0].attrs.get("nic") or entity))] = 0.15
                 rack = self.topo.rack_of(node)
-                if rack:
+                if rack and not nics:
                     scores[("rack_power", c.rack_entity(rack))] = 0.15
                 self.incidents.append(_new("host_hw", entity, cluster, scores, nodes={node}))
+
+    def node_ports_of_incidents(self) -> None:
+        """A node that went down, dark or into maintenance while its job still ran carries no
+        traffic on any rail: its ports slow against their rails are that incident's evidence
+        (the node's own or its rack's), not a second incident."""
+        def owner(f: Finding) -> Incident | None:
+            rack = self.topo.rack_of(f.node or "")
+            roots = {c.node_entity(f.node or "")} | ({c.rack_entity(rack)} if rack else set())
+            return next((i for i in self.incidents if i.root in roots
+                         and i.start_us - 2 * MIN <= f.end_us
+                         and f.onset_us <= i.end_us + 30 * MIN), None)
+
+        for f in self.take(lambda f: f.kind == NODE_PORTS_KIND and owner(f) is not None):
+            incident = owner(f)
+            assert incident is not None
+            incident.add(f)
 
     def set_aside_hung(self) -> None:
         """Ranks spinning in a hung collective sit at full utilization with their power down:
@@ -669,6 +695,13 @@ def _covers(incident: Incident, f: Finding) -> bool:
 def _slow_gpu_of(node: str, start_us: int, end_us: int) -> Callable[[Finding], bool]:
     """A GPU fail-slow finding on ``node`` that starts within ``[start_us, end_us]``."""
     return lambda f: (f.kind in GPU_SLOW_KINDS and f.node == node
+                      and start_us <= f.onset_us <= end_us)
+
+
+def _slow_port_of(node: str, start_us: int, end_us: int) -> Callable[[Finding], bool]:
+    """A ``port_slow`` finding on a port facing ``node`` that starts within
+    ``[start_us, end_us]``."""
+    return lambda f: (f.kind == "port_slow" and f.node == node
                       and start_us <= f.onset_us <= end_us)
 
 

@@ -1,11 +1,12 @@
 """Fail-slow (gray) faults: a part runs slow and no error counter or XID names it.
 
 Each kind belongs to the category of the part at fault (../shared/DESIGN.md, docs/faults.md):
-a GPU running slow is ``gpu_hw``, a node held at a power cap ``host_hw``, a link at reduced
-bandwidth ``network``. What marks them is that only a comparison with peers shows them: the
-other GPUs of the node, the other ranks of the job, the other ports of the node or rail. The
-truth record's ``detail`` starts with the kind (``clock_drop: ...``) and its ``scenario`` is the
-``failslow...`` scenario that injected it.
+a GPU running slow is ``gpu_hw``, a node held at a power cap or with every NIC port slow
+``host_hw``, a link at reduced bandwidth ``network``. What marks them is that only a comparison
+with peers shows them: the other GPUs of the node, the other ranks of the job, the other ports
+of the node, the same rail of the job's other nodes. The truth record's ``detail`` starts with
+the kind (``clock_drop: ...``) and its ``scenario`` is the ``failslow...`` scenario that
+injected it.
 
 Every magnitude, ramp and lag is drawn per fault from ``RANGES`` (the numbers docs/faults.md
 quotes), from the fault stream of the seed. The slowed job is the straggler effect: a
@@ -45,6 +46,12 @@ RANGES: Final[dict[str, dict[str, Range]]] = {
     },
     "port_bandwidth": {
         "rate": Range(40, 60, "%", 0.01),  # of its data rate, transmit and receive
+        "slowdown": Range(10, 50, "%", 0.01),
+    },
+    "node_network": {
+        # every NIC port of the node, transmit and receive: a PCIe root port or switch trained
+        # down a width or speed step (half), or a NIC in a degraded mode
+        "rate": Range(40, 65, "%", 0.01),
         "slowdown": Range(10, 50, "%", 0.01),
     },
     "nvlink_bandwidth": {
@@ -144,6 +151,22 @@ def port_bandwidth(sim: World, f: Fault) -> None:
     f.detail = f"port_bandwidth: data rate {rate:.0%} of normal, job +{slowdown:.0%}, no errors"
 
 
+def node_network(sim: World, f: Fault) -> None:
+    """Every NIC port of one node at the same drawn share of its data rate, no error counter:
+    against its own node no port lags, only the same rails of its job's other nodes show it."""
+    t0 = _start(sim, f, [f.node])
+    rails = range(sim.topo.gpus_per_node)
+    ports = np.asarray([sim.topo.down_port[f.node, rail] for rail in rails], dtype=np.intp)
+    ports = ports[ports >= 0]
+    f.touch(*(sim.topo.nic_entity(f.node, rail) for rail in rails))
+    rate, slowdown = _draw(sim, "node_network", "rate"), _draw(sim, "node_network", "slowdown")
+    sim.tel.add(Overlay(f, "port_rate", ports, t0, t0, value=rate))
+    sim.tel.add(Overlay(f, "slow", _gpus(), t0, t0, clock=1.0 / (1.0 + slowdown),
+                        nodes=(f.node,)))
+    f.detail = (f"node_network: every NIC port at {rate:.0%} of its data rate, job "
+                f"+{slowdown:.0%}, no errors")
+
+
 def nvlink_bandwidth(sim: World, f: Fault) -> None:
     """One GPU's NVLink runs degraded: its power falls at full clock, the job slows; in some
     faults a trickle of CRC errors far below what precedes an XID 74."""
@@ -167,5 +190,6 @@ def nvlink_bandwidth(sim: World, f: Fault) -> None:
 SYMPTOMS: Final[dict[str, Callable[[World, Fault], None]]] = {
     "clock_drop": clock_drop, "power_cap": power_cap, "pcie_degraded": pcie_degraded,
     "port_bandwidth": port_bandwidth, "nvlink_bandwidth": nvlink_bandwidth,
+    "node_network": node_network,
 }
 assert set(SYMPTOMS) == set(FAILSLOW_KINDS) == set(RANGES)

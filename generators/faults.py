@@ -53,8 +53,15 @@ assert set(VARIANTS) == set(ALL_CATEGORIES)
 # only by the failslow scenarios, so the calibrated mix above keeps its shapes.
 FAILSLOW_KINDS: Final = {
     "clock_drop": "gpu_hw", "power_cap": "host_hw", "pcie_degraded": "gpu_hw",
-    "port_bandwidth": "network", "nvlink_bandwidth": "gpu_hw",
+    "port_bandwidth": "network", "nvlink_bandwidth": "gpu_hw", "node_network": "host_hw",
 }
+# The ``failslow`` family's rounds: each kind twice, a round after another. Kinds added later
+# come in a round of their own after the first, so the first round's faults keep their times
+# and draws on every seed (the family's results stay comparable across versions).
+FAILSLOW_ROUNDS: Final = (
+    ("clock_drop", "power_cap", "pcie_degraded", "port_bandwidth", "nvlink_bandwidth"),
+    ("node_network",),
+)
 FAILSLOW_SUMMARY: Final = {
     "clock_drop": "one GPU's SM clock and power drop 25-40 % with no throttle bit or XID, util "
                   "stays high, its job slows",
@@ -65,8 +72,11 @@ FAILSLOW_SUMMARY: Final = {
                       "its job slower",
     "nvlink_bandwidth": "one GPU's NVLink degraded: power down at full clock, its job slower, "
                         "maybe a trickle of CRC errors",
+    "node_network": "every NIC port of one node at 40-65 % of its data rate (its PCIe path or "
+                    "NIC mode), no error counter, its job slower",
 }
 assert set(FAILSLOW_SUMMARY) == set(FAILSLOW_KINDS)
+assert sorted(k for r in FAILSLOW_ROUNDS for k in r) == sorted(FAILSLOW_KINDS)
 
 # Time to repair (out of service until back, hours): lognormal (mu, sigma of ln hours) fitted on
 # the real InfiniteHBD trace (584 node faults on 400 servers over 345 days; median 20.4 h, mean
@@ -223,8 +233,9 @@ def _build_scenarios() -> dict[str, Scenario]:
     scenarios.append(Scenario(
         "failslow", "the fail-slow family: each of " + ", ".join(FAILSLOW_KINDS)
         + " twice, no error counter or XID naming them, no other fault",
-        scripted=tuple(Scripted(round(0.05 + 0.06 * i, 2), category, kind)
-                       for i, (kind, category) in enumerate([*FAILSLOW_KINDS.items()] * 2)),
+        scripted=tuple(Scripted(round(0.05 + 0.06 * i, 2), FAILSLOW_KINDS[kind], kind)
+                       for i, kind in enumerate(k for kinds in FAILSLOW_ROUNDS
+                                                for k in [*kinds] * 2)),
     ))
     scenarios.append(Scenario(
         "quiet_confounders", "no faults, but what looks like them: planned checkpoints and jobs "

@@ -24,6 +24,7 @@ from fleetlog.analysis.detectors.learned import detect_learned
 from fleetlog.analysis.detectors.network import detect_ports
 from fleetlog.analysis.detectors.peers import detect_peers
 from fleetlog.analysis.detectors.port_rates import detect_port_rates
+from fleetlog.analysis.detectors.rail_rates import detect_rail_rates
 from fleetlog.analysis.detectors.thermal import detect_thermal
 from fleetlog.analysis.detectors.xid import detect_xids
 
@@ -38,6 +39,7 @@ DETECTORS: Final[dict[str, Detector]] = {
     "ports": detect_ports,
     "peers": detect_peers,
     "port_rates": detect_port_rates,
+    "rail_rates": detect_rail_rates,
     "job_failures": detect_job_failures,
     "stalls": detect_stalls,
     "loss": detect_loss,

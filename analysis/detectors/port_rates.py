@@ -7,6 +7,8 @@ over every rail alike, so at each scrape they carry about the same ``xmit_data``
 rate, whatever the job's phase. A port whose rate stays well below the median of its node's
 other ports (``PORT_RATE_RATIO``), in either direction, while they carry traffic, for
 ``PERSIST_SCRAPES`` smoothed scrapes in a row -> ``port_slow`` (the link, facing that NIC).
+A node whose rails are all slow lags against none of them: ``rail_rates`` compares each rail
+with the same rail of the job's other nodes for that.
 
 Same two-pass plan as the GPU detectors: ``BUCKET_S`` buckets of every port pick the few nodes
 where one port lags, then the scrape-level rule runs on those nodes' ports, around the buckets
@@ -46,16 +48,21 @@ PERSIST_SCRAPES: Final = 6
 MIN_TRAFFIC_SHARE: Final = 0.05
 
 
-def _node_ports(ctx: AnalysisContext) -> pl.DataFrame:
-    rows = [(sw, port, peer[4:].split("/", 1)[0], peer)
-            for (sw, port), peer in ctx.projections.topology.links.items()
-            if peer.startswith("nic:")]
+def node_ports(ctx: AnalysisContext) -> pl.DataFrame:
+    """(switch, port, node, peer, rail): every node-facing port, the NIC it faces and that
+    NIC's index (its rail: rail i of every node goes to leaf i of its scalable unit)."""
+    rows = []
+    for (sw, port), peer in ctx.projections.topology.links.items():
+        if not peer.startswith("nic:"):
+            continue
+        node, _, index = peer[4:].partition("/")
+        rows.append((sw, port, node, peer, int(index) if index.isdigit() else None))
     return pl.DataFrame(rows, schema={"switch": pl.String, "port": pl.Int64, "node": pl.String,
-                                      "peer": pl.String}, orient="row")
+                                      "peer": pl.String, "rail": pl.Int64}, orient="row")
 
 
 def detect_port_rates(ctx: AnalysisContext) -> list[Finding]:
-    ports = _node_ports(ctx)
+    ports = node_ports(ctx)
     if ports.is_empty():
         return []
     # The shared grouped scan of every port (scans.port_buckets, PORT_BUCKET_S windows).

@@ -16,7 +16,8 @@ from fleetlog.generators.run import simulate
 from fleetlog.ingest import contract as c
 
 SEED = 11  # the figures (bench/failslow.py, docs/analysis.md) use seeds 701-705
-KINDS = ("clock_drop", "power_cap", "pcie_degraded", "port_bandwidth", "nvlink_bandwidth")
+KINDS = ("clock_drop", "power_cap", "pcie_degraded", "port_bandwidth", "nvlink_bandwidth",
+         "node_network")
 
 
 @pytest.mark.slow

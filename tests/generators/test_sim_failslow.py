@@ -191,6 +191,41 @@ def test_nvlink_bandwidth_lowers_power_at_full_clock(simulate_run) -> None:
         _no_xid_on(run, run.sim.topo.node_names[node], truth.start_us, hi)
 
 
+def test_node_network_slows_every_nic_port_of_one_node_alike(simulate_run) -> None:
+    """Against its own node no port lags (every rail alike); against the same rail of another
+    node of its job each carries the drawn share; no error counter moves."""
+    run = simulate_run("failslow_node_network")
+    topo, ports = run.sim.topo, run.ports()
+    for truth in _truths(run, "node_network"):
+        node = run.node_index(truth.entity.removeprefix("node:"))
+        assert {a for a in truth.affected if a.startswith("nic:")} == {
+            topo.nic_entity(node, r) for r in range(topo.gpus_per_node)}
+        job = next(a.removeprefix("job:") for a in truth.affected if a.startswith("job:"))
+        lo, hi = _window(run, truth)
+        placed = [e.payload for e in run.of(c.JobPlaced)
+                  if e.payload.job == job and e.time_us <= truth.start_us][-1]
+        peer = next(run.node_index(n) for n in placed.nodes
+                    if run.node_index(n) != node and run.sim.tel.node_up[run.node_index(n)])
+
+        def increase(n: int, rail: int, column: str, lo: int = lo, hi: int = hi) -> float:
+            p = int(topo.down_port[n, rail])
+            ts, values = run.series(ports, column, switch=int(topo.port_switch[p]),
+                                    port=int(topo.port_number[p]))
+            values = values[(ts >= lo) & (ts < hi)]
+            return float(values[-1] - values[0])
+
+        for column in ("xmit_data", "rcv_data"):
+            mine = [increase(node, r, column) for r in range(topo.gpus_per_node)]
+            theirs = [increase(peer, r, column) for r in range(topo.gpus_per_node)]
+            assert max(mine) / min(mine) < 1.1, mine  # no rail lags against its node
+            for a, b in zip(mine, theirs, strict=True):
+                assert 0.35 <= a / b <= 0.7, (column, a / b)
+        for column in ("symbol_error", "rcv_errors", "link_downed", "link_error_recovery"):
+            assert all(increase(node, r, column) == 0 for r in range(topo.gpus_per_node))
+        ratio = _job_slowdown(run, truth)
+        assert ratio is None or ratio > 1.05, ratio
+
+
 def test_the_family_runs_every_kind_twice(simulate_run) -> None:
     run = simulate_run("failslow")
     kinds = sorted(t.detail.split(":")[0] for t in run.truth)

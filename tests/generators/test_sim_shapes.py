@@ -130,7 +130,7 @@ def test_the_command_takes_shapes_and_lists_the_new_scenarios() -> None:
                                  "--scenario", "failslow", "--shapes", "wide", "--to", "null:",
                                  "--json"])
     assert result.exit_code == 0, result.output
-    assert '"faults": 10' in result.output
+    assert f'"faults": {2 * len(FAILSLOW_KINDS)}' in result.output  # each kind twice
     result = runner.invoke(cli, ["simulate", "--nodes", "8", "--shapes", "narrow", "--to",
                                  "null:"])
     assert result.exit_code == 2 and "--shapes" in result.output
