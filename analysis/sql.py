@@ -166,8 +166,10 @@ class ReadOnlyStore:
             while not done.wait(0.5):
                 pass
         except KeyboardInterrupt:
-            self.con.interrupt()
-            done.wait()
+            # Again until the worker is done: an interrupt that comes before DuckDB has started
+            # the query (a loaded machine) is lost, and the query would then run to its end.
+            while not done.wait(0.1):
+                self.con.interrupt()
             raise
         if failure:
             raise failure[0]

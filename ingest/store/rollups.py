@@ -31,9 +31,11 @@ what it pre-computes, the analysis says how to read it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 
 import duckdb
@@ -347,6 +349,26 @@ class RollupKeeper:
         self.oldest_open: int | None = None  # the first hour not rolled up by this writer
         self.stale: dict[int, float] = {}  # hour -> monotonic time samples last landed in it
         self.rolled = 0
+        self.failed = 0  # hours whose rollup failed (left to the samples)
+        self.last_error: str | None = None
+
+    def _roll(self, chunk: int) -> None:
+        """Roll one hour up. A rollup only saves readers time: one that fails (DuckDB out of
+        the writer's memory limit, say) leaves the hour to be computed from its samples, is
+        said once on stderr, and never fails the landing (the batches are committed)."""
+        try:
+            roll(self.con, chunk)
+        except duckdb.Error as exc:
+            self.failed += 1
+            self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if self.failed == 1:
+                hour = datetime.fromtimestamp(chunk / US, UTC).isoformat()
+                logging.getLogger(__name__).warning(
+                    "rolling up the hour from %s failed (%s): readers compute it from the "
+                    "samples; `fleetlog rollup --db FILE` rolls it up later", hour,
+                    self.last_error)
+        else:
+            self.rolled += 1
 
     def landed(self, spans: Iterable[tuple[int, int]]) -> None:
         """After a commit: ``spans`` are (oldest, newest) sample times of each sample table."""
@@ -371,14 +393,12 @@ class RollupKeeper:
                       for source in SOURCES.values()]
             for chunk in sorted({chunk for part in counts for chunk in part}):
                 self.stale.pop(chunk, None)
-                roll(self.con, chunk)
-                self.rolled += 1
+                self._roll(chunk)
             self.oldest_open = closed
         for chunk, touched in sorted(self.stale.items()):
             if now - touched >= QUIET_S:
                 del self.stale[chunk]
-                roll(self.con, chunk)
-                self.rolled += 1
+                self._roll(chunk)
 
     def close(self) -> None:
         """The writer is done: roll up the hours still open and the stale ones waiting for quiet.
@@ -389,7 +409,6 @@ class RollupKeeper:
             todo |= {chunk for source in SOURCES.values() for chunk in source_counts(
                 self.con, source, self.oldest_open, self.newest // CHUNK_US * CHUNK_US + CHUNK_US)}
         for chunk in sorted(todo):
-            roll(self.con, chunk)
-            self.rolled += 1
+            self._roll(chunk)
         self.stale.clear()
         self.oldest_open = None

@@ -228,12 +228,14 @@ class StoreWriter:
             self._restore_memory_limit()
 
     def _keep_rollups(self, step: Callable[[], None]) -> None:
-        """Run a step of the rollup keeper; a failure of the store is a ``StoreError`` (the
-        batches stay landed: the rollups are rebuilt from them by ``fleetlog rollup``)."""
+        """Run a step of the rollup keeper (it survives a failed rollup itself); a failure of
+        the store in its bookkeeping is a ``StoreError``, which says the batches are kept."""
         try:
             step()
         except duckdb.Error as exc:
-            raise _storage_error(exc) from exc
+            raise StoreError(f"rolling up the store's hours failed ({_first_line(exc)}); every "
+                             "committed batch is kept: run `fleetlog rollup` once the store "
+                             "can be written") from exc
 
     def _restore_memory_limit(self) -> None:
         try:

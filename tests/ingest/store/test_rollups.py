@@ -220,3 +220,24 @@ def test_the_rollup_command_on_a_missing_store_is_one_line(tmp_path: Path) -> No
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert result.output.startswith("Error: no database at ")
     assert not (tmp_path / "none.duckdb").exists()
+
+
+def test_a_rollup_that_fails_loses_nothing_and_leaves_the_hour_to_the_samples(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "fleet.duckdb"
+    con = open_store(path)
+    con.execute("CREATE TABLE rollup_gpu_hours (chunk_us BIGINT)")  # a table its rows don't fit
+    events = Cluster(nodes=3, racks_of=2, scrapes=SCRAPES, gpus=2).build()
+    writer = StoreWriter(con)
+    result = writer.write_batch(events)
+    writer.close()
+    assert result.events == len(events)
+    assert writer.rollups.failed == 3 and "gpu_hours" in (writer.rollups.last_error or "")
+    assert "readers compute it from the samples" in caplog.text  # said once, not per hour
+    assert caplog.text.count("rolling up the hour") == 1
+    con = open_store(path, read_only=True)
+    try:
+        assert _stored(con) == {}  # each hour's rollups are one transaction: none kept
+        assert int(con.execute("SELECT count(*) FROM gpu_samples").fetchall()[0][0]) > 0
+    finally:
+        con.close()
