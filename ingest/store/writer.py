@@ -494,7 +494,8 @@ def rollup_store(path: str | Path,
         started = time.monotonic()
         done = rollups.rebuild(con, progress)
     except duckdb.Error as exc:
-        raise _storage_error(exc) from exc
+        raise StoreError(f"rolling up {path} failed ({_first_line(exc)}); the hours rolled up "
+                         "before it are kept: free memory or disk, then run it again") from exc
     finally:
         con.close()
     return {"db": str(path), **done, "seconds": round(time.monotonic() - started, 1)}

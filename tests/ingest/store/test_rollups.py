@@ -241,3 +241,17 @@ def test_a_rollup_that_fails_loses_nothing_and_leaves_the_hour_to_the_samples(
         assert int(con.execute("SELECT count(*) FROM gpu_samples").fetchall()[0][0]) > 0
     finally:
         con.close()
+
+
+def test_the_rollup_command_says_in_one_line_when_rolling_up_fails(landed: Path) -> None:
+    con = open_store(landed)
+    try:  # a table the rollup's rows do not fit, where no version record says to replace it
+        con.execute("DELETE FROM rollup_chunks")
+        con.execute("DROP TABLE rollup_gpu_hours")
+        con.execute("CREATE TABLE rollup_gpu_hours (chunk_us BIGINT)")
+    finally:
+        con.close()
+    result = CliRunner().invoke(cli, ["rollup", "--db", str(landed)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"Error: rolling up {landed} failed (")
+    assert "run it again" in result.output
