@@ -220,7 +220,10 @@ def test_ctrl_c_during_a_query_exits_130(store: Path) -> None:
     """A real Ctrl-C (SIGINT) while DuckDB runs a query typed at the prompt."""
     process = subprocess.Popen(
         [sys.executable, "-m", "fleetlog", "sql", "--db", str(store)], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As at a terminal: a suite started in the background of a script inherits SIGINT
+        # ignored (POSIX shells ignore it for background jobs), and so would the prompt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stdin is not None and process.stderr is not None
     assert process.stderr.readline().startswith("fleetlog sql (read-only)")  # at the prompt
     process.stdin.write("SELECT sum(a.range * b.range) FROM range(300000) a, range(300000) b;\n")
