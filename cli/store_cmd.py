@@ -26,7 +26,7 @@ def init_command(db: Path, fmt: str | None) -> None:
 
 @click.command("rollup")
 @click.option("--db", type=click.Path(path_type=Path), required=True,
-              help="The DuckDB store file (not a folder of shards).")
+              help="The DuckDB store file, or a folder of shards (each file rolled up).")
 @output_options
 def rollup_command(db: Path, fmt: str | None) -> None:
     """Roll up every hour of the store's samples that has no exact rollup yet.
@@ -34,7 +34,7 @@ def rollup_command(db: Path, fmt: str | None) -> None:
     Writers keep the hourly rollups as they land samples (docs/design.md#rollups); this is for
     a store landed before they existed, or one whose hours late samples made stale. The
     analysis computes any hour without one from the samples, so this only makes it faster.
-    Prints JSON: hours rolled up, their source rows, seconds.
+    Prints JSON: hours rolled up, their source rows, seconds (and each file's, for a folder).
 
     Example: fleetlog rollup --db fleet.duckdb
     """

@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from fleetlog.ingest import contract as c
 from fleetlog.ingest.contract import DeadLetter
-from fleetlog.ingest.store import StoreError, StoreMissing, open_store, rollups, tables
+from fleetlog.ingest.store import StoreError, open_store, rollups, store_files, tables
 
 # Where an event came from: (Kafka topic or file, partition or None, offset or line number).
 Origin = tuple[str, int | None, int | None]
@@ -483,19 +483,34 @@ def land(path: str | Path, events: Sequence[c.Envelope]) -> BatchResult:
 
 def rollup_store(path: str | Path,
                  progress: Callable[[int, int], None] | None = None) -> dict[str, object]:
-    """Roll up every hour of the store ``path`` that is not stored exactly
-    (``rollups.rebuild``): a store landed before rollups existed, or samples that landed late.
-    The writer's lock is needed (stop an ingester writing the file first)."""
-    if not Path(path).is_file():
-        raise StoreMissing(f"no database at {path}: pass --db of one store file (roll up "
-                           "the files of a folder of shards one at a time)")
-    con = open_store(path)
-    try:
-        started = time.monotonic()
-        done = rollups.rebuild(con, progress)
-    except duckdb.Error as exc:
-        raise StoreError(f"rolling up {path} failed ({_first_line(exc)}); the hours rolled up "
-                         "before it are kept: free memory or disk, then run it again") from exc
-    finally:
-        con.close()
-    return {"db": str(path), **done, "seconds": round(time.monotonic() - started, 1)}
+    """Roll up every hour of the store ``path`` (a file, or each file of a folder of shards)
+    that is not stored exactly (``rollups.rebuild``): a store landed before rollups existed, or
+    samples that landed late. The writer's lock is needed (stop the ingesters writing the
+    files first). ``progress(done, total)``: hours, over the files so far."""
+    started = time.monotonic()
+    files: list[dict[str, object]] = []
+    hours = rows = 0
+    for file in store_files([path]):
+        con = open_store(file)
+        try:
+            done = rollups.rebuild(con, _offset(progress, hours))
+        except duckdb.Error as exc:
+            raise StoreError(f"rolling up {file} failed ({_first_line(exc)}); the hours rolled "
+                             "up before it are kept: free memory or disk, then run it again"
+                             ) from exc
+        finally:
+            con.close()
+        files.append({"db": str(file), **done})
+        hours, rows = hours + done["hours"], rows + done["source_rows"]
+    return {"db": str(path), "hours": hours, "source_rows": rows,
+            "seconds": round(time.monotonic() - started, 1),
+            **({"files": files} if Path(path).is_dir() else {})}
+
+
+def _offset(progress: Callable[[int, int], None] | None,
+            before: int) -> Callable[[int, int], None] | None:
+    """``progress`` counting on from the ``before`` hours of the files done already."""
+    if progress is None:
+        return None
+    report = progress
+    return lambda done, total: report(before + done, before + total)

@@ -222,6 +222,22 @@ def test_the_rollup_command_on_a_missing_store_is_one_line(tmp_path: Path) -> No
     assert not (tmp_path / "none.duckdb").exists()
 
 
+def test_the_rollup_command_rolls_up_each_file_of_a_folder(tmp_path: Path) -> None:
+    first, second = _split(Cluster(nodes=4, racks_of=2, scrapes=SCRAPES, gpus=2).build())
+    folder = tmp_path / "shards"
+    land(folder / "a.duckdb", first)
+    land(folder / "b.duckdb", second)
+    for path in (folder / "a.duckdb", folder / "b.duckdb"):
+        _without_rollups(path)
+    result = CliRunner().invoke(cli, ["rollup", "--db", str(folder)])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert [Path(f["db"]).name for f in out["files"]] == ["a.duckdb", "b.duckdb"]
+    assert out["hours"] == 6 and all(f["hours"] == 3 for f in out["files"])
+    used, _frames = _union_scans([folder])
+    assert used == [T0, T0 + HOUR, T0 + 2 * HOUR]
+
+
 def test_a_rollup_that_fails_loses_nothing_and_leaves_the_hour_to_the_samples(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "fleet.duckdb"
