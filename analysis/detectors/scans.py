@@ -7,13 +7,16 @@ counters and data rates over ``port_samples``) take them from these grouped scan
 DuckDB (GROUP BY, only the columns needed) and kept for the analysis (``ctx.shared``):
 
 - ``gpu_summary``: per GPU over the window, the row count and first time, each counter's increase,
-  the flags and throttle bits seen (presence, counters, thermal);
+  the flags and throttle bits seen (presence, counters, thermal), rolled up from per-hour parts;
 - ``gpu_buckets``: per GPU and ``GPU_BUCKET_S`` window, the busy SM clock and power, the PCIe
-  replay increase and slow-bit scrapes (the peer rules). Not rolled into one scan with the
-  summary: the summary's dozen aggregates on each of ~12 M bucket groups (a day of 2,048 nodes)
-  made the scan's hash table and frame twice as big (10.7 GB peak) for one pass saved.
+  replay increase and slow-bit scrapes, and the node's medians (the peer rules). Not one scan
+  with the summary: the summary's dozen aggregates on each of ~12 M bucket groups (a day of
+  2,048 nodes) made the scan's hash table and frame twice as big (10.7 GB peak).
 - ``port_buckets``: per port and ``PORT_BUCKET_S`` window, the data counters' increases (the
-  rate rule) and each error counter's minimum and maximum; ``port_summary`` is rolled up from it.
+  rate rules) and each error counter's minimum and maximum; ``port_summary`` is rolled up from it.
+
+Their SQL is the store's (``ingest/store/rollups.py``): writers keep each closed hour of them
+(the rollups), and ``_chunked`` reads an hour from there while it is exact, computing the rest.
 
 The rules that look closer (a rise within minutes, a ratio per scrape) fetch the series of the
 few GPUs or ports these aggregates pick, in a filtered scan of their own (``keyed_series``).
