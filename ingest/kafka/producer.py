@@ -71,7 +71,18 @@ class Publisher:
         self.send_raw(self.topic_for(event), event.key.encode(), c.encode(event))
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
-        future = self._producer.send(topic, key=key, value=value)
+        from kafka.errors import KafkaError
+
+        try:
+            future = self._producer.send(topic, key=key, value=value)
+        except KafkaError as exc:
+            # The broker went away: kafka-python waits for the topic's metadata (or for room in
+            # its full buffer) up to max_block_ms, then raises. An outage, not a bug.
+            raise PublishError(
+                f"Kafka at {self.settings.bootstrap} did not take an event for {topic} "
+                f"({self.settings.redact(str(exc))}): is the broker up? The events sent before "
+                "it may or may not have been delivered; producing them again lands each once"
+            ) from exc
         future.add_errback(self._on_error)
         self.stats.messages += 1
         self.stats.bytes += len(value)
