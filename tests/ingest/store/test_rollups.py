@@ -271,3 +271,32 @@ def test_the_rollup_command_says_in_one_line_when_rolling_up_fails(landed: Path)
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
     assert result.output.startswith(f"Error: rolling up {landed} failed (")
     assert "run it again" in result.output
+
+
+def test_rollups_kept_batch_by_batch_equal_a_rebuild_from_the_samples(tmp_path: Path) -> None:
+    """Derived state: what the writer kept as hours closed over many small batches (some hours
+    rolled up again after late samples) is what a rebuild from the samples gives."""
+    events = Cluster(nodes=4, racks_of=2, scrapes=SCRAPES, gpus=2).build()
+    samples = [e for e in events if isinstance(e.payload, c.GpuSampled | c.PortSampled)]
+    others = [e for e in events if e not in samples]
+    late = samples[::97]  # a few scrapes of every hour arrive after the rest
+    path = tmp_path / "fleet.duckdb"
+    writer = StoreWriter(open_store(path))
+    writer.write_batch(others)
+    on_time = [e for e in samples if e not in late]
+    for start in range(0, len(on_time), 50):
+        writer.write_batch(on_time[start:start + 50])
+    writer.write_batch(late)
+    writer.close()
+    con = open_store(path)
+    try:
+        kept = {r.name: con.execute(f"SELECT * FROM {r.table} ORDER BY ALL").fetchall()
+                for r in rollups.ROLLUPS.values()}
+        assert all(kept.values())
+        con.execute("DELETE FROM rollup_chunks")
+        assert rollups.rebuild(con)["hours"] == 3
+        for rollup in rollups.ROLLUPS.values():
+            assert con.execute(f"SELECT * FROM {rollup.table} ORDER BY ALL").fetchall() == \
+                kept[rollup.name], rollup.name
+    finally:
+        con.close()
