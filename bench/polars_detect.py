@@ -44,7 +44,7 @@ from fleetlog.analysis.detectors.network import (  # noqa: E402
     RCV_THRESHOLD,
     SYMBOL_THRESHOLD,
 )
-from fleetlog.analysis.detectors.thermal import THERMAL_BITS  # noqa: E402
+from fleetlog.analysis.detectors.scans import THERMAL_BITS  # noqa: E402
 from fleetlog.analysis.detectors.xid import BENIGN_XIDS, XID_HINTS  # noqa: E402
 from fleetlog.ingest import contract as c  # noqa: E402
 from fleetlog.ingest.pipeline import peak_rss_mb  # noqa: E402

@@ -61,6 +61,19 @@ def node_ports(ctx: AnalysisContext) -> pl.DataFrame:
                                       "peer": pl.String, "rail": pl.Int64}, orient="row")
 
 
+def scrape_increases(series: pl.DataFrame) -> pl.DataFrame:
+    """``series`` (``keyed_series`` of ports with stretches: ``switch``, ``port``, ``w``, ``x``,
+    ``r`` in time order) with ``dx``/``dr``, each scrape's increase of the data counters; a
+    counter reset or the first scrape of a stretch is no rate (null)."""
+    return series.with_columns(
+        pl.col("x").diff().over("switch", "port", "w").alias("dx"),
+        pl.col("r").diff().over("switch", "port", "w").alias("dr"),
+    ).with_columns(
+        pl.when(pl.col("dx") >= 0).then(pl.col("dx")).alias("dx"),
+        pl.when(pl.col("dr") >= 0).then(pl.col("dr")).alias("dr"),
+    )
+
+
 def detect_port_rates(ctx: AnalysisContext) -> list[Finding]:
     ports = node_ports(ctx)
     if ports.is_empty():
@@ -103,13 +116,7 @@ def detect_port_rates(ctx: AnalysisContext) -> list[Finding]:
     per_scrape_floor = MIN_TRAFFIC_SHARE * typical * ctx.interval_us / (BUCKET_S * US)
     # Per-scrape rates (a counter reset or a gap counts as no rate), then each port's rate as a
     # share of the median of its node's ports at the same scrape.
-    data = data.join(keys, on=["switch", "port"]).with_columns(
-        (pl.col("x").diff().over("switch", "port", "w")).alias("dx"),
-        (pl.col("r").diff().over("switch", "port", "w")).alias("dr"),
-    ).with_columns(
-        pl.when(pl.col("dx") >= 0).then(pl.col("dx")).alias("dx"),
-        pl.when(pl.col("dr") >= 0).then(pl.col("dr")).alias("dr"),
-    ).with_columns(
+    data = scrape_increases(data.join(keys, on=["switch", "port"])).with_columns(
         pl.col("dx").median().over("node", "t").alias("mx"),
         pl.col("dr").median().over("node", "t").alias("mr"),
         pl.col("dx").count().over("node", "t").alias("n"),

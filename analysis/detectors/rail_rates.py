@@ -43,6 +43,7 @@ from fleetlog.analysis.detectors.port_rates import (
     PORT_RATE_RATIO,
     SMOOTH_SCRAPES,
     node_ports,
+    scrape_increases,
 )
 from fleetlog.analysis.detectors.scans import (
     PORT_BUCKET_S,
@@ -196,12 +197,9 @@ def _ratios(ctx: AnalysisContext, data: pl.DataFrame, ports: pl.DataFrame,
     interval = ctx.interval_us
     # Per-scrape increases (a counter reset or a gap is no rate), on a common scrape grid: the
     # ports of a job hang off several leaves, each scraped on its own.
-    data = (data.join(ports.select("switch", "port", "node", "rail"), on=["switch", "port"])
-            .with_columns(pl.col("x").diff().over("switch", "port", "w").alias("dx"),
-                          pl.col("r").diff().over("switch", "port", "w").alias("dr"),
-                          ((pl.col("t") + interval // 2) // interval).alias("slot"))
-            .with_columns(pl.when(pl.col("dx") >= 0).then(pl.col("dx")).alias("dx"),
-                          pl.when(pl.col("dr") >= 0).then(pl.col("dr")).alias("dr")))
+    data = (scrape_increases(data.join(ports.select("switch", "port", "node", "rail"),
+                                       on=["switch", "port"]))
+            .with_columns(((pl.col("t") + interval // 2) // interval).alias("slot")))
     own = _in_job(data.join(stretches.select("node", "job", pl.col("lo").alias("w")),
                             on=["node", "w"]), jobs, "node")
     others = _in_job(

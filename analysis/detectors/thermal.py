@@ -23,11 +23,10 @@ import numpy as np
 import polars as pl
 
 from fleetlog.analysis.context import AnalysisContext, Finding
-from fleetlog.analysis.detectors.scans import gpu_summary, keyed_series
+from fleetlog.analysis.detectors.scans import THERMAL_BITS, gpu_summary, keyed_series
 from fleetlog.analysis.detectors.series import runs
 from fleetlog.ingest import contract as c
 
-THERMAL_BITS: Final = c.THROTTLE_SW_THERMAL | c.THROTTLE_HW_THERMAL
 HOT_DELTA_C: Final = 5.0  # above the GPU's own usual offset from its node's median
 RAMP_DELTA_C: Final = 2.0
 BASELINE_SAMPLES: Final = 360

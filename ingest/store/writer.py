@@ -51,6 +51,8 @@ class BatchResult:
     conflicts: int = 0  # an id already stored (or earlier in the batch) with different content
     rows: dict[str, int] = field(default_factory=dict)  # raw table -> rows added
     committed_at: float | None = None  # monotonic time of the commit, when someone noted it
+    # (oldest, newest) time of the samples newly landed (for the rollup keeper); not added up
+    sample_span: tuple[int, int] | None = None
 
     def add(self, other: BatchResult) -> None:
         self.events += other.events
@@ -149,7 +151,6 @@ class StoreWriter:
         self._next_shed = time.monotonic() + shed_every_s
         # Rolls up each hour of samples once it has closed (store/rollups.py).
         self.rollups = rollups.RollupKeeper(con)
-        self._sample_span: tuple[int, int] | None = None  # of the last commit's new samples
         # As DuckDB prints it ("488.2 MiB" for 512MB), which is rounded: set once here, so
         # every restore after a shed sets the same number of bytes as the limit it replaces.
         row = con.execute("SELECT current_setting('memory_limit')").fetchone()
@@ -205,8 +206,8 @@ class StoreWriter:
                 [events[i] for i in kept], [*dead, *extra], offsets or {},
                 None if origins is None else [origins[i] for i in kept], commit=True)
         self.totals.add(result)
-        if self._sample_span is not None:
-            span, self._sample_span = self._sample_span, None
+        span = result.sample_span
+        if span is not None:
             self._keep_rollups(lambda: self.rollups.landed([span]))
         if self.snapshot is not None:
             self.snapshot.maybe(self.con)
@@ -274,7 +275,7 @@ class StoreWriter:
             times = [e.time_us for e in fresh
                      if isinstance(e.payload, c.GpuSampled | c.PortSampled)]
             if commit and times:
-                self._sample_span = (min(times), max(times))
+                result.sample_span = (min(times), max(times))
         except BaseException as exc:
             self._rollback()
             if isinstance(exc, duckdb.Error) and not isinstance(exc, _DATA_ERRORS):
